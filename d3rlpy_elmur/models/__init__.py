@@ -1,0 +1,11 @@
+from .elmur import *
+from .factories import *
+from .gru import *
+from .sequence import *
+
+__all__ = [  # noqa: F405
+    *elmur.__all__,
+    *factories.__all__,
+    *gru.__all__,
+    *sequence.__all__,
+]

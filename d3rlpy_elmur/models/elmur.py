@@ -1,0 +1,585 @@
+"""ELMUR: a transformer whose every layer owns an external memory, updated by an LRU rule.
+
+The whole model, top to bottom: config, relative time buckets, attention, feed-forward blocks, the
+layer, and the model with its two execution paths. Per layer l, for a segment x of K tokens and the
+layer's memory m of M slots (ELMUR.md section 1):
+
+    h1 = x  + SelfAttn(x)                      causal, segment-local relative positions
+    h2 = h1 + CrossAttn(q=h1, kv=m, B_rd)      mem2tok: tokens read memory
+    h  = h2 + FFN(h2)                          -> next layer
+    u  = m  + CrossAttn(q=m, kv=h, B_wr)       tok2mem: memory reads the segment
+    m~ = u  + FFN_mem(u)                       candidate memory
+    m' = LRU(m, m~)                            one slot written per segment
+
+with post-norm (the paper) or pre-norm around every residual. Nothing depends on the absolute step
+index except through offsets between a token and a slot's anchor, so the model is the same at step
+10 and at step 10^6.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .sequence import SequenceEncoder, State
+
+__all__ = ["ELMURConfig", "ELMUR", "time_bucket", "lru_update"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ELMURConfig:
+    embed_dim: int = 128
+    num_layers: int = 2
+    num_heads: int = 2
+    context_size: int = 10  # K: steps per segment, the attention window
+    memory_slots: int = 2  # M: slots per layer
+    lru_blend: float = 0.79  # lambda of the blend into the least recently used slot
+    memory_init_std: float = 0.1  # std of the learned initial slots
+    dropout: float = 0.0
+    norm: str = "post"  # "post" (paper; keeps memory norms bounded) or "pre"
+    ffn: str = "mlp"  # "mlp" or "moe" (token FFN only; the memory FFN is an MLP)
+    ffn_multiplier: int = 4
+    num_experts: int = 4  # MoE: routed experts (top-1) beside one shared expert
+    moe_aux_weight: float = 0.01
+    use_lru: bool = (
+        True  # False: every slot is overwritten by its candidate each segment
+    )
+    shared_memory: bool = (
+        False  # True: one memory for all layers, written by the top one
+    )
+    relative_bias: bool = True
+    read: bool = True
+    write: bool = True
+    detach_memory: bool = (
+        False  # paper's code: no gradient through memory across segments
+    )
+    bptt_segments: int = (
+        0  # truncate backprop through memory every n segments (0: never)
+    )
+    time_buckets: int = 64  # exact offsets below 16, log-spaced up to 10^7 beyond
+
+    def __post_init__(self) -> None:
+        checks = {
+            "embed_dim": self.embed_dim > 0,
+            "num_layers": self.num_layers > 0,
+            "num_heads": self.num_heads > 0 and self.embed_dim % self.num_heads == 0,
+            "context_size": self.context_size > 0,
+            "memory_slots": self.memory_slots >= 1,
+            "lru_blend": 0.0 <= self.lru_blend <= 1.0,
+            "memory_init_std": self.memory_init_std >= 0.0,
+            "dropout": 0.0 <= self.dropout < 1.0,
+            "norm": self.norm in ("pre", "post"),
+            "ffn": self.ffn in ("mlp", "moe"),
+            "num_experts": self.num_experts >= 1,
+            "bptt_segments": self.bptt_segments >= 0,
+            "time_buckets": self.time_buckets > _EXACT_BUCKETS,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
+            raise ValueError(
+                f"invalid ELMUR config: {values} (num_heads must divide embed_dim, "
+                "lru_blend lies in [0, 1], memory_slots >= 1, norm is pre|post, "
+                "ffn is mlp|moe)"
+            )
+
+    @property
+    def truncate_every(self) -> int:
+        """Segments between two detaches of memory (0: never)."""
+        return 1 if self.detach_memory else self.bptt_segments
+
+
+_EXACT_BUCKETS = 16
+_MAX_OFFSET = 1e7
+
+
+def time_bucket(offset: torch.Tensor, num_buckets: int) -> torch.Tensor:
+    """Buckets non-negative step offsets: exact below 16, log-spaced up to 10^7."""
+    offset = offset.clamp(min=0)
+    scale = (num_buckets - _EXACT_BUCKETS) / math.log(_MAX_OFFSET / _EXACT_BUCKETS)
+    log_part = torch.log(offset.clamp(min=_EXACT_BUCKETS).float() / _EXACT_BUCKETS)
+    log_bucket = (_EXACT_BUCKETS + (log_part * scale).long()).clamp(max=num_buckets - 1)
+    return torch.where(offset < _EXACT_BUCKETS, offset, log_bucket)
+
+
+def lru_update(
+    memory: torch.Tensor,
+    candidate: torch.Tensor,
+    anchors: torch.Tensor,
+    last_step: torch.Tensor,
+    blend: float,
+    use_lru: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Writes one slot per row: the first empty one (replace), else the oldest (blend).
+
+    memory, candidate [B, M, D]; anchors [B, M] long (-1 empty); last_step [B] long.
+    Without LRU every slot takes its candidate.
+    """
+    if not use_lru:
+        return candidate, last_step[:, None].expand_as(anchors).clone()
+    empty = anchors < 0  # [B, M]
+    has_empty = empty.any(dim=1)  # [B]
+    # argmax returns the first maximum: the first empty slot, or the oldest anchor.
+    target = torch.where(has_empty, empty.long().argmax(1), anchors.argmin(1))
+    onehot = F.one_hot(target, anchors.shape[1]).bool()  # [B, M]
+    coef = torch.where(has_empty, 1.0, blend).to(memory.dtype)  # [B]
+    weight = onehot.to(memory.dtype) * coef[:, None]  # [B, M]
+    new_memory = memory + weight[..., None] * (candidate - memory)
+    new_anchors = torch.where(onehot, last_step[:, None], anchors)
+    return new_memory, new_anchors
+
+
+def _attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None,
+    dropout: float,
+) -> torch.Tensor:
+    """Scaled dot-product attention, heads first: [B, H, Tq, dh] x [B, H, Tk, dh]."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
+
+
+class CrossAttention(nn.Module):  # type: ignore[misc]
+    """Queries from one stream, keys and values from another (memory read and write)."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(dim, dim)
+        self.kv_proj = nn.Linear(dim, 2 * dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        B, Tq, D = x.shape
+        H = self.num_heads
+        q = self.q_proj(x).view(B, Tq, H, D // H).transpose(1, 2)  # [B, H, Tq, dh]
+        k, v = self.kv_proj(context).view(B, -1, 2, H, D // H).permute(2, 0, 3, 1, 4)
+        p = self.dropout if self.training else 0.0
+        y = _attend(q, k, v, bias, p).transpose(1, 2).reshape(B, Tq, D)
+        return F.dropout(self.out_proj(y), p, self.training)
+
+
+class SelfAttention(nn.Module):  # type: ignore[misc]
+    """Causal attention within a segment, with a learned bias per relative offset i - j."""
+
+    def __init__(self, dim: int, num_heads: int, context_size: int, dropout: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out_proj = nn.Linear(dim, dim)
+        self.rel_bias = nn.Parameter(torch.zeros(num_heads, context_size))
+
+    def bias(self, query_pos: torch.Tensor, key_pos: torch.Tensor) -> torch.Tensor:
+        """Additive bias [H or B.., Tq, Tk] for query and key positions in the segment."""
+        rel = query_pos[..., :, None] - key_pos[..., None, :]
+        bias = self.rel_bias[:, rel.clamp(min=0)]  # [H, ..., Tq, Tk]
+        bias = bias.masked_fill(rel < 0, float("-inf"))
+        return bias.movedim(0, -3)  # [..., H, Tq, Tk]
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        B, T, D = x.shape
+        H = self.num_heads
+        qkv = self.qkv(x).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)
+        return qkv[0], qkv[1], qkv[2]  # each [B, H, T, dh]
+
+    def output(self, y: torch.Tensor) -> torch.Tensor:
+        B, H, T, dh = y.shape
+        p = self.dropout if self.training else 0.0
+        return F.dropout(
+            self.out_proj(y.transpose(1, 2).reshape(B, T, H * dh)), p, self.training
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.project(x)
+        pos = torch.arange(x.shape[1], device=x.device)
+        p = self.dropout if self.training else 0.0
+        return self.output(_attend(q, k, v, self.bias(pos, pos), p))
+
+
+class MLP(nn.Module):  # type: ignore[misc]
+    def __init__(self, dim: int, multiplier: int, dropout: float):
+        super().__init__()
+        self.fc = nn.Linear(dim, multiplier * dim)
+        self.proj = nn.Linear(multiplier * dim, dim)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(self.proj(F.gelu(self.fc(x))), self.dropout, self.training)
+
+
+class MoE(nn.Module):  # type: ignore[misc]
+    """A shared expert plus top-1 routed experts, with a Switch-style load-balancing loss.
+
+    Experts are evaluated densely (a few small experts: one batched matmul beats gathering).
+    """
+
+    def __init__(self, dim: int, multiplier: int, num_experts: int, dropout: float):
+        super().__init__()
+        hidden = multiplier * dim
+        self.shared = MLP(dim, multiplier, dropout)
+        self.router = nn.Linear(dim, num_experts)
+        self.w_in = nn.Parameter(torch.randn(num_experts, dim, hidden) / math.sqrt(dim))
+        self.w_out = nn.Parameter(
+            torch.randn(num_experts, hidden, dim) / math.sqrt(hidden)
+        )
+        self.dropout = dropout
+        self.last_aux: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = self.router(x).softmax(-1)  # [..., E]
+        top = probs.argmax(-1)
+        gate = probs * F.one_hot(top, probs.shape[-1]).to(probs.dtype)
+        hidden = F.gelu(torch.einsum("...d,edh->...eh", x, self.w_in))
+        routed = torch.einsum("...eh,ehd,...e->...d", hidden, self.w_out, gate)
+        E = probs.shape[-1]
+        fraction = F.one_hot(top, E).to(probs.dtype).reshape(-1, E).mean(0)
+        self.last_aux = E * (fraction * probs.reshape(-1, E).mean(0)).sum()
+        routed = F.dropout(routed, self.dropout, self.training)
+        return self.shared(x) + routed
+
+
+class ELMURLayer(nn.Module):  # type: ignore[misc]
+    def __init__(self, cfg: ELMURConfig, writes: bool):
+        super().__init__()
+        D, H, p = cfg.embed_dim, cfg.num_heads, cfg.dropout
+        self.pre_norm = cfg.norm == "pre"
+        self.reads = cfg.read
+        self.writes = writes
+        self.self_attn = SelfAttention(D, H, cfg.context_size, p)
+        self.ln_self = nn.LayerNorm(D)
+        if cfg.read:
+            self.read_attn = CrossAttention(D, H, p)
+            self.ln_read = nn.LayerNorm(D)
+            self.ln_read_mem = nn.LayerNorm(D) if self.pre_norm else nn.Identity()
+        self.ffn = (
+            MoE(D, cfg.ffn_multiplier, cfg.num_experts, p)
+            if cfg.ffn == "moe"
+            else MLP(D, cfg.ffn_multiplier, p)
+        )
+        self.ln_ffn = nn.LayerNorm(D)
+        if writes:
+            self.write_attn = CrossAttention(D, H, p)
+            self.ln_write = nn.LayerNorm(D)
+            self.ln_write_tok = nn.LayerNorm(D) if self.pre_norm else nn.Identity()
+            self.mem_ffn = MLP(D, cfg.ffn_multiplier, p)
+            self.ln_mem_ffn = nn.LayerNorm(D)
+
+    def _residual(
+        self, x: torch.Tensor, sublayer: object, norm: nn.Module
+    ) -> torch.Tensor:
+        if self.pre_norm:
+            return x + sublayer(norm(x))  # type: ignore[operator]
+        return norm(x + sublayer(x))  # type: ignore[operator]
+
+    def read_and_ffn(
+        self, h1: torch.Tensor, memory: torch.Tensor, read_bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        """h2 = h1 + CrossAttn(h1, m); h = h2 + FFN(h2). h1 [B, T, D], memory [B, M, D]."""
+        if self.reads:
+            mem = self.ln_read_mem(memory)
+            h1 = self._residual(
+                h1, lambda q: self.read_attn(q, mem, read_bias), self.ln_read
+            )
+        return self._residual(h1, self.ffn, self.ln_ffn)
+
+    def forward(
+        self, x: torch.Tensor, memory: torch.Tensor, read_bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Token path of one segment: x [B, T, D] -> h [B, T, D]."""
+        h1 = self._residual(x, self.self_attn, self.ln_self)
+        return self.read_and_ffn(h1, memory, read_bias)
+
+    def step(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor,
+        read_bias: torch.Tensor | None,
+        cache: tuple[torch.Tensor, torch.Tensor],
+        pos: torch.Tensor,
+    ) -> torch.Tensor:
+        """Token path of one step: x [B, 1, D] at segment positions pos [B].
+
+        cache: this layer's keys and values [B, H, K, dh], updated in place at pos.
+        """
+        keys, values = cache
+        rows = torch.arange(x.shape[0], device=x.device)
+        q, k, v = self.self_attn.project(self.ln_self(x) if self.pre_norm else x)
+        keys[rows, :, pos] = k[:, :, 0]
+        values[rows, :, pos] = v[:, :, 0]
+        key_pos = torch.arange(keys.shape[2], device=x.device)
+        bias = self.self_attn.bias(
+            pos[:, None], key_pos.expand(x.shape[0], -1)
+        )  # [B, H, 1, K]
+        attn = self.self_attn.output(_attend(q, keys, values, bias, 0.0))
+        h1 = x + attn if self.pre_norm else self.ln_self(x + attn)
+        return self.read_and_ffn(h1, memory, read_bias)
+
+    def candidate(
+        self,
+        memory: torch.Tensor,
+        tokens: torch.Tensor,
+        write_bias: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """m~ = u + FFN_mem(u), u = m + CrossAttn(m, h): memory [B, M, D], tokens [B, K, D]."""
+        toks = self.ln_write_tok(tokens)
+        u = self._residual(
+            memory, lambda q: self.write_attn(q, toks, write_bias), self.ln_write
+        )
+        return self._residual(u, self.mem_ffn, self.ln_mem_ffn)
+
+
+class ELMUR(SequenceEncoder):
+    """The ELMUR sequence model. State: ``memory`` [B, Lm, M, D], ``anchors`` [B, Lm, M]."""
+
+    def __init__(self, cfg: ELMURConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed_dim = cfg.embed_dim
+        self.context_size = cfg.context_size
+        L = cfg.num_layers
+        self.memory_layers = 1 if cfg.shared_memory else L
+        writers = [
+            cfg.write and (not cfg.shared_memory or i == L - 1) for i in range(L)
+        ]
+        self.layers = nn.ModuleList(ELMURLayer(cfg, w) for w in writers)
+        self.ln_out = (
+            nn.LayerNorm(cfg.embed_dim) if cfg.norm == "pre" else nn.Identity()
+        )
+        self.memory_init = nn.Parameter(
+            torch.randn(self.memory_layers, cfg.memory_slots, cfg.embed_dim)
+            * cfg.memory_init_std
+        )
+        if cfg.relative_bias:
+            # one extra bucket for empty slots (anchor -1), so the model can learn to ignore them
+            self.read_time_bias = nn.Embedding(cfg.time_buckets + 1, cfg.num_heads)
+            self.write_time_bias = nn.Embedding(cfg.time_buckets + 1, cfg.num_heads)
+            nn.init.zeros_(self.read_time_bias.weight)
+            nn.init.zeros_(self.write_time_bias.weight)
+        self._aux: torch.Tensor | None = None
+
+    # ----------------------------------------------------------------------------------- helpers
+    def _memory_index(self, layer: int) -> int:
+        return 0 if self.cfg.shared_memory else layer
+
+    def _time_bias(
+        self, table: nn.Embedding | None, steps: torch.Tensor, anchors: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Bias [B, H, T, M] from token steps [B, T] and slot anchors [B, M]."""
+        if table is None:
+            return None
+        offset = steps[:, :, None] - anchors[:, None, :]  # [B, T, M]
+        bucket = time_bucket(offset, self.cfg.time_buckets)
+        bucket = torch.where(anchors[:, None, :] < 0, self.cfg.time_buckets, bucket)
+        return table(bucket).permute(0, 3, 1, 2)
+
+    def _biases(
+        self, steps: torch.Tensor, anchors: torch.Tensor
+    ) -> tuple[list[torch.Tensor | None], list[torch.Tensor | None]]:
+        """Read biases [B, H, T, M] and write biases [B, H, M, T] per memory layer."""
+        read_table = getattr(self, "read_time_bias", None)
+        write_table = getattr(self, "write_time_bias", None)
+        reads, writes = [], []
+        for i in range(self.memory_layers):
+            reads.append(self._time_bias(read_table, steps, anchors[:, i]))
+            wb = self._time_bias(write_table, steps, anchors[:, i])
+            writes.append(None if wb is None else wb.transpose(-1, -2))
+        return reads, writes
+
+    @torch.no_grad()
+    def memory_norm_bound(self) -> float:
+        """An upper bound on every slot's L2 norm under post-norm (LayerNorm outputs, convex blends)."""
+        bound = float(self.memory_init.norm(dim=-1).max())
+        if self.cfg.norm == "post":
+            for layer in self.layers:
+                if layer.writes:
+                    ln = layer.ln_mem_ffn
+                    # |gamma * xhat + beta| <= max|gamma| * sqrt(D) + |beta|, with |xhat|^2 = D
+                    ln_bound = float(ln.weight.abs().max()) * math.sqrt(
+                        self.embed_dim
+                    ) + float(ln.bias.norm())
+                    bound = max(bound, ln_bound)
+            return bound
+        return math.inf
+
+    def aux_loss(self) -> torch.Tensor | None:
+        return self._aux
+
+    def _collect_aux(self) -> None:
+        if self.cfg.ffn != "moe":
+            return
+        aux = sum(layer.ffn.last_aux for layer in self.layers) * self.cfg.moe_aux_weight
+        self._aux = aux if self._aux is None else self._aux + aux
+
+    # ------------------------------------------------------------------------------ segment path
+    def initial_state(self, batch_size: int) -> State:
+        memory = self.memory_init.unsqueeze(0).expand(batch_size, -1, -1, -1)
+        anchors = torch.full(
+            (batch_size, self.memory_layers, self.cfg.memory_slots),
+            -1,
+            dtype=torch.long,
+            device=self.memory_init.device,
+        )
+        return {"memory": memory, "anchors": anchors}
+
+    def _segment(
+        self, x: torch.Tensor, valid: torch.Tensor, steps: torch.Tensor, state: State
+    ) -> tuple[torch.Tensor, State]:
+        """One segment: x [B, T<=K, D] -> features [B, T, D]; memory written iff step K-1 is real."""
+        memory, anchors = state["memory"], state["anchors"]
+        B, T, _ = x.shape
+        read_bias, write_bias = self._biases(steps, anchors)
+        # Write only rows whose segment is complete, as step inference does at step K-1.
+        writes = (
+            valid[:, -1] if T == self.context_size else torch.zeros_like(valid[:, 0])
+        )
+        key_mask = None
+        if self.cfg.write and bool(writes.any()):
+            # Padding is masked in writing rows only: a row with no real token would give NaN
+            # attention, and NaN poisons gradients even where torch.where discards it.
+            hidden = (~valid & writes[:, None])[:, None, None, :]
+            key_mask = torch.zeros(B, 1, 1, T, dtype=x.dtype, device=x.device)
+            key_mask = key_mask.masked_fill(hidden, float("-inf"))
+        new_memory, new_anchors = [], []
+        h = x
+        for i, layer in enumerate(self.layers):
+            mi = self._memory_index(i)
+            h = layer(h, memory[:, mi], read_bias[mi])
+            if layer.writes and key_mask is not None:
+                wb = key_mask if write_bias[mi] is None else write_bias[mi] + key_mask
+                cand = layer.candidate(memory[:, mi], h, wb)
+                mem, anc = lru_update(
+                    memory[:, mi],
+                    cand,
+                    anchors[:, mi],
+                    steps[:, -1],
+                    self.cfg.lru_blend,
+                    self.cfg.use_lru,
+                )
+                new_memory.append(
+                    torch.where(writes[:, None, None], mem, memory[:, mi])
+                )
+                new_anchors.append(torch.where(writes[:, None], anc, anchors[:, mi]))
+            elif not self.cfg.shared_memory:
+                new_memory.append(memory[:, mi])
+                new_anchors.append(anchors[:, mi])
+        if self.cfg.shared_memory and not new_memory:
+            new_memory, new_anchors = [memory[:, 0]], [anchors[:, 0]]
+        self._collect_aux()
+        state = {
+            "memory": torch.stack(new_memory, 1),
+            "anchors": torch.stack(new_anchors, 1),
+        }
+        return self.ln_out(h), state
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        valid: torch.Tensor,
+        steps: torch.Tensor,
+        state: State,
+    ) -> tuple[torch.Tensor, State]:
+        self._aux = None
+        K = self.context_size
+        truncate = self.cfg.truncate_every
+        outputs = []
+        for index, start in enumerate(range(0, tokens.shape[1], K)):
+            seg = slice(start, start + K)
+            out, state = self._segment(
+                tokens[:, seg], valid[:, seg], steps[:, seg], state
+            )
+            outputs.append(out)
+            if truncate and (index + 1) % truncate == 0:
+                state = {key: value.detach() for key, value in state.items()}
+        return torch.cat(outputs, 1), state
+
+    # --------------------------------------------------------------------------------- step path
+    def initial_step_state(self, batch_size: int) -> State:
+        state = {
+            key: value.clone() for key, value in self.initial_state(batch_size).items()
+        }
+        cfg = self.cfg
+        dev = self.memory_init.device
+        dtype = self.memory_init.dtype
+        shape = (batch_size, cfg.num_layers, cfg.num_heads, cfg.context_size)
+        dh = cfg.embed_dim // cfg.num_heads
+        state["keys"] = torch.zeros(*shape, dh, device=dev, dtype=dtype)
+        state["values"] = torch.zeros(*shape, dh, device=dev, dtype=dtype)
+        # layer outputs of the current segment: what the memory write reads at its end
+        state["outputs"] = torch.zeros(
+            batch_size,
+            cfg.num_layers,
+            cfg.context_size,
+            cfg.embed_dim,
+            device=dev,
+            dtype=dtype,
+        )
+        state["position"] = torch.zeros(batch_size, dtype=torch.long, device=dev)
+        return state
+
+    def step(
+        self, token: torch.Tensor, steps: torch.Tensor, state: State
+    ) -> tuple[torch.Tensor, State]:
+        state = dict(state)
+        K = self.context_size
+        rows = torch.arange(token.shape[0], device=token.device)
+        pos = state["position"]  # [B]: index of this token in its segment
+        read_bias, _ = self._biases(steps[:, None], state["anchors"])
+        keys = state["keys"].clone()
+        values = state["values"].clone()
+        outputs = state["outputs"].clone()
+        x = token[:, None, :]  # [B, 1, D]
+        for i, layer in enumerate(self.layers):
+            mi = self._memory_index(i)
+            cache = (
+                keys[:, i],
+                values[:, i],
+            )  # views: the layer writes this step's k, v
+            x = layer.step(x, state["memory"][:, mi], read_bias[mi], cache, pos)
+            outputs[rows, i, pos] = x[:, 0]
+        state.update(keys=keys, values=values, outputs=outputs)
+        done = pos == K - 1
+        if bool(done.any()):
+            state = self._write_rows(state, done.nonzero().squeeze(1), steps)
+        state["position"] = torch.where(done, 0, pos + 1)
+        return self.ln_out(x[:, 0]), state
+
+    def _write_rows(
+        self, state: State, index: torch.Tensor, steps: torch.Tensor
+    ) -> State:
+        """Memory write at the end of a segment, for the rows ``index`` only."""
+        if not self.cfg.write:
+            return state
+        memory = state["memory"].index_select(0, index)
+        anchors = state["anchors"].index_select(0, index)
+        outputs = state["outputs"].index_select(0, index)
+        last = steps.index_select(0, index)
+        K = self.context_size
+        seg_steps = last[:, None] - (K - 1) + torch.arange(K, device=last.device)
+        _, write_bias = self._biases(seg_steps, anchors)
+        new_memory = memory.clone()
+        new_anchors = anchors.clone()
+        for i, layer in enumerate(self.layers):
+            if not layer.writes:
+                continue
+            mi = self._memory_index(i)
+            cand = layer.candidate(memory[:, mi], outputs[:, i], write_bias[mi])
+            new_memory[:, mi], new_anchors[:, mi] = lru_update(
+                memory[:, mi],
+                cand,
+                anchors[:, mi],
+                last,
+                self.cfg.lru_blend,
+                self.cfg.use_lru,
+            )
+        state["memory"] = state["memory"].index_copy(0, index, new_memory)
+        state["anchors"] = state["anchors"].index_copy(0, index, new_anchors)
+        return state

@@ -1,0 +1,75 @@
+"""The interface every sequence encoder (ELMUR, the GRU baseline) offers to the algorithms.
+
+A sequence encoder maps a batch of step tokens to one feature per step while carrying a recurrent
+state (ELMUR: per-layer memory; GRU: hidden state). It has two execution paths with one set of
+weights:
+
+* ``forward``: training. Tokens ``[B, T, D]`` are cut into segments of ``context_size`` steps aligned
+  to the first token (the caller aligns the first token to a segment boundary of the episode).
+* ``step``: inference. One token per call; the state also holds whatever cache the encoder needs, so
+  the work per step does not depend on how long the episode has been running.
+
+States are plain dicts of batch-first tensors, so that generic code (batched evaluation with
+episodes that end at different times) can reset single rows without knowing the encoder.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["SequenceEncoder", "State", "reset_rows", "select_rows"]
+
+State = dict[str, torch.Tensor]
+
+
+class SequenceEncoder(nn.Module):  # type: ignore[misc]
+    """Base class: subclasses implement the four methods below."""
+
+    embed_dim: int
+    context_size: int
+
+    def initial_state(self, batch_size: int) -> State:
+        """State at the start of an episode, for the segment path."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        valid: torch.Tensor,
+        steps: torch.Tensor,
+        state: State,
+    ) -> tuple[torch.Tensor, State]:
+        """Runs ``tokens`` [B, T, D] (``valid`` [B, T] bool, absolute ``steps`` [B, T] long).
+
+        Returns features [B, T, D] and the state after the last complete segment.
+        """
+        raise NotImplementedError
+
+    def initial_step_state(self, batch_size: int) -> State:
+        """State at the start of an episode, for the step path (state plus caches)."""
+        raise NotImplementedError
+
+    def step(
+        self, token: torch.Tensor, steps: torch.Tensor, state: State
+    ) -> tuple[torch.Tensor, State]:
+        """Runs one token per row: ``token`` [B, D], absolute ``steps`` [B] long."""
+        raise NotImplementedError
+
+    def aux_loss(self) -> torch.Tensor | None:
+        """Auxiliary loss of the last ``forward`` (e.g. MoE load balancing), if any."""
+        return None
+
+
+def reset_rows(state: State, initial: State, rows: torch.Tensor) -> State:
+    """Replaces the rows where ``rows`` [B] is true by ``initial`` (batch 1 or B)."""
+    out: State = {}
+    for key, value in state.items():
+        mask = rows.view(-1, *([1] * (value.dim() - 1)))
+        out[key] = torch.where(mask, initial[key].to(value.dtype), value)
+    return out
+
+
+def select_rows(state: State, index: torch.Tensor) -> State:
+    """The rows ``index`` of every tensor of ``state``."""
+    return {key: value.index_select(0, index) for key, value in state.items()}

@@ -1,0 +1,309 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from d3rlpy_elmur.models import (
+    ELMUR,
+    ELMURConfig,
+    GRUEncoder,
+    SequenceEncoder,
+    lru_update,
+    reset_rows,
+    time_bucket,
+)
+
+D, K = 16, 4
+
+
+def make(**overrides: object) -> ELMUR:
+    torch.manual_seed(0)
+    cfg = dict(embed_dim=D, num_layers=2, num_heads=2, context_size=K, memory_slots=2)
+    cfg.update(overrides)
+    model = ELMUR(ELMURConfig(**cfg))  # type: ignore[arg-type]
+    # The learned time biases start at zero; randomise them so tests see their effect.
+    for name, param in model.named_parameters():
+        if "time_bias" in name or "rel_bias" in name:
+            torch.nn.init.normal_(param, std=0.5)
+    return model.eval()
+
+
+def inputs(B: int, T: int, offset: int = 0) -> tuple[torch.Tensor, ...]:
+    torch.manual_seed(1)
+    tokens = torch.randn(B, T, D)
+    valid = torch.ones(B, T, dtype=torch.bool)
+    steps = (torch.arange(T) + offset).expand(B, T)
+    return tokens, valid, steps
+
+
+def run_steps(
+    model: SequenceEncoder, tokens: torch.Tensor, steps: torch.Tensor
+) -> torch.Tensor:
+    state = model.initial_step_state(tokens.shape[0])
+    outs = []
+    for t in range(tokens.shape[1]):
+        out, state = model.step(tokens[:, t], steps[:, t], state)
+        outs.append(out)
+    return torch.stack(outs, 1)
+
+
+# ---------------------------------------------------------------------------------- causality
+@pytest.mark.parametrize("changed", [1, 6, 13])
+def test_future_tokens_never_change_earlier_outputs(changed: int) -> None:
+    model = make()
+    tokens, valid, steps = inputs(2, 5 * K)
+    before, _ = model(tokens, valid, steps, model.initial_state(2))
+    tokens = tokens.clone()
+    tokens[:, changed] += 3.0
+    after, _ = model(tokens, valid, steps, model.initial_state(2))
+    assert torch.allclose(before[:, :changed], after[:, :changed], atol=1e-6)
+    # ...and the change does reach the changed step and later segments (memory carries it).
+    assert not torch.allclose(before[:, changed], after[:, changed], atol=1e-4)
+    later = (changed // K + 1) * K
+    assert not torch.allclose(before[:, later:], after[:, later:], atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------- LRU
+def test_lru_fills_empty_slots_in_order_then_blends_oldest() -> None:
+    B, M = 1, 3
+    memory = torch.zeros(B, M, 2)
+    anchors = torch.full((B, M), -1)
+    lam = 0.25
+    for seg, expected_slot in enumerate([0, 1, 2]):
+        cand = torch.full((B, M, 2), float(seg + 1))
+        memory, anchors = lru_update(
+            memory, cand, anchors, torch.tensor([seg * 10 + 9]), lam
+        )
+        assert anchors[0, expected_slot] == seg * 10 + 9
+        # replace, not blend, while a slot is empty
+        assert torch.equal(memory[0, expected_slot], torch.full((2,), float(seg + 1)))
+    assert anchors.tolist() == [[9, 19, 29]]
+    # all full: the oldest anchor (slot 0) is blended with the exact formula
+    cand = torch.full((B, M, 2), 10.0)
+    old = memory.clone()
+    memory, anchors = lru_update(memory, cand, anchors, torch.tensor([39]), lam)
+    assert torch.allclose(memory[0, 0], lam * cand[0, 0] + (1 - lam) * old[0, 0])
+    assert torch.equal(memory[0, 1:], old[0, 1:])
+    assert anchors.tolist() == [[39, 19, 29]]
+    # next the oldest is slot 1
+    memory, anchors = lru_update(memory, cand, anchors, torch.tensor([49]), lam)
+    assert anchors.tolist() == [[39, 49, 29]]
+    assert torch.allclose(memory[0, 1], lam * 10.0 + (1 - lam) * old[0, 1])
+
+
+def test_lru_rows_are_independent_and_no_lru_overwrites_all() -> None:
+    memory = torch.zeros(2, 2, 1)
+    anchors = torch.tensor([[-1, -1], [5, 3]])
+    cand = torch.ones(2, 2, 1)
+    new, anc = lru_update(memory, cand, anchors, torch.tensor([7, 7]), 0.5)
+    assert anc.tolist() == [[7, -1], [5, 7]]
+    assert new[:, :, 0].tolist() == [[1.0, 0.0], [0.0, 0.5]]
+    new, anc = lru_update(
+        memory, cand, anchors, torch.tensor([7, 7]), 0.5, use_lru=False
+    )
+    assert anc.tolist() == [[7, 7], [7, 7]]
+    assert torch.equal(new, cand)
+
+
+def test_model_anchors_follow_segments_and_reset() -> None:
+    model = make(memory_slots=2)
+    tokens, valid, steps = inputs(2, 5 * K)
+    _, state = model(tokens, valid, steps, model.initial_state(2))
+    # segment ends at 3, 7, 11, 15, 19: slots filled 0, 1, then oldest blended
+    assert state["anchors"][0, 0].tolist() == [19, 15]
+    fresh = model.initial_state(2)
+    assert (fresh["anchors"] == -1).all()
+    assert torch.equal(fresh["memory"][0], model.memory_init)
+    reset = reset_rows(state, fresh, torch.tensor([True, False]))
+    assert (reset["anchors"][0] == -1).all() and torch.equal(
+        reset["anchors"][1], state["anchors"][1]
+    )
+    assert torch.equal(reset["memory"][0], model.memory_init)
+
+
+def test_padding_segments_leave_memory_unchanged() -> None:
+    model = make()
+    tokens, valid, steps = inputs(2, 3 * K)
+    valid = valid.clone()
+    valid[0, :K] = False  # row 0: a fully padded first segment (burn-in left padding)
+    valid[1, -1] = False  # row 1: a partial last segment: no write, as at inference
+    _, state = model(tokens, valid, steps, model.initial_state(2))
+    _, ref = model(tokens[:1, K:], valid[:1, K:], steps[:1, K:], model.initial_state(1))
+    assert torch.allclose(state["memory"][0], ref["memory"][0], atol=1e-6)
+    assert state["anchors"][0, 0].tolist() == [7, 11]
+    assert state["anchors"][1, 0].tolist() == [3, 7]
+
+
+# ------------------------------------------------------------------- step == segment forward
+VARIANTS = [
+    {},
+    {"norm": "pre"},
+    {"ffn": "moe"},
+    {"shared_memory": True},
+    {"use_lru": False},
+    {"relative_bias": False, "memory_slots": 3},
+    {"write": False},
+]
+
+
+@pytest.mark.parametrize("overrides", VARIANTS)
+def test_step_inference_equals_segment_forward(overrides: dict[str, object]) -> None:
+    model = make(**overrides)
+    T = 5 * K + 3  # five full segments and a partial one
+    tokens, valid, steps = inputs(3, T, offset=0)
+    with torch.no_grad():
+        seg_out, seg_state = model(tokens, valid, steps, model.initial_state(3))
+        step_out = run_steps(model, tokens, steps)
+    assert (seg_out - step_out).abs().max() <= 1e-5
+
+
+def test_step_rows_at_different_positions_match_their_own_episodes() -> None:
+    model = make()
+    tokens, _, _ = inputs(2, 3 * K + 2)
+    with torch.no_grad():
+        state = model.initial_step_state(2)
+        fresh = model.initial_step_state(2)
+        outs: list[torch.Tensor] = []
+        start = [0, 3]  # row 1 starts a new episode at step 3
+        for t in range(tokens.shape[1]):
+            if t == 3:
+                state = reset_rows(state, fresh, torch.tensor([False, True]))
+            steps = torch.tensor([t - start[0], max(t - start[1], 0)])
+            out, state = model.step(tokens[:, t], steps, state)
+            outs.append(out)
+        got = torch.stack(outs, 1)
+        T1 = tokens.shape[1] - 3
+        ref1 = run_steps(model, tokens[1:, 3:], torch.arange(T1)[None])
+        valid = torch.ones(1, T1, dtype=torch.bool)
+        ref1_seg, _ = model(
+            tokens[1:, 3:], valid, torch.arange(T1)[None], model.initial_state(1)
+        )
+    assert (got[1, 3:] - ref1[0]).abs().max() <= 1e-5
+    assert (got[1, 3:] - ref1_seg[0]).abs().max() <= 1e-5
+
+
+def test_gru_step_equals_forward() -> None:
+    torch.manual_seed(0)
+    gru = GRUEncoder(D, K, num_layers=2).eval()
+    tokens, valid, steps = inputs(2, 3 * K + 1)
+    with torch.no_grad():
+        out, _ = gru(tokens, valid, steps, gru.initial_state(2))
+        assert (out - run_steps(gru, tokens, steps)).abs().max() <= 1e-5
+
+
+# ----------------------------------------------------------------------------- memory matters
+def test_outputs_depend_on_memory_unless_read_is_off() -> None:
+    for read, differs in [(True, True), (False, False)]:
+        model = make(read=read)
+        tokens, valid, steps = inputs(2, K, offset=40)
+        state_a = model.initial_state(2)
+        state_b = {
+            "memory": torch.randn_like(state_a["memory"]),
+            "anchors": torch.full_like(state_a["anchors"], 30),
+        }
+        out_a, _ = model(tokens, valid, steps, state_a)
+        out_b, _ = model(tokens, valid, steps, state_b)
+        assert (not torch.allclose(out_a, out_b, atol=1e-4)) == differs
+
+
+# ------------------------------------------------------------------------------------ gradient
+WRITE_PATH = ("write_attn", "mem_ffn", "ln_write", "ln_mem_ffn")
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_write_path_gets_gradient_from_a_later_segment(detach: bool) -> None:
+    model = make(detach_memory=detach).train()
+    tokens, valid, steps = inputs(2, 3 * K)
+    out, _ = model(tokens, valid, steps, model.initial_state(2))
+    out[:, -K:].pow(2).sum().backward()  # a loss on the last segment only
+    grads = {
+        name: (p.grad.abs().sum().item() if p.grad is not None else 0.0)
+        for name, p in model.named_parameters()
+        if any(part in name for part in WRITE_PATH)
+    }
+    assert grads, "no write-path parameters found"
+    if detach:
+        assert all(g == 0.0 for g in grads.values())
+    else:
+        for layer in range(2):
+            for part in ("write_attn", "mem_ffn"):
+                assert (
+                    sum(
+                        g
+                        for n, g in grads.items()
+                        if n.startswith(f"layers.{layer}.{part}")
+                    )
+                    > 0
+                )
+
+
+def test_bptt_truncation_cuts_gradient_to_early_writes() -> None:
+    model = make(memory_slots=4, bptt_segments=1).train()
+    tokens, valid, steps = inputs(1, 3 * K)
+    tokens.requires_grad_(True)
+    out, _ = model(tokens, valid, steps, model.initial_state(1))
+    out[:, -K:].sum().backward()
+    assert tokens.grad is not None
+    assert tokens.grad[:, :K].abs().sum() == 0  # two segments back: cut
+    assert tokens.grad[:, -K:].abs().sum() > 0
+
+
+# ---------------------------------------------------------------------- stability, positions
+def test_time_buckets_separate_long_offsets() -> None:
+    offsets = torch.tensor([0, 1, 15, 16, 100, 1000, 10_000, 100_000, 1_000_000])
+    buckets = time_bucket(offsets, 64)
+    assert buckets[:3].tolist() == [0, 1, 15]
+    assert (buckets[1:] > buckets[:-1]).all()  # strictly increasing on this grid
+    assert int(buckets.max()) < 64
+
+
+def test_outputs_do_not_depend_on_absolute_step() -> None:
+    model = make()
+    tokens, valid, steps = inputs(2, K, offset=50)
+    memory = torch.randn_like(model.initial_state(2)["memory"])
+    anchors = torch.tensor([[[29, 49], [39, 49]]]).expand(2, -1, -1)
+    shift = 10**6
+    out0, st0 = model(tokens, valid, steps, {"memory": memory, "anchors": anchors})
+    out1, st1 = model(
+        tokens, valid, steps + shift, {"memory": memory, "anchors": anchors + shift}
+    )
+    assert (out0 - out1).abs().max() <= 1e-5
+    assert (st0["memory"] - st1["memory"]).abs().max() <= 1e-5
+    assert torch.equal(st0["anchors"] + shift, st1["anchors"])
+
+
+@pytest.mark.slow
+def test_memory_stays_finite_and_bounded_over_1e5_segments() -> None:
+    model = make(embed_dim=D, num_layers=1, memory_slots=2)
+    B = 4
+    state = model.initial_state(B)
+    bound = model.memory_norm_bound()
+    valid = torch.ones(B, K, dtype=torch.bool)
+    gen = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        for seg in range(100_000):
+            steps = (torch.arange(K) + seg * K).expand(B, K)
+            out, state = model._segment(
+                torch.randn(B, K, D, generator=gen), valid, steps, state
+            )
+            if seg % 10_000 == 0:
+                assert torch.isfinite(out).all()
+    assert torch.isfinite(state["memory"]).all()
+    assert state["memory"].norm(dim=-1).max() <= bound + 1e-4
+    assert int(state["anchors"].max()) == 100_000 * K - 1
+
+
+def test_config_errors_name_the_field() -> None:
+    base = dict(embed_dim=D, num_heads=2, context_size=K)
+    for field, value in [
+        ("context_size", 0),
+        ("memory_slots", 0),
+        ("lru_blend", 1.5),
+        ("num_heads", 3),
+        ("norm", "mid"),
+    ]:
+        with pytest.raises(ValueError, match=field):
+            ELMURConfig(**{**base, field: value})  # type: ignore[arg-type]
+    assert dataclasses.replace(ELMURConfig(**base), lru_blend=1.0).lru_blend == 1.0
