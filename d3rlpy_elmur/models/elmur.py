@@ -45,21 +45,13 @@ class ELMURConfig:
     ffn_multiplier: int = 4
     num_experts: int = 4  # MoE: routed experts (top-1) beside one shared expert
     moe_aux_weight: float = 0.01
-    use_lru: bool = (
-        True  # False: every slot is overwritten by its candidate each segment
-    )
-    shared_memory: bool = (
-        False  # True: one memory for all layers, written by the top one
-    )
+    use_lru: bool = True  # False: every slot is overwritten by its candidate each segment
+    shared_memory: bool = False  # True: one memory for all layers, written by the top one
     relative_bias: bool = True
     read: bool = True
     write: bool = True
-    detach_memory: bool = (
-        False  # paper's code: no gradient through memory across segments
-    )
-    bptt_segments: int = (
-        0  # truncate backprop through memory every n segments (0: never)
-    )
+    detach_memory: bool = False  # paper's code: no gradient through memory across segments
+    bptt_segments: int = 0  # truncate backprop through memory every n segments (0: never)
     time_buckets: int = 64  # exact offsets below 16, log-spaced up to 10^7 beyond
 
     def __post_init__(self) -> None:
@@ -194,9 +186,7 @@ class SelfAttention(nn.Module):  # type: ignore[misc]
     def output(self, y: torch.Tensor) -> torch.Tensor:
         B, H, T, dh = y.shape
         p = self.dropout if self.training else 0.0
-        return F.dropout(
-            self.out_proj(y.transpose(1, 2).reshape(B, T, H * dh)), p, self.training
-        )
+        return F.dropout(self.out_proj(y.transpose(1, 2).reshape(B, T, H * dh)), p, self.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.project(x)
@@ -228,9 +218,7 @@ class MoE(nn.Module):  # type: ignore[misc]
         self.shared = MLP(dim, multiplier, dropout)
         self.router = nn.Linear(dim, num_experts)
         self.w_in = nn.Parameter(torch.randn(num_experts, dim, hidden) / math.sqrt(dim))
-        self.w_out = nn.Parameter(
-            torch.randn(num_experts, hidden, dim) / math.sqrt(hidden)
-        )
+        self.w_out = nn.Parameter(torch.randn(num_experts, hidden, dim) / math.sqrt(hidden))
         self.dropout = dropout
         self.last_aux: torch.Tensor | None = None
 
@@ -273,9 +261,7 @@ class ELMURLayer(nn.Module):  # type: ignore[misc]
             self.mem_ffn = MLP(D, cfg.ffn_multiplier, p)
             self.ln_mem_ffn = nn.LayerNorm(D)
 
-    def _residual(
-        self, x: torch.Tensor, sublayer: object, norm: nn.Module
-    ) -> torch.Tensor:
+    def _residual(self, x: torch.Tensor, sublayer: object, norm: nn.Module) -> torch.Tensor:
         if self.pre_norm:
             return x + sublayer(norm(x))  # type: ignore[operator]
         return norm(x + sublayer(x))  # type: ignore[operator]
@@ -286,9 +272,7 @@ class ELMURLayer(nn.Module):  # type: ignore[misc]
         """h2 = h1 + CrossAttn(h1, m); h = h2 + FFN(h2). h1 [B, T, D], memory [B, M, D]."""
         if self.reads:
             mem = self.ln_read_mem(memory)
-            h1 = self._residual(
-                h1, lambda q: self.read_attn(q, mem, read_bias), self.ln_read
-            )
+            h1 = self._residual(h1, lambda q: self.read_attn(q, mem, read_bias), self.ln_read)
         return self._residual(h1, self.ffn, self.ln_ffn)
 
     def forward(
@@ -316,9 +300,7 @@ class ELMURLayer(nn.Module):  # type: ignore[misc]
         keys[rows, :, pos] = k[:, :, 0]
         values[rows, :, pos] = v[:, :, 0]
         key_pos = torch.arange(keys.shape[2], device=x.device)
-        bias = self.self_attn.bias(
-            pos[:, None], key_pos.expand(x.shape[0], -1)
-        )  # [B, H, 1, K]
+        bias = self.self_attn.bias(pos[:, None], key_pos.expand(x.shape[0], -1))  # [B, H, 1, K]
         attn = self.self_attn.output(_attend(q, keys, values, bias, 0.0))
         h1 = x + attn if self.pre_norm else self.ln_self(x + attn)
         return self.read_and_ffn(h1, memory, read_bias)
@@ -331,9 +313,7 @@ class ELMURLayer(nn.Module):  # type: ignore[misc]
     ) -> torch.Tensor:
         """m~ = u + FFN_mem(u), u = m + CrossAttn(m, h): memory [B, M, D], tokens [B, K, D]."""
         toks = self.ln_write_tok(tokens)
-        u = self._residual(
-            memory, lambda q: self.write_attn(q, toks, write_bias), self.ln_write
-        )
+        u = self._residual(memory, lambda q: self.write_attn(q, toks, write_bias), self.ln_write)
         return self._residual(u, self.mem_ffn, self.ln_mem_ffn)
 
 
@@ -347,16 +327,11 @@ class ELMUR(SequenceEncoder):
         self.context_size = cfg.context_size
         L = cfg.num_layers
         self.memory_layers = 1 if cfg.shared_memory else L
-        writers = [
-            cfg.write and (not cfg.shared_memory or i == L - 1) for i in range(L)
-        ]
+        writers = [cfg.write and (not cfg.shared_memory or i == L - 1) for i in range(L)]
         self.layers = nn.ModuleList(ELMURLayer(cfg, w) for w in writers)
-        self.ln_out = (
-            nn.LayerNorm(cfg.embed_dim) if cfg.norm == "pre" else nn.Identity()
-        )
+        self.ln_out = nn.LayerNorm(cfg.embed_dim) if cfg.norm == "pre" else nn.Identity()
         self.memory_init = nn.Parameter(
-            torch.randn(self.memory_layers, cfg.memory_slots, cfg.embed_dim)
-            * cfg.memory_init_std
+            torch.randn(self.memory_layers, cfg.memory_slots, cfg.embed_dim) * cfg.memory_init_std
         )
         if cfg.relative_bias:
             # one extra bucket for empty slots (anchor -1), so the model can learn to ignore them
@@ -403,9 +378,9 @@ class ELMUR(SequenceEncoder):
                 if layer.writes:
                     ln = layer.ln_mem_ffn
                     # |gamma * xhat + beta| <= max|gamma| * sqrt(D) + |beta|, with |xhat|^2 = D
-                    ln_bound = float(ln.weight.abs().max()) * math.sqrt(
-                        self.embed_dim
-                    ) + float(ln.bias.norm())
+                    ln_bound = float(ln.weight.abs().max()) * math.sqrt(self.embed_dim) + float(
+                        ln.bias.norm()
+                    )
                     bound = max(bound, ln_bound)
             return bound
         return math.inf
@@ -438,9 +413,7 @@ class ELMUR(SequenceEncoder):
         B, T, _ = x.shape
         read_bias, write_bias = self._biases(steps, anchors)
         # Write only rows whose segment is complete, as step inference does at step K-1.
-        writes = (
-            valid[:, -1] if T == self.context_size else torch.zeros_like(valid[:, 0])
-        )
+        writes = valid[:, -1] if T == self.context_size else torch.zeros_like(valid[:, 0])
         key_mask = None
         if self.cfg.write and bool(writes.any()):
             # Padding is masked in writing rows only: a row with no real token would give NaN
@@ -464,9 +437,7 @@ class ELMUR(SequenceEncoder):
                     self.cfg.lru_blend,
                     self.cfg.use_lru,
                 )
-                new_memory.append(
-                    torch.where(writes[:, None, None], mem, memory[:, mi])
-                )
+                new_memory.append(torch.where(writes[:, None, None], mem, memory[:, mi]))
                 new_anchors.append(torch.where(writes[:, None], anc, anchors[:, mi]))
             elif not self.cfg.shared_memory:
                 new_memory.append(memory[:, mi])
@@ -493,9 +464,7 @@ class ELMUR(SequenceEncoder):
         outputs = []
         for index, start in enumerate(range(0, tokens.shape[1], K)):
             seg = slice(start, start + K)
-            out, state = self._segment(
-                tokens[:, seg], valid[:, seg], steps[:, seg], state
-            )
+            out, state = self._segment(tokens[:, seg], valid[:, seg], steps[:, seg], state)
             outputs.append(out)
             if truncate and (index + 1) % truncate == 0:
                 state = {key: value.detach() for key, value in state.items()}
@@ -503,9 +472,7 @@ class ELMUR(SequenceEncoder):
 
     # --------------------------------------------------------------------------------- step path
     def initial_step_state(self, batch_size: int) -> State:
-        state = {
-            key: value.clone() for key, value in self.initial_state(batch_size).items()
-        }
+        state = {key: value.clone() for key, value in self.initial_state(batch_size).items()}
         cfg = self.cfg
         dev = self.memory_init.device
         dtype = self.memory_init.dtype
@@ -552,9 +519,7 @@ class ELMUR(SequenceEncoder):
         state["position"] = torch.where(done, 0, pos + 1)
         return self.ln_out(x[:, 0]), state
 
-    def _write_rows(
-        self, state: State, index: torch.Tensor, steps: torch.Tensor
-    ) -> State:
+    def _write_rows(self, state: State, index: torch.Tensor, steps: torch.Tensor) -> State:
         """Memory write at the end of a segment, for the rows ``index`` only."""
         if not self.cfg.write:
             return state

@@ -112,8 +112,8 @@ class GRUFactory(SequenceEncoderFactory):
         return "gru"
 
 
-register_sequence_encoder_factory, make_sequence_encoder_field = (
-    generate_config_registration(SequenceEncoderFactory, lambda: ELMURFactory())
+register_sequence_encoder_factory, make_sequence_encoder_field = generate_config_registration(
+    SequenceEncoderFactory, lambda: ELMURFactory()
 )
 register_sequence_encoder_factory(ELMURFactory)
 register_sequence_encoder_factory(GRUFactory)

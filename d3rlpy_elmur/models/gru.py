@@ -67,7 +67,5 @@ class GRUEncoder(SequenceEncoder):
     def step(
         self, token: torch.Tensor, steps: torch.Tensor, state: State
     ) -> tuple[torch.Tensor, State]:
-        out, new = self.gru(
-            token[:, None], state["hidden"].transpose(0, 1).contiguous()
-        )
+        out, new = self.gru(token[:, None], state["hidden"].transpose(0, 1).contiguous())
         return out[:, 0], {"hidden": new.transpose(0, 1)}

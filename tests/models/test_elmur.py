@@ -38,9 +38,7 @@ def inputs(B: int, T: int, offset: int = 0) -> tuple[torch.Tensor, ...]:
     return tokens, valid, steps
 
 
-def run_steps(
-    model: SequenceEncoder, tokens: torch.Tensor, steps: torch.Tensor
-) -> torch.Tensor:
+def run_steps(model: SequenceEncoder, tokens: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
     state = model.initial_step_state(tokens.shape[0])
     outs = []
     for t in range(tokens.shape[1]):
@@ -73,9 +71,7 @@ def test_lru_fills_empty_slots_in_order_then_blends_oldest() -> None:
     lam = 0.25
     for seg, expected_slot in enumerate([0, 1, 2]):
         cand = torch.full((B, M, 2), float(seg + 1))
-        memory, anchors = lru_update(
-            memory, cand, anchors, torch.tensor([seg * 10 + 9]), lam
-        )
+        memory, anchors = lru_update(memory, cand, anchors, torch.tensor([seg * 10 + 9]), lam)
         assert anchors[0, expected_slot] == seg * 10 + 9
         # replace, not blend, while a slot is empty
         assert torch.equal(memory[0, expected_slot], torch.full((2,), float(seg + 1)))
@@ -100,9 +96,7 @@ def test_lru_rows_are_independent_and_no_lru_overwrites_all() -> None:
     new, anc = lru_update(memory, cand, anchors, torch.tensor([7, 7]), 0.5)
     assert anc.tolist() == [[7, -1], [5, 7]]
     assert new[:, :, 0].tolist() == [[1.0, 0.0], [0.0, 0.5]]
-    new, anc = lru_update(
-        memory, cand, anchors, torch.tensor([7, 7]), 0.5, use_lru=False
-    )
+    new, anc = lru_update(memory, cand, anchors, torch.tensor([7, 7]), 0.5, use_lru=False)
     assert anc.tolist() == [[7, 7], [7, 7]]
     assert torch.equal(new, cand)
 
@@ -177,9 +171,7 @@ def test_step_rows_at_different_positions_match_their_own_episodes() -> None:
         T1 = tokens.shape[1] - 3
         ref1 = run_steps(model, tokens[1:, 3:], torch.arange(T1)[None])
         valid = torch.ones(1, T1, dtype=torch.bool)
-        ref1_seg, _ = model(
-            tokens[1:, 3:], valid, torch.arange(T1)[None], model.initial_state(1)
-        )
+        ref1_seg, _ = model(tokens[1:, 3:], valid, torch.arange(T1)[None], model.initial_state(1))
     assert (got[1, 3:] - ref1[0]).abs().max() <= 1e-5
     assert (got[1, 3:] - ref1_seg[0]).abs().max() <= 1e-5
 
@@ -230,12 +222,7 @@ def test_write_path_gets_gradient_from_a_later_segment(detach: bool) -> None:
         for layer in range(2):
             for part in ("write_attn", "mem_ffn"):
                 assert (
-                    sum(
-                        g
-                        for n, g in grads.items()
-                        if n.startswith(f"layers.{layer}.{part}")
-                    )
-                    > 0
+                    sum(g for n, g in grads.items() if n.startswith(f"layers.{layer}.{part}")) > 0
                 )
 
 
@@ -266,9 +253,7 @@ def test_outputs_do_not_depend_on_absolute_step() -> None:
     anchors = torch.tensor([[[29, 49], [39, 49]]]).expand(2, -1, -1)
     shift = 10**6
     out0, st0 = model(tokens, valid, steps, {"memory": memory, "anchors": anchors})
-    out1, st1 = model(
-        tokens, valid, steps + shift, {"memory": memory, "anchors": anchors + shift}
-    )
+    out1, st1 = model(tokens, valid, steps + shift, {"memory": memory, "anchors": anchors + shift})
     assert (out0 - out1).abs().max() <= 1e-5
     assert (st0["memory"] - st1["memory"]).abs().max() <= 1e-5
     assert torch.equal(st0["anchors"] + shift, st1["anchors"])
@@ -285,9 +270,7 @@ def test_memory_stays_finite_and_bounded_over_1e5_segments() -> None:
     with torch.inference_mode():
         for seg in range(100_000):
             steps = (torch.arange(K) + seg * K).expand(B, K)
-            out, state = model._segment(
-                torch.randn(B, K, D, generator=gen), valid, steps, state
-            )
+            out, state = model._segment(torch.randn(B, K, D, generator=gen), valid, steps, state)
             if seg % 10_000 == 0:
                 assert torch.isfinite(out).all()
     assert torch.isfinite(state["memory"]).all()
