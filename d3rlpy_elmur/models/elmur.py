@@ -371,7 +371,7 @@ class ELMUR(SequenceEncoder):
 
     @torch.no_grad()
     def memory_norm_bound(self) -> float:
-        """An upper bound on every slot's L2 norm under post-norm (LayerNorm outputs, convex blends)."""
+        """Upper bound on every slot's L2 norm (post-norm: LayerNorm outputs, convex blends)."""
         bound = float(self.memory_init.norm(dim=-1).max())
         if self.cfg.norm == "post":
             for layer in self.layers:
@@ -408,7 +408,7 @@ class ELMUR(SequenceEncoder):
     def _segment(
         self, x: torch.Tensor, valid: torch.Tensor, steps: torch.Tensor, state: State
     ) -> tuple[torch.Tensor, State]:
-        """One segment: x [B, T<=K, D] -> features [B, T, D]; memory written iff step K-1 is real."""
+        """One segment: x [B, T<=K, D] -> [B, T, D]; memory is written iff step K-1 is real."""
         memory, anchors = state["memory"], state["anchors"]
         B, T, _ = x.shape
         read_bias, write_bias = self._biases(steps, anchors)

@@ -4,8 +4,8 @@ A sequence encoder maps a batch of step tokens to one feature per step while car
 state (ELMUR: per-layer memory; GRU: hidden state). It has two execution paths with one set of
 weights:
 
-* ``forward``: training. Tokens ``[B, T, D]`` are cut into segments of ``context_size`` steps aligned
-  to the first token (the caller aligns the first token to a segment boundary of the episode).
+* ``forward``: training. Tokens ``[B, T, D]`` are cut into segments of ``context_size`` steps
+  aligned to the first token (which the caller puts on a segment boundary of the episode).
 * ``step``: inference. One token per call; the state also holds whatever cache the encoder needs, so
   the work per step does not depend on how long the episode has been running.
 
