@@ -1,0 +1,319 @@
+"""ELMURDT: ELMUR (or any registered sequence encoder) as a d3rlpy transformer algorithm.
+
+Pick it like any d3rlpy algorithm:
+
+.. code-block:: python
+
+    import d3rlpy_elmur
+    from d3rlpy_elmur import DiscreteELMURDTConfig
+
+    dataset = d3rlpy_elmur.datasets.load_minari("d3rlpy_elmur/tmaze-c28-v0")
+    algo = DiscreteELMURDTConfig(context_size=10, num_segments=3).create(device="cpu:0")
+    algo.fit(dataset, n_steps=2000, n_steps_per_epoch=500)
+    policy = algo.as_stateful_wrapper()  # carries memory across segments, constant cost per step
+
+Continuous actions use ``ELMURDTConfig`` (tanh head, MSE); discrete actions
+``DiscreteELMURDTConfig`` (cross-entropy with label smoothing). d3rlpy decides the action type
+before it reads the config, hence two classes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from d3rlpy.algos.transformer.action_samplers import (
+    GreedyTransformerActionSampler,
+    IdentityTransformerActionSampler,
+    TransformerActionSampler,
+)
+from d3rlpy.algos.transformer.base import TransformerAlgoBase, TransformerConfig
+from d3rlpy.base import DeviceArg, register_learnable
+from d3rlpy.constants import ActionSpace
+from d3rlpy.dataset import ReplayBufferBase
+from d3rlpy.models.encoders import EncoderFactory, VectorEncoderFactory, make_encoder_field
+from d3rlpy.optimizers import AdamWFactory, OptimizerFactory, make_optimizer_field
+from d3rlpy.torch_utility import wrap_model_by_ddp
+from d3rlpy.types import Shape
+
+from ..models.factories import (
+    SequenceEncoderArgs,
+    SequenceEncoderFactory,
+    make_sequence_encoder_field,
+)
+from ..models.policy import TOKEN_FORMATS, create_sequence_policy
+from .segments import SegmentRecurrentView
+from .stateful import ELMURStatefulWrapper
+from .torch.elmur_dt_impl import ELMURDTImpl, ELMURDTModules
+
+__all__ = [
+    "ELMURDTConfig",
+    "DiscreteELMURDTConfig",
+    "ELMURDT",
+    "DiscreteELMURDT",
+    "plan_epochs",
+]
+
+
+def _default_encoder() -> EncoderFactory:
+    return VectorEncoderFactory(hidden_units=[128], exclude_last_activation=True)
+
+
+def _default_optimizer() -> OptimizerFactory:
+    return AdamWFactory(weight_decay=1e-4, clip_grad_norm=1.0)
+
+
+@dataclasses.dataclass()
+class _ELMURDTConfigBase(TransformerConfig):
+    """Fields shared by both action types.
+
+    Args:
+        context_size: K, steps per segment (the attention window).
+        num_segments: S, segments per training window; memory is carried across them.
+        burn_in_segments: at most this many segments before a window that starts mid-episode
+            are run without gradient, so the window starts from the episode's real memory.
+        embed_dim: width of tokens, memory slots and every layer.
+        num_layers, num_heads, dropout: the sequence encoder's transformer (or GRU) shape.
+        memory_slots: M, slots per layer.
+        lru_blend: lambda of the blend into the least recently used slot, in [0, 1].
+        memory_init_std: std of the learned initial memory.
+        token_format: "obs" (one observation token per step, the paper's), "rtg_obs" (plus
+            return-to-go) or "rtg_obs_act" (plus the previous action).
+        label_smoothing: cross-entropy label smoothing (discrete actions only).
+        bptt_segments: truncate backpropagation through memory every n segments (0: through
+            all S segments).
+        sequence_encoder: the sequence-encoder factory ("elmur" or "gru"), with its own options.
+        encoder_factory: d3rlpy's observation encoder (``PixelEncoderFactory`` for images).
+        optim_factory: d3rlpy's optimizer factory (AdamW, weight decay 1e-4, clip 1.0).
+        num_threads: torch intra-op threads set when the algorithm is built (0: leave as is).
+    """
+
+    batch_size: int = 64
+    learning_rate: float = 3e-4
+    context_size: int = 10
+    num_segments: int = 3
+    burn_in_segments: int = 8
+    embed_dim: int = 128
+    num_layers: int = 2
+    num_heads: int = 2
+    dropout: float = 0.0
+    memory_slots: int = 4
+    lru_blend: float = 0.79
+    memory_init_std: float = 0.1
+    token_format: str = "obs"
+    label_smoothing: float = 0.0
+    bptt_segments: int = 0
+    num_threads: int = 0
+    sequence_encoder: SequenceEncoderFactory = make_sequence_encoder_field()
+    encoder_factory: EncoderFactory = dataclasses.field(
+        default_factory=_default_encoder, metadata=make_encoder_field().metadata
+    )
+    optim_factory: OptimizerFactory = dataclasses.field(
+        default_factory=_default_optimizer, metadata=make_optimizer_field().metadata
+    )
+
+    def validate(self) -> None:
+        """Raises ValueError naming every invalid field."""
+        checks = {
+            "context_size": self.context_size > 0,
+            "num_segments": self.num_segments > 0,
+            "burn_in_segments": self.burn_in_segments >= 0,
+            "batch_size": self.batch_size > 0,
+            "embed_dim": self.embed_dim > 0,
+            "num_layers": self.num_layers > 0,
+            "num_heads": self.num_heads > 0 and self.embed_dim % self.num_heads == 0,
+            "dropout": 0.0 <= self.dropout < 1.0,
+            "memory_slots": self.memory_slots >= 1,
+            "lru_blend": 0.0 <= self.lru_blend <= 1.0,
+            "memory_init_std": self.memory_init_std >= 0.0,
+            "token_format": self.token_format in TOKEN_FORMATS,
+            "label_smoothing": 0.0 <= self.label_smoothing < 1.0,
+            "bptt_segments": self.bptt_segments >= 0,
+            "num_threads": self.num_threads >= 0,
+            "learning_rate": self.learning_rate > 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
+            raise ValueError(
+                f"invalid {type(self).__name__}: {values}. Expected context_size, "
+                "num_segments, memory_slots >= 1; num_heads dividing embed_dim; lru_blend in "
+                f"[0, 1]; token_format in {TOKEN_FORMATS}."
+            )
+
+    def encoder_args(self) -> SequenceEncoderArgs:
+        return SequenceEncoderArgs(
+            embed_dim=self.embed_dim,
+            context_size=self.context_size,
+            num_layers=self.num_layers,
+            num_heads=self.num_heads,
+            dropout=self.dropout,
+            memory_slots=self.memory_slots,
+            lru_blend=self.lru_blend,
+            memory_init_std=self.memory_init_std,
+            bptt_segments=self.bptt_segments,
+        )
+
+
+@dataclasses.dataclass()
+class ELMURDTConfig(_ELMURDTConfigBase):
+    """ELMURDT for continuous actions (tanh head, MSE loss). See ``_ELMURDTConfigBase``."""
+
+    def create(self, device: DeviceArg = False, enable_ddp: bool = False) -> ELMURDT:
+        self.validate()
+        return ELMURDT(self, device, enable_ddp)
+
+    @staticmethod
+    def get_type() -> str:
+        return "elmur_dt"
+
+
+@dataclasses.dataclass()
+class DiscreteELMURDTConfig(_ELMURDTConfigBase):
+    """ELMURDT for discrete actions (cross-entropy). See ``_ELMURDTConfigBase``."""
+
+    def create(self, device: DeviceArg = False, enable_ddp: bool = False) -> DiscreteELMURDT:
+        self.validate()
+        return DiscreteELMURDT(self, device, enable_ddp)
+
+    @staticmethod
+    def get_type() -> str:
+        return "discrete_elmur_dt"
+
+
+def plan_epochs(n_steps: int, n_steps_per_epoch: int) -> int:
+    """Steps per epoch such that d3rlpy's ``fit`` trains exactly ``n_steps``.
+
+    d3rlpy trains ``(n_steps // n_steps_per_epoch) * n_steps_per_epoch`` steps, silently 0 when
+    n_steps < n_steps_per_epoch. We use the largest divisor of n_steps not above the request,
+    and refuse one so small that epochs (and their evaluation and checkpoints) would multiply.
+    """
+    if n_steps <= 0 or n_steps_per_epoch <= 0:
+        raise ValueError(
+            f"n_steps={n_steps} and n_steps_per_epoch={n_steps_per_epoch} must be positive"
+        )
+    wanted = min(n_steps_per_epoch, n_steps)
+    per_epoch = next(d for d in range(wanted, 0, -1) if n_steps % d == 0)
+    if per_epoch * 2 < wanted:
+        raise ValueError(
+            f"n_steps={n_steps} has no divisor near n_steps_per_epoch={n_steps_per_epoch}; "
+            "pass an n_steps_per_epoch that divides n_steps"
+        )
+    return per_epoch
+
+
+class _ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, _ELMURDTConfigBase]):
+    _discrete: bool = False
+
+    def inner_create_impl(self, observation_shape: Shape, action_size: int) -> None:
+        cfg = self._config
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        is_vector = isinstance(cfg.encoder_factory, VectorEncoderFactory)
+        if is_vector and len(observation_shape) != 1:
+            raise ValueError(
+                f"observation shape {tuple(observation_shape)} needs an image encoder: "
+                "pass encoder_factory=d3rlpy.models.PixelEncoderFactory() (the default "
+                "VectorEncoderFactory takes flat observations)"
+            )
+        sequence = cfg.sequence_encoder.create(cfg.encoder_args())
+        policy = create_sequence_policy(
+            observation_shape,
+            action_size,
+            self._discrete,
+            cfg.encoder_factory,
+            sequence,
+            cfg.token_format,
+        ).to(self._device)
+        if self._enable_ddp:
+            policy = wrap_model_by_ddp(policy)
+        optim = cfg.optim_factory.create(
+            policy.named_modules(), lr=cfg.learning_rate, compiled=False
+        )
+        self._impl = ELMURDTImpl(
+            observation_shape=observation_shape,
+            action_size=action_size,
+            modules=ELMURDTModules(policy=policy, optim=optim),
+            context_size=cfg.context_size,
+            num_segments=cfg.num_segments,
+            label_smoothing=cfg.label_smoothing,
+            discrete=self._discrete,
+            device=self._device,
+        )
+
+    def segment_view(
+        self, dataset: ReplayBufferBase, seed: int | None = None
+    ) -> SegmentRecurrentView:
+        """The dataset as segment-recurrent windows (what ``fit`` trains on)."""
+        cfg = self._config
+        view = SegmentRecurrentView(
+            dataset, cfg.context_size, cfg.num_segments, cfg.burn_in_segments, seed
+        )
+        segments = -(-view.longest_episode // cfg.context_size)
+        if segments < cfg.num_segments:
+            raise ValueError(
+                f"num_segments={cfg.num_segments} with context_size={cfg.context_size} is "
+                f"longer than every episode (the longest has {view.longest_episode} steps, "
+                f"{segments} segment(s)): lower num_segments or context_size"
+            )
+        return view
+
+    def fit(  # type: ignore[override]
+        self,
+        dataset: ReplayBufferBase,
+        n_steps: int,
+        n_steps_per_epoch: int = 10000,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """d3rlpy's ``fit`` on segment-recurrent windows; trains exactly ``n_steps`` updates.
+
+        ``seed`` seeds window sampling (model init follows torch's global seed, as in d3rlpy).
+        Other keyword arguments (logger_adapter, eval_env, save_interval, callback, ...) are
+        d3rlpy's.
+        """
+        view = self.segment_view(dataset, seed)
+        per_epoch = plan_epochs(n_steps, n_steps_per_epoch)
+        super().fit(view, n_steps, n_steps_per_epoch=per_epoch, **kwargs)  # type: ignore[arg-type]
+
+    def as_stateful_wrapper(  # type: ignore[override]
+        self,
+        target_return: float = 0.0,
+        action_sampler: TransformerActionSampler | None = None,
+    ) -> ELMURStatefulWrapper:
+        """A policy that carries memory across segments (greedy by default for discrete).
+
+        ``target_return`` matters only for the rtg token formats.
+        """
+        if action_sampler is None:
+            action_sampler = (
+                GreedyTransformerActionSampler()
+                if self._discrete
+                else IdentityTransformerActionSampler()
+            )
+        return ELMURStatefulWrapper(self, target_return, action_sampler)
+
+    def save_policy(self, fname: str) -> None:
+        raise NotImplementedError(
+            "save_policy traces a single context window and would drop ELMUR's memory; "
+            "save the whole algorithm with save() and run it with as_stateful_wrapper()"
+        )
+
+
+class ELMURDT(_ELMURDTBase):
+    _discrete = False
+
+    def get_action_type(self) -> ActionSpace:
+        return ActionSpace.CONTINUOUS
+
+
+class DiscreteELMURDT(_ELMURDTBase):
+    _discrete = True
+
+    def get_action_type(self) -> ActionSpace:
+        return ActionSpace.DISCRETE
+
+
+register_learnable(ELMURDTConfig)
+register_learnable(DiscreteELMURDTConfig)

@@ -1,0 +1,106 @@
+"""Stateful inference for ELMURDT: one step at a time, memory carried across segments.
+
+The encoder's step path keeps a key/value cache inside the current segment and writes memory
+once at its end, so each ``predict`` costs the same at step 10 and at step 10^6 and nothing grows
+with the episode.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Union
+
+import numpy as np
+import torch
+from d3rlpy.algos.transformer.action_samplers import TransformerActionSampler
+from d3rlpy.algos.transformer.base import StatefulTransformerWrapper
+from d3rlpy.types import NDArray, Observation
+
+if TYPE_CHECKING:
+    from .elmur_dt import _ELMURDTBase
+
+__all__ = ["ELMURStatefulWrapper", "check_observation"]
+
+
+def check_observation(observation: Any, shape: tuple[int, ...], batched: bool) -> np.ndarray:
+    """The observation as a float32 array of ``shape`` (after a batch axis when ``batched``).
+
+    Raises TypeError for non-numeric input and ValueError for a wrong shape or NaN/inf.
+    """
+    try:
+        array = np.asarray(observation)
+    except Exception as exc:  # ragged sequences and the like
+        raise TypeError(f"observation is not an array: {exc}") from exc
+    if array.dtype == object or not (
+        np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_
+    ):
+        raise TypeError(f"observation has dtype {array.dtype}; expected numbers")
+    got = array.shape[1:] if batched else array.shape
+    if tuple(got) != tuple(shape):
+        raise ValueError(
+            f"observation has shape {array.shape}; expected "
+            f"{('(batch, ' + ', '.join(map(str, shape)) + ')') if batched else tuple(shape)}"
+        )
+    array = array.astype(np.float32, copy=False)
+    if not np.isfinite(array).all():
+        raise ValueError("observation contains NaN or inf")
+    return array
+
+
+class ELMURStatefulWrapper(StatefulTransformerWrapper):  # type: ignore[type-arg]
+    """``predict(observation, reward) -> action``; ``reset()`` starts a new episode."""
+
+    def __init__(
+        self,
+        algo: _ELMURDTBase,
+        target_return: float,
+        action_sampler: TransformerActionSampler,
+    ):
+        super().__init__(algo, target_return, action_sampler)
+        impl = algo.impl
+        assert impl is not None
+        self._impl = impl
+        self._device = impl.device
+        self._shape = tuple(impl.observation_shape)
+        self.reset()
+
+    def reset(self) -> None:
+        """Clears memory, caches and the step counter."""
+        super().reset()
+        self._state = self._impl.initial_step_state(1)
+        self._step = 0
+        self._previous_action: Union[NDArray, int, None] = None
+
+    def predict(self, x: Observation, reward: float) -> Union[NDArray, int]:
+        """Action for observation ``x``; ``reward`` is the reward of the previous step."""
+        config = self._algo.config
+        observation = torch.from_numpy(check_observation(x, self._shape, batched=False))
+        observation = observation.to(self._device)[None]
+        if config.observation_scaler is not None:
+            observation = config.observation_scaler.transform(observation)
+        self._return_rest -= float(reward)
+        rtg = torch.tensor([[self._return_rest]], dtype=torch.float32, device=self._device)
+        if config.reward_scaler is not None:
+            rtg = config.reward_scaler.transform(rtg)
+        previous = self._encode_previous_action()
+        steps = torch.tensor([self._step], device=self._device)
+        out, self._state = self._impl.step(observation, rtg, previous, steps, self._state)
+        action = self._action_sampler(out[0].cpu().numpy())
+        self._previous_action = action  # in the model's (scaled) action space, as in training
+        self._step += 1
+        if config.action_scaler is not None and not self._impl.discrete:
+            return config.action_scaler.reverse_transform_numpy(action)  # type: ignore[no-any-return]
+        return action
+
+    def _encode_previous_action(self) -> torch.Tensor:
+        size = self._impl.action_size
+        if self._impl.discrete:
+            value = -1.0 if self._previous_action is None else float(self._previous_action)
+            return torch.tensor([[value]], device=self._device)
+        if self._previous_action is None:
+            return torch.zeros(1, size, device=self._device)
+        return torch.as_tensor(self._previous_action, dtype=torch.float32).view(1, size)
+
+    @property
+    def step_count(self) -> int:
+        """Steps taken in the current episode."""
+        return self._step

@@ -1,0 +1,175 @@
+"""ELMURDT's update math: the segment-recurrent loss over burn-in + S segments."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from d3rlpy.algos.transformer.base import TransformerAlgoImplBase
+from d3rlpy.algos.transformer.inputs import TorchTransformerInput
+from d3rlpy.optimizers import OptimizerWrapper
+from d3rlpy.torch_utility import Modules, TorchTrajectoryMiniBatch, unwrap_ddp_model
+from d3rlpy.types import Shape
+
+from ...models.policy import SequencePolicy
+from ...models.sequence import State, reset_rows
+
+__all__ = ["ELMURDTModules", "ELMURDTImpl", "previous_actions"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ELMURDTModules(Modules):
+    policy: SequencePolicy
+    optim: OptimizerWrapper
+
+
+def previous_actions(
+    actions: torch.Tensor, timesteps: torch.Tensor, discrete: bool
+) -> torch.Tensor:
+    """a_{t-1} per step from actions [B, T, A or 1]; "none" (-1 / zeros) where t == 0 or unknown."""
+    prev = torch.cat([torch.zeros_like(actions[:, :1]), actions[:, :-1]], dim=1)
+    if discrete:
+        prev = prev.clone()
+        prev[:, 0] = -1
+        prev = torch.where(timesteps[..., None] == 0, -1.0, prev)
+    else:
+        prev = torch.where(timesteps[..., None] == 0, 0.0, prev)
+    return prev
+
+
+class ELMURDTImpl(TransformerAlgoImplBase):
+    _modules: ELMURDTModules
+
+    def __init__(
+        self,
+        observation_shape: Shape,
+        action_size: int,
+        modules: ELMURDTModules,
+        context_size: int,
+        num_segments: int,
+        label_smoothing: float,
+        discrete: bool,
+        device: str,
+    ):
+        super().__init__(observation_shape, action_size, modules, device)
+        self._context_size = context_size
+        self._num_segments = num_segments
+        self._label_smoothing = label_smoothing
+        self._discrete = discrete
+
+    @property
+    def policy(self) -> SequencePolicy:
+        """The policy without its DDP wrapper (for inference and non-forward methods)."""
+        return unwrap_ddp_model(self._modules.policy)  # type: ignore[no-any-return]
+
+    @property
+    def discrete(self) -> bool:
+        return self._discrete
+
+    # ------------------------------------------------------------------------------- training
+    def compute_loss(self, batch: TorchTrajectoryMiniBatch) -> dict[str, torch.Tensor]:
+        K, S = self._context_size, self._num_segments
+        observations = batch.observations
+        assert isinstance(observations, torch.Tensor), "tuple observations are not supported"
+        T = observations.shape[1]
+        burn = T - S * K  # burn-in steps in front of the training window
+        valid = batch.masks > 0  # [B, T]
+        steps = batch.timesteps.long()
+        prev = previous_actions(batch.actions, steps, self._discrete)
+        rtg = batch.returns_to_go
+        initial: State = self.policy.sequence.initial_state(valid.shape[0])
+        state = initial
+        # burn-in segments that are padding in every row change nothing: skip them
+        real = valid[:, :burn].reshape(valid.shape[0], -1, K).any(0).any(-1)  # [segments]
+        start = int(real.nonzero()[0, 0]) * K if bool(real.any()) else burn
+        if start < burn:
+            # run through the unwrapped module: DDP expects one forward per backward
+            with torch.no_grad():
+                _, burned = self.policy(
+                    observations[:, start:burn],
+                    rtg[:, start:burn],
+                    prev[:, start:burn],
+                    valid[:, start:burn],
+                    steps[:, start:burn],
+                    initial,
+                )
+            # rows without burn-in keep the initial memory, and with it its gradient
+            no_burn_in = ~valid[:, start:burn].any(1)
+            state = reset_rows(burned, initial, no_burn_in)
+        window = slice(burn, T)
+        out, _ = self._modules.policy(
+            observations[:, window],
+            rtg[:, window],
+            prev[:, window],
+            valid[:, window],
+            steps[:, window],
+            state,
+        )
+        mask = valid[:, window].to(out.dtype)  # padding never counts
+        if self._discrete:
+            target = batch.actions[:, window, 0].long()
+            per_step = F.cross_entropy(
+                out.transpose(1, 2),
+                target,
+                reduction="none",
+                label_smoothing=self._label_smoothing,
+            )
+        else:
+            per_step = ((out - batch.actions[:, window]) ** 2).sum(-1)
+        action_loss = (per_step * mask).sum() / mask.sum().clamp(min=1.0)
+        losses = {"action_loss": action_loss}
+        aux = self.policy.sequence.aux_loss()
+        losses["loss"] = action_loss if aux is None else action_loss + aux
+        return losses
+
+    def inner_update(self, batch: TorchTrajectoryMiniBatch, grad_step: int) -> dict[str, float]:
+        self._modules.optim.zero_grad()
+        losses = self.compute_loss(batch)
+        losses["loss"].backward()
+        self._modules.optim.step()
+        return {name: float(value.detach()) for name, value in losses.items()}
+
+    # ------------------------------------------------------------------------------ inference
+    def inner_predict(self, inpt: TorchTransformerInput) -> torch.Tensor:
+        """d3rlpy's stateless predict: the last step's output over the given window only.
+
+        The window starts from a reset memory: use the stateful wrapper for real inference.
+        """
+        valid = inpt.masks[0] > 0
+        # d3rlpy left-pads; ELMUR segments are right-padded from the window's first real step
+        order = torch.argsort((~valid).to(torch.int8), stable=True)
+        n = int(valid.sum())
+        observations = inpt.observations
+        assert isinstance(observations, torch.Tensor), "tuple observations are not supported"
+        obs = observations[:, order[:n]]
+        steps = torch.arange(n, device=obs.device)[None]
+        actions = inpt.actions[:, order[:n]]
+        prev = previous_actions(actions, steps, self._discrete)
+        out, _ = self.policy(
+            obs,
+            inpt.returns_to_go[:, order[:n]],
+            prev,
+            torch.ones(1, n, dtype=torch.bool, device=obs.device),
+            steps,
+            self.policy.sequence.initial_state(1),
+        )
+        return out[0, -1]
+
+    @torch.inference_mode()
+    def step(
+        self,
+        observation: torch.Tensor,
+        return_to_go: torch.Tensor,
+        previous_action: torch.Tensor,
+        steps: torch.Tensor,
+        state: State,
+    ) -> tuple[torch.Tensor, State]:
+        """Batched step inference (eval mode): outputs [B, A] and the next state."""
+        if self._modules.policy.training:
+            self.modules.set_eval()
+        return self.policy.step(observation, return_to_go, previous_action, steps, state)
+
+    def initial_step_state(self, batch_size: int) -> State:
+        with torch.inference_mode():
+            return self.policy.sequence.initial_step_state(batch_size)

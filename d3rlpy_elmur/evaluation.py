@@ -1,0 +1,155 @@
+"""Batched online evaluation: many episodes at once, one batched model call per step.
+
+Each round resets a gymnasium vector env with one seed per sub-env and steps every sub-env until
+each has finished one episode; the model's step path runs all rows together. Rounds repeat until
+``n_episodes`` episodes are done. Sub-envs that finish early are stepped on (their autoreset
+episodes are ignored), which keeps every model call the same shape.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Union
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .algos.elmur_dt import _ELMURDTBase
+
+__all__ = ["evaluate", "EnvLike"]
+
+EnvLike = Union[gym.Env, gym.vector.VectorEnv, str]
+
+
+def _as_vector_env(env: EnvLike, n_envs: int) -> tuple[gym.vector.VectorEnv, bool]:
+    """(vector env, whether we made it and must close it)."""
+    if isinstance(env, gym.vector.VectorEnv):
+        return env, False
+    if isinstance(env, str):
+        return gym.make_vec(env, num_envs=n_envs, vectorization_mode="sync"), True
+    if isinstance(env, gym.Env):
+        return gym.vector.SyncVectorEnv([lambda: env]), True
+    raise TypeError(f"env must be a gymnasium Env, VectorEnv or env id, got {type(env)!r}")
+
+
+def evaluate(
+    algo: _ELMURDTBase,
+    env: EnvLike,
+    n_episodes: int = 100,
+    seed: int = 0,
+    target_return: float | None = None,
+    greedy: bool = True,
+    reset_options: dict[str, Any] | Callable[[int, int], dict[str, Any]] | None = None,
+    max_steps: int | None = None,
+    show_progress: bool = False,
+) -> dict[str, Any]:
+    """Runs ``n_episodes`` episodes of ``algo`` and reports returns and success.
+
+    Args:
+        algo: a built ELMURDT / DiscreteELMURDT.
+        env: a gymnasium VectorEnv (its sub-envs run in parallel), an Env (one at a time), or
+            an env id (made as a sync vector env of up to 100 sub-envs).
+        n_episodes: episodes to run.
+        seed: episode i is reset with seed ``seed + i``; softmax sampling is seeded too.
+        target_return: return-to-go at t=0 (rtg token formats only; default 0).
+        greedy: argmax actions (discrete); False samples from the softmax.
+        reset_options: options for ``env.reset``, or ``f(first_episode, num_envs) -> options``
+            (e.g. balanced goal sides).
+        max_steps: stop a round after this many steps (unfinished episodes are counted with
+            the return so far and no success).
+        show_progress: a progress bar over env steps.
+
+    Returns:
+        ``{"return_mean", "return_std", "success_rate" (None when the env reports no
+        ``info["success"]``), "episodes", "env_steps", "seconds", "env_steps_per_second"}``.
+    """
+    impl = algo.impl
+    if impl is None:
+        raise ValueError("the algorithm is not built: fit it or call build_with_env first")
+    if n_episodes <= 0:
+        raise ValueError(f"n_episodes={n_episodes} must be positive")
+    venv, owned = _as_vector_env(env, min(n_episodes, 100))
+    config = algo.config
+    device = impl.device
+    rng = torch.Generator(device="cpu").manual_seed(seed)
+    n_envs = venv.num_envs
+    returns: list[float] = []
+    successes: list[float] = []
+    env_steps = 0
+    start = time.perf_counter()
+    bar = tqdm(disable=not show_progress, unit="step", desc="evaluate")
+    try:
+        first = 0
+        while first < n_episodes:
+            active = min(n_envs, n_episodes - first)
+            options = reset_options(first, n_envs) if callable(reset_options) else reset_options
+            obs, _ = venv.reset(seed=[seed + first + i for i in range(n_envs)], options=options)
+            state = impl.initial_step_state(n_envs)
+            done = np.arange(n_envs) >= active
+            ep_return = np.zeros(n_envs)
+            ep_success = np.full(n_envs, np.nan)
+            rtg = np.full(n_envs, float(target_return or 0.0))
+            previous = (
+                torch.full((n_envs, 1), -1.0)
+                if impl.discrete
+                else torch.zeros(n_envs, impl.action_size)
+            ).to(device)
+            t = 0
+            while not done.all() and (max_steps is None or t < max_steps):
+                obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=device)
+                if config.observation_scaler is not None:
+                    obs_t = config.observation_scaler.transform(obs_t)
+                rtg_t = torch.as_tensor(rtg, dtype=torch.float32, device=device)[:, None]
+                if config.reward_scaler is not None:
+                    rtg_t = config.reward_scaler.transform(rtg_t)
+                steps = torch.full((n_envs,), t, dtype=torch.long, device=device)
+                out, state = impl.step(obs_t, rtg_t, previous, steps, state)
+                if impl.discrete:
+                    if greedy:
+                        action_t = out.argmax(-1)
+                    else:
+                        action_t = torch.multinomial(out.softmax(-1).cpu(), 1, generator=rng)[:, 0]
+                    previous = action_t.to(device, torch.float32)[:, None]
+                    actions = action_t.cpu().numpy()
+                else:
+                    previous = out
+                    actions = out.cpu().numpy()
+                    if config.action_scaler is not None:
+                        actions = config.action_scaler.reverse_transform_numpy(actions)
+                obs, reward, terminated, truncated, info = venv.step(actions)
+                reward = np.asarray(reward, dtype=np.float64)
+                running = ~done
+                ep_return[running] += reward[running]
+                rtg -= reward
+                env_steps += int(running.sum())
+                finished = (np.asarray(terminated) | np.asarray(truncated)) & running
+                if finished.any() and "success" in info:
+                    has = info.get("_success", np.ones(n_envs, dtype=bool))
+                    got = finished & has
+                    ep_success[got] = np.asarray(info["success"], dtype=np.float64)[got]
+                done |= finished
+                t += 1
+                if t % 1000 == 0:
+                    bar.update(1000)
+            returns.extend(ep_return[:active].tolist())
+            successes.extend(ep_success[:active].tolist())
+            first += active
+    finally:
+        bar.close()
+        if owned:
+            venv.close()
+    seconds = time.perf_counter() - start
+    success = np.array(successes)
+    reported = ~np.isnan(success)
+    return {
+        "return_mean": float(np.mean(returns)),
+        "return_std": float(np.std(returns)),
+        "success_rate": float(np.nan_to_num(success, nan=0.0).mean()) if reported.any() else None,
+        "episodes": len(returns),
+        "env_steps": env_steps,
+        "seconds": seconds,
+        "env_steps_per_second": env_steps / max(seconds, 1e-9),
+    }

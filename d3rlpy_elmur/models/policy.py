@@ -1,0 +1,120 @@
+"""The policy network: one token per step -> sequence encoder -> action head.
+
+A step's token is the observation embedding (the paper's format), optionally plus embeddings of
+the return-to-go and of the previous action. Adding them keeps one token per step, so the
+attention window and the cost per step do not grow with the token format.
+"""
+
+from __future__ import annotations
+
+import torch
+from d3rlpy.models.encoders import EncoderFactory
+from d3rlpy.models.torch import Encoder
+from d3rlpy.models.torch.encoders import compute_output_size
+from d3rlpy.types import Shape
+from torch import nn
+
+from .sequence import SequenceEncoder, State
+
+__all__ = ["TOKEN_FORMATS", "SequencePolicy", "create_sequence_policy"]
+
+TOKEN_FORMATS = ("obs", "rtg_obs", "rtg_obs_act")
+
+
+class SequencePolicy(nn.Module):  # type: ignore[misc]
+    """Outputs logits (discrete) or tanh actions (continuous), one per step."""
+
+    def __init__(
+        self,
+        observation_encoder: Encoder,
+        feature_size: int,
+        sequence: SequenceEncoder,
+        action_size: int,
+        discrete: bool,
+        token_format: str = "obs",
+    ):
+        super().__init__()
+        if token_format not in TOKEN_FORMATS:
+            raise ValueError(f"token_format={token_format!r}: expected one of {TOKEN_FORMATS}")
+        D = sequence.embed_dim
+        self.discrete = discrete
+        self.action_size = action_size
+        self.observation_encoder = observation_encoder
+        self.observation_proj = nn.Identity() if feature_size == D else nn.Linear(feature_size, D)
+        self.rtg_embed = nn.Linear(1, D) if token_format != "obs" else None
+        self.action_embed: nn.Module | None = None
+        if token_format == "rtg_obs_act":
+            # discrete: row ``action_size`` stands for "no previous action" (t = 0)
+            self.action_embed = (
+                nn.Embedding(action_size + 1, D) if discrete else nn.Linear(action_size, D)
+            )
+        self.sequence = sequence
+        self.head = nn.Linear(D, action_size)
+
+    def tokens(
+        self,
+        observations: torch.Tensor,
+        returns_to_go: torch.Tensor,
+        previous_actions: torch.Tensor,
+    ) -> torch.Tensor:
+        """[B, T, *obs], [B, T, 1], [B, T, A or 1] -> tokens [B, T, D].
+
+        ``previous_actions`` holds a_{t-1}; discrete rows use -1 for "none", continuous zeros.
+        """
+        B, T = observations.shape[:2]
+        features = self.observation_encoder(observations.reshape(B * T, *observations.shape[2:]))
+        x = self.observation_proj(features).view(B, T, -1)
+        if self.rtg_embed is not None:
+            x = x + self.rtg_embed(returns_to_go)
+        if self.action_embed is not None:
+            if self.discrete:
+                index = previous_actions.long().reshape(B, T)
+                index = torch.where(index < 0, self.action_size, index)
+                x = x + self.action_embed(index)
+            else:
+                x = x + self.action_embed(previous_actions)
+        return x
+
+    def _head(self, features: torch.Tensor) -> torch.Tensor:
+        out = self.head(features)
+        return out if self.discrete else torch.tanh(out)
+
+    def forward(
+        self,
+        observations: torch.Tensor,
+        returns_to_go: torch.Tensor,
+        previous_actions: torch.Tensor,
+        valid: torch.Tensor,
+        steps: torch.Tensor,
+        state: State,
+    ) -> tuple[torch.Tensor, State]:
+        x = self.tokens(observations, returns_to_go, previous_actions)
+        features, state = self.sequence(x, valid, steps, state)
+        return self._head(features), state
+
+    def step(
+        self,
+        observation: torch.Tensor,
+        return_to_go: torch.Tensor,
+        previous_action: torch.Tensor,
+        steps: torch.Tensor,
+        state: State,
+    ) -> tuple[torch.Tensor, State]:
+        """One step per row: [B, *obs], [B, 1], [B, A or 1], steps [B] -> [B, A]."""
+        x = self.tokens(observation[:, None], return_to_go[:, None], previous_action[:, None])
+        features, state = self.sequence.step(x[:, 0], steps, state)
+        return self._head(features), state
+
+
+def create_sequence_policy(
+    observation_shape: Shape,
+    action_size: int,
+    discrete: bool,
+    encoder_factory: EncoderFactory,
+    sequence: SequenceEncoder,
+    token_format: str,
+) -> SequencePolicy:
+    """Builds the policy; the observation encoder comes from d3rlpy's encoder factory."""
+    encoder = encoder_factory.create(observation_shape)
+    feature_size = compute_output_size([observation_shape], encoder)
+    return SequencePolicy(encoder, feature_size, sequence, action_size, discrete, token_format)

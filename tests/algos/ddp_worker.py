@@ -1,0 +1,29 @@
+"""Run by torchrun in test_ddp: trains with enable_ddp=True and saves this rank's parameters."""
+
+import sys
+
+import d3rlpy
+import torch
+from d3rlpy.logging import NoopAdapterFactory
+
+from d3rlpy_elmur import DiscreteELMURDTConfig
+from tests.helpers import cue_recall_dataset
+
+if __name__ == "__main__":
+    out = sys.argv[1]
+    rank = d3rlpy.distributed.init_process_group("gloo")
+    torch.manual_seed(0)  # identical initial weights; each rank samples its own batches
+    config = DiscreteELMURDTConfig(
+        context_size=4, num_segments=3, embed_dim=16, num_heads=2, batch_size=8, memory_slots=2
+    )
+    algo = config.create(device="cpu:0", enable_ddp=True)
+    algo.fit(
+        cue_recall_dataset(20, 8, 13, seed=rank),
+        n_steps=5,
+        seed=rank,
+        show_progress=False,
+        logger_adapter=NoopAdapterFactory(),
+    )
+    params = {k: v.detach().clone() for k, v in algo.impl.policy.state_dict().items()}
+    torch.save({"params": params, "grad_step": algo.grad_step}, f"{out}/rank{rank}.pt")
+    d3rlpy.distributed.destroy_process_group()
