@@ -1,0 +1,18 @@
+"""Memory tasks: T-Maze (vector, Dict, image observations) and experts, incl. POPGym."""
+
+from . import experts, popgym_experts, registration, tmaze, visual_tmaze
+from .experts import *
+from .popgym_experts import *
+from .registration import *
+from .tmaze import *
+from .visual_tmaze import *
+
+register_envs()  # noqa: F405
+
+__all__ = [  # noqa: F405
+    *experts.__all__,
+    *popgym_experts.__all__,
+    *registration.__all__,
+    *tmaze.__all__,
+    *visual_tmaze.__all__,
+]
