@@ -1,10 +1,11 @@
 """Memory tasks: T-Maze (vector, Dict, image observations) and experts, incl. POPGym."""
 
-from . import experts, popgym_experts, registration, tmaze, visual_tmaze
+from . import experts, popgym_experts, registration, tmaze, tmaze_vector, visual_tmaze
 from .experts import *
 from .popgym_experts import *
 from .registration import *
 from .tmaze import *
+from .tmaze_vector import *
 from .visual_tmaze import *
 
 register_envs()  # noqa: F405
@@ -14,5 +15,6 @@ __all__ = [  # noqa: F405
     *popgym_experts.__all__,
     *registration.__all__,
     *tmaze.__all__,
+    *tmaze_vector.__all__,
     *visual_tmaze.__all__,
 ]
