@@ -8,6 +8,7 @@ from . import algos, datasets, envs, models
 from ._version import __version__
 from .algos import ELMURDT, DiscreteELMURDT, DiscreteELMURDTConfig, ELMURDTConfig
 from .evaluation import evaluate
+from .io import load_learnable
 
 __all__ = [
     "__version__",
@@ -20,4 +21,5 @@ __all__ = [
     "ELMURDT",
     "DiscreteELMURDT",
     "evaluate",
+    "load_learnable",
 ]
