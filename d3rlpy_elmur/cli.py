@@ -1,16 +1,22 @@
 """Command line: ``elmur`` or ``python -m d3rlpy_elmur``.
 
-One function per subcommand, wired in :func:`build_parser`; a new command (``train``,
-``eval``, ``bench``) adds a ``_add_<name>`` that registers its parser and sets
-``func``. Errors of the dataset layer are printed as one line, without a traceback.
+One function per subcommand, wired in :func:`build_parser`: ``dataset build|list``,
+``train``, ``eval``, ``bench``, ``report`` and ``demo``. The work happens in
+:mod:`d3rlpy_elmur.bench`; this module only parses arguments and prints. Expected errors
+(a bad config, a missing dataset or model, an output that exists) are printed as one line,
+without a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import shlex
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = ["build_parser", "main"]
@@ -106,9 +112,192 @@ def cmd_dataset_list(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- demo
+# ---------------------------------------------------------------- common
+def _setup(args: argparse.Namespace) -> None:
+    """Torch threads (1 by default: faster than 2 on a shared 2-core machine) and d3rlpy's
+    log level (its per-epoch info lines drown the progress bars unless --verbose)."""
+    import structlog
+    import torch
+
+    if getattr(args, "threads", 0):
+        torch.set_num_threads(args.threads)
+    if not getattr(args, "verbose", False):
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
+def _command_line(argv: Sequence[str] | None) -> str:
+    return shlex.join(["elmur", *(sys.argv[1:] if argv is None else argv)])
+
+
+def _write_json(data: Any, target: str) -> None:
+    text = json.dumps(data, indent=2) + "\n"
+    if target == "-":
+        sys.stdout.write(text)
+        return
+    from .io import atomic_write
+
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(target, "w") as f:
+        f.write(text)
+
+
+# ---------------------------------------------------------------- train
+def cmd_train(args: argparse.Namespace) -> int:
+    from .bench.configs import load_run_config
+    from .bench.train import train_run
+
+    _setup(args)
+    run = load_run_config(args.config)
+    result = train_run(
+        run,
+        args.out,
+        dataset=args.dataset,
+        steps=args.steps,
+        seed=args.seed,
+        show_progress=not args.quiet,
+        overwrite=args.overwrite,
+    )
+    if args.json:
+        _write_json(json.loads((Path(args.out) / "train.json").read_text()), "-")
+    else:
+        print(result.summary())
+    return 0
+
+
+# ---------------------------------------------------------------- eval
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .bench.baselines import evaluate_algo
+    from .bench.envs import is_tmaze, make_eval_env
+    from .bench.popgym import evaluate_popgym
+    from .bench.runinfo import run_info
+    from .bench.tmaze import QUICK_LENGTHS, evaluate_tmaze, format_length
+    from .bench.train import load_model
+
+    _setup(args)
+    algo = load_model(args.model)
+    progress = not args.quiet
+    if is_tmaze(args.env):
+        corridors = args.corridor or [n - 2 for n in QUICK_LENGTHS]
+        rows = evaluate_tmaze(
+            algo,
+            [c + 2 for c in corridors],
+            args.episodes,
+            args.seed,
+            target_return=args.target_return,
+            show_progress=progress,
+        )
+    elif args.env.startswith("popgym-"):
+        rows = [
+            evaluate_popgym(
+                algo,
+                args.env,
+                args.episodes,
+                args.seed,
+                target_return=args.target_return,
+                show_progress=progress,
+            )
+        ]
+    else:
+        env = make_eval_env(args.env, min(args.episodes, 100))
+        try:
+            rows = [
+                {
+                    "env": args.env,
+                    **evaluate_algo(
+                        algo,
+                        env,
+                        args.episodes,
+                        args.seed,
+                        args.target_return,
+                        show_progress=progress,
+                    ),
+                }
+            ]
+        finally:
+            env.close()
+    report = {
+        "model": str(args.model),
+        "algo": algo.config.get_type(),
+        "env": args.env,
+        "episodes": args.episodes,
+        "seed": args.seed,
+        "rows": rows,
+        **run_info(_command_line(args.argv)),
+    }
+    header = ("LENGTH T", "CORRIDOR L", "SUCCESS", "RETURN", "EPISODES", "ENV-STEPS/S")
+    table = [header]
+    for row in rows:
+        success = row.get("success_rate")
+        table.append(
+            (
+                format_length(row["length"]) if "length" in row else "-",
+                str(row.get("corridor_length", "-")),
+                "-" if success is None else f"{success:.2f}",
+                f"{row['return_mean']:.3f}",
+                str(row["episodes"]),
+                f"{row['env_steps_per_second']:,.0f}",
+            )
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    print(f"{args.model} on {args.env}, seed {args.seed}:")
+    for r in table:
+        print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
+    if args.json:
+        _write_json(report, args.json)
+        if args.json != "-":
+            print(f"json: {args.json}")
+    return 0
+
+
+# ---------------------------------------------------------------- bench / report / demo
+def _run_suite(args: argparse.Namespace, suite_name: str, seeds: list[int]) -> dict[str, Any]:
+    from .bench.suite import load_suite, run_suite
+
+    suite = load_suite(suite_name)
+    if getattr(args, "quick", False):
+        suite = suite.as_quick()
+    return run_suite(
+        suite,
+        args.out,
+        seeds,
+        command=_command_line(args.argv),
+        resume=getattr(args, "resume", False),
+        show_progress=not args.quiet,
+        jobs=args.jobs,
+        threads=args.threads,
+    )
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    _setup(args)
+    results = _run_suite(args, args.suite, list(range(args.seeds)))
+    print(
+        f"{results['suite']}: {len(results['algorithms'])} algorithm(s), seeds "
+        f"{results['seeds']}, {results['wall_seconds'] / 60:.1f} min"
+    )
+    print(f"results: {Path(args.out) / 'results.md'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .bench.report import write_report
+
+    results = json.loads((Path(args.dir) / "results.json").read_text())
+    for path in write_report(results, args.dir)[1:]:
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    print("demo: not built yet (see issue 5)")
+    from .bench.report import render_markdown
+
+    _setup(args)
+    start = time.perf_counter()
+    results = _run_suite(args, "demo", [0])
+    print()
+    print(render_markdown(results), end="")
+    print(f"\ndemo finished in {(time.perf_counter() - start) / 60:.1f} min")
+    print(f"results: {Path(args.out).resolve()}")
     return 0
 
 
@@ -133,8 +322,87 @@ def _add_dataset(commands: argparse._SubParsersAction[Any]) -> None:
     listing.set_defaults(func=cmd_dataset_list)
 
 
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default 1; 0 keeps torch's)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-v", "--verbose", action="store_true", help="d3rlpy's info logs")
+
+
+def _add_train(commands: argparse._SubParsersAction[Any]) -> None:
+    train = commands.add_parser(
+        "train",
+        help="train one config (examples/configs/*.yaml); builds its dataset if needed",
+    )
+    train.add_argument("config", help="run config: a path, or a name in examples/configs")
+    train.add_argument("--dataset", help="recipe name or local Minari id (default: config's)")
+    train.add_argument("--steps", type=int, help="training updates (default: config's)")
+    train.add_argument("--seed", type=int, help="training seed (default: config's)")
+    train.add_argument("--out", required=True, help="output folder (model.d3, config.yaml, logs)")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing model")
+    train.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _common(train)
+    train.set_defaults(func=cmd_train)
+
+
+def _add_eval(commands: argparse._SubParsersAction[Any]) -> None:
+    ev = commands.add_parser("eval", help="batched greedy online evaluation of a model")
+    ev.add_argument("model", help="a .d3 file (ELMURDT or a d3rlpy baseline)")
+    ev.add_argument("--env", required=True, help="gymnasium id, e.g. d3rlpy_elmur/TMaze-v0")
+    ev.add_argument(
+        "--corridor",
+        type=int,
+        nargs="+",
+        metavar="L",
+        help="T-Maze corridor lengths, one row each (T = L + 2; default: T = 9 ... 10^4)",
+    )
+    ev.add_argument("--episodes", type=int, default=100, help="episodes per row (default 100)")
+    ev.add_argument("--seed", type=int, default=1_000_000, help="first episode seed")
+    ev.add_argument("--target-return", type=float, default=1.0, help="return-to-go for DT models")
+    ev.add_argument("--json", metavar="OUT", help="write the rows as JSON to OUT ('-': stdout)")
+    _common(ev)
+    ev.set_defaults(func=cmd_eval)
+
+
+def _add_bench(commands: argparse._SubParsersAction[Any]) -> None:
+    bench = commands.add_parser(
+        "bench", help="train and evaluate every algorithm of a comparison, write results"
+    )
+    bench.add_argument(
+        "suite", help="tmaze, popgym, or a suite YAML (examples/configs/bench_*.yaml)"
+    )
+    bench.add_argument("--seeds", type=int, default=3, help="training seeds 0..N-1 (default 3)")
+    bench.add_argument(
+        "--quick", action="store_true", help="small dataset, short training, lengths <= 10^4"
+    )
+    bench.add_argument("--out", required=True, help="output folder")
+    bench.add_argument(
+        "--resume", action="store_true", help="reuse runs that already have a result.json"
+    )
+    bench.add_argument(
+        "--jobs", type=int, default=1, help="models trained at once, in processes (default 1)"
+    )
+    _common(bench)
+    bench.set_defaults(func=cmd_bench)
+
+    report = commands.add_parser("report", help="regenerate results.md and plots")
+    report.add_argument("dir", help="a bench output folder holding results.json")
+    report.set_defaults(func=cmd_report)
+
+
 def _add_demo(commands: argparse._SubParsersAction[Any]) -> None:
-    demo = commands.add_parser("demo", help="end-to-end demo (issue 5)")
+    demo = commands.add_parser(
+        "demo", help="T-Maze: ELMURDT vs DiscreteDT (K=10) at T=10^3 and 10^4 (~12 min)"
+    )
+    demo.add_argument("--out", default="results/demo", help="output folder (results/demo)")
+    demo.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="train/evaluate the two models at once, one process each (default 2: 2 cores)",
+    )
+    _common(demo)
     demo.set_defaults(func=cmd_demo)
 
 
@@ -146,18 +414,24 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     _add_dataset(commands)
+    _add_train(commands)
+    _add_eval(commands)
+    _add_bench(commands)
     _add_demo(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
+    from .bench.configs import ConfigError
     from .datasets.errors import DatasetError
+    from .io import ModelFileError
 
     args = build_parser().parse_args(argv)
+    args.argv = None if argv is None else list(argv)
     try:
         return int(args.func(args))
-    except DatasetError as e:
+    except (DatasetError, ConfigError, ModelFileError, FileExistsError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except ImportError as e:  # an optional extra (popgym) is missing

@@ -1,4 +1,5 @@
-"""`elmur dataset build|list` and `elmur demo`, against temporary recipe and data roots."""
+"""`elmur dataset build|list`, against temporary recipe and data roots (the other commands:
+test_cli_bench.py)."""
 
 from __future__ import annotations
 
@@ -111,11 +112,6 @@ def test_missing_recipes_folder(roots: dict[str, Path], monkeypatch, capsys) -> 
     monkeypatch.setenv("ELMUR_RECIPES_DIR", str(roots["recipes"] / "missing"))
     assert main(["dataset", "list"]) == 1
     assert "ELMUR_RECIPES_DIR" in capsys.readouterr().err
-
-
-def test_demo_placeholder(capsys) -> None:
-    assert main(["demo"]) == 0
-    assert "not built yet" in capsys.readouterr().out
 
 
 def test_parser_requires_a_command() -> None:

@@ -1,0 +1,33 @@
+"""The benchmark harness behind ``elmur train | eval | bench | demo``.
+
+- :mod:`.configs`: YAML run configs -> d3rlpy configs (through d3rlpy's registry decoder)
+- :mod:`.train`: build the dataset if needed, fit, save ``model.d3`` + resolved config + logs
+- :mod:`.envs`: the evaluation vector envs (built in one function)
+- :mod:`.baselines`: batched greedy evaluation of d3rlpy's DT / BC / CQL next to ELMURDT's
+- :mod:`.tmaze`, :mod:`.popgym`: evaluation per T-Maze length / POPGym task
+- :mod:`.suite`: a comparison (algorithms x seeds x tasks) -> ``results.json``
+- :mod:`.report`: ``results.json`` -> ``results.md`` and plots (pure, regenerable)
+"""
+
+from . import baselines, configs, envs, popgym, report, runinfo, suite, tmaze, train
+from .baselines import *
+from .configs import *
+from .envs import *
+from .popgym import *
+from .report import *
+from .runinfo import *
+from .suite import *
+from .tmaze import *
+from .train import *
+
+__all__ = [
+    *baselines.__all__,
+    *configs.__all__,
+    *envs.__all__,
+    *popgym.__all__,
+    *report.__all__,
+    *runinfo.__all__,
+    *suite.__all__,
+    *tmaze.__all__,
+    *train.__all__,
+]

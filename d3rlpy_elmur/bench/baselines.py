@@ -1,0 +1,246 @@
+"""Batched greedy evaluation of any algorithm of the comparison, ours or d3rlpy's.
+
+ELMURDT (and BC-GRU, which is ELMURDT with a GRU) use :func:`d3rlpy_elmur.evaluate`.
+d3rlpy's own algorithms have no batched, stateful evaluation, so we give them one here:
+
+- Q-learning algorithms (DiscreteBC, DiscreteCQL, BC, CQL, ...): ``algo.predict`` on the
+  whole batch of observations (their greedy action); they have no state.
+- Decision Transformers: every row keeps its own context window as tensors, built exactly
+  as d3rlpy's ``StatefulTransformerWrapper`` builds its deques (a pad action aligned with
+  the newest observation, return-to-go after the previous reward, timesteps from 1 clamped
+  at ``max_timestep``, left padding with mask 0 while the window fills), and the
+  transformer runs on all rows at once. ``tests/bench`` checks it against the wrapper with
+  ``GreedyTransformerActionSampler``. It costs O(context) per step, hence the harness's
+  horizon cap.
+
+:func:`run_episodes` is the episode loop for these policies; it follows
+:func:`d3rlpy_elmur.evaluate` (seeds, rounds, success, returned keys) so rows are comparable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+import torch
+from d3rlpy.algos import QLearningAlgoBase, TransformerAlgoBase
+from d3rlpy.constants import ActionSpace
+from tqdm.auto import tqdm
+
+from ..algos.elmur_dt import _ELMURDTBase
+from ..evaluation import evaluate
+
+__all__ = [
+    "BatchPolicy",
+    "GreedyQLearningPolicy",
+    "BatchedDecisionTransformerPolicy",
+    "evaluate_algo",
+    "make_batch_policy",
+    "run_episodes",
+]
+
+ResetOptions = dict[str, Any] | Callable[[int, int], dict[str, Any]] | None
+
+
+class BatchPolicy(Protocol):
+    """A policy over a batch of episodes that advance in lock step."""
+
+    def reset(self, n_envs: int) -> None: ...
+
+    def act(self, observations: np.ndarray, rewards: np.ndarray) -> np.ndarray:
+        """Actions for the newest observations; ``rewards`` came with them (0 at t=0)."""
+        ...
+
+
+class GreedyQLearningPolicy:
+    """A d3rlpy Q-learning algorithm's greedy action, computed for the whole batch."""
+
+    def __init__(self, algo: QLearningAlgoBase[Any, Any]) -> None:
+        self._algo = algo
+
+    def reset(self, n_envs: int) -> None:
+        pass
+
+    def act(self, observations: np.ndarray, rewards: np.ndarray) -> np.ndarray:
+        return np.asarray(self._algo.predict(observations))
+
+
+class BatchedDecisionTransformerPolicy:
+    """d3rlpy's (Discrete)DecisionTransformer with one context window per batch row."""
+
+    def __init__(self, algo: TransformerAlgoBase[Any, Any], target_return: float) -> None:
+        impl = algo.impl
+        if impl is None:
+            raise ValueError("the algorithm is not built")
+        self._algo = algo
+        self._impl = impl
+        self._config = algo.config
+        self._target_return = float(target_return)
+        self._discrete = algo.get_action_type() == ActionSpace.DISCRETE
+        self._device = impl.device
+        self._context = int(self._config.context_size)
+        self._max_timestep = int(self._config.max_timestep)
+
+    def reset(self, n_envs: int) -> None:
+        K, dev = self._context, self._device
+        obs_shape = tuple(self._impl.observation_shape)
+        action_shape = (1,) if self._discrete else (self._impl.action_size,)
+        self._observations = torch.zeros((n_envs, K, *obs_shape), device=dev)  # [B, K, *obs]
+        self._actions = torch.zeros((n_envs, K, *action_shape), device=dev)  # [B, K, A|1]
+        self._rtg = torch.zeros((n_envs, K, 1), device=dev)  # [B, K, 1]
+        self._timesteps = torch.zeros((n_envs, K), dtype=torch.long, device=dev)  # [B, K]
+        self._filled = 0
+        self._timestep = 1
+        self._return_rest = torch.full((n_envs,), self._target_return, device=dev)
+
+    @staticmethod
+    def _push(buffer: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        # Shift the window left by one step: the oldest entry (or a zero pad) drops out.
+        return torch.cat([buffer[:, 1:], value[:, None]], dim=1)
+
+    @torch.no_grad()
+    def act(self, observations: np.ndarray, rewards: np.ndarray) -> np.ndarray:
+        cfg = self._config
+        obs = torch.as_tensor(observations, dtype=torch.float32, device=self._device)
+        if cfg.observation_scaler is not None:
+            obs = cfg.observation_scaler.transform(obs)
+        reward = torch.as_tensor(rewards, dtype=torch.float32, device=self._device)
+        rtg = (self._return_rest - reward)[:, None]  # [B, 1]
+        if cfg.reward_scaler is not None:
+            rtg = cfg.reward_scaler.transform(rtg)
+        n = obs.shape[0]
+        pad_action = torch.zeros_like(self._actions[:, 0])
+        self._observations = self._push(self._observations, obs)
+        self._actions = self._push(self._actions, pad_action)
+        self._rtg = self._push(self._rtg, rtg)
+        self._timesteps = self._push(
+            self._timesteps, torch.full((n,), self._timestep, device=self._device)
+        )
+        self._filled = min(self._filled + 1, self._context)
+        masks = torch.zeros((n, self._context), device=self._device)
+        masks[:, self._context - self._filled :] = 1.0
+
+        modules = self._impl.modules
+        modules.set_eval()
+        out = modules.transformer(
+            self._observations, self._actions, self._rtg, self._timesteps, 1 - masks
+        )
+        if self._discrete:
+            action_t = out[1][:, -1].argmax(-1)  # logits [B, K, A] -> [B]
+            self._actions[:, -1, 0] = action_t.to(torch.float32)
+            actions = action_t.cpu().numpy()
+        else:
+            action_t = out[:, -1]  # [B, K, A] -> [B, A]
+            self._actions[:, -1] = action_t
+            if cfg.action_scaler is not None:
+                action_t = cfg.action_scaler.reverse_transform(action_t)
+            actions = action_t.cpu().numpy()
+        self._timestep = min(self._timestep + 1, self._max_timestep)
+        self._return_rest = self._return_rest - reward
+        return actions
+
+
+def make_batch_policy(algo: Any, target_return: float = 0.0) -> BatchPolicy:
+    """The batched greedy policy of a d3rlpy algorithm (not ELMURDT: it has ``evaluate``)."""
+    if isinstance(algo, QLearningAlgoBase):
+        return GreedyQLearningPolicy(algo)
+    if isinstance(algo, TransformerAlgoBase) and hasattr(algo.impl.modules, "transformer"):
+        return BatchedDecisionTransformerPolicy(algo, target_return)
+    raise TypeError(f"no batched evaluation for {type(algo).__name__}")
+
+
+def run_episodes(
+    policy: BatchPolicy,
+    env: gym.vector.VectorEnv,
+    n_episodes: int,
+    seed: int = 0,
+    reset_options: ResetOptions = None,
+    max_steps: int | None = None,
+    show_progress: bool = False,
+) -> dict[str, Any]:
+    """Runs ``n_episodes`` episodes in rounds of ``env.num_envs``; episode i uses seed
+    ``seed + i``. Same keys as :func:`d3rlpy_elmur.evaluate`."""
+    if n_episodes <= 0:
+        raise ValueError(f"n_episodes={n_episodes} must be positive")
+    n_envs = env.num_envs
+    returns: list[float] = []
+    successes: list[float] = []
+    env_steps = 0
+    start = time.perf_counter()
+    bar = tqdm(disable=not show_progress, unit="step", desc="evaluate")
+    try:
+        first = 0
+        while first < n_episodes:
+            active = min(n_envs, n_episodes - first)
+            options = reset_options(first, n_envs) if callable(reset_options) else reset_options
+            obs, _ = env.reset(seed=[seed + first + i for i in range(n_envs)], options=options)
+            policy.reset(n_envs)
+            # Sub-envs beyond `active` and finished ones are stepped on (their autoreset
+            # episodes are ignored): every model call keeps the same batch shape.
+            done = np.arange(n_envs) >= active
+            ep_return = np.zeros(n_envs)
+            ep_success = np.full(n_envs, np.nan)
+            reward = np.zeros(n_envs)
+            t = 0
+            while not done.all() and (max_steps is None or t < max_steps):
+                actions = policy.act(np.asarray(obs), reward)
+                obs, reward, terminated, truncated, info = env.step(actions)
+                reward = np.asarray(reward, dtype=np.float64)
+                running = ~done
+                ep_return[running] += reward[running]
+                env_steps += int(running.sum())
+                finished = (np.asarray(terminated) | np.asarray(truncated)) & running
+                if finished.any() and "success" in info:
+                    has = info.get("_success", np.ones(n_envs, dtype=bool))
+                    got = finished & has
+                    ep_success[got] = np.asarray(info["success"], dtype=np.float64)[got]
+                done |= finished
+                t += 1
+                if t % 1000 == 0:
+                    bar.update(1000)
+            returns.extend(ep_return[:active].tolist())
+            successes.extend(ep_success[:active].tolist())
+            first += active
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+    success = np.array(successes)
+    reported = ~np.isnan(success)
+    return {
+        "return_mean": float(np.mean(returns)),
+        "return_std": float(np.std(returns)),
+        "success_rate": float(np.nan_to_num(success, nan=0.0).mean()) if reported.any() else None,
+        "episodes": len(returns),
+        "env_steps": env_steps,
+        "seconds": seconds,
+        "env_steps_per_second": env_steps / max(seconds, 1e-9),
+    }
+
+
+def evaluate_algo(
+    algo: Any,
+    env: gym.vector.VectorEnv,
+    n_episodes: int,
+    seed: int,
+    target_return: float = 0.0,
+    reset_options: ResetOptions = None,
+    max_steps: int | None = None,
+    show_progress: bool = False,
+) -> dict[str, Any]:
+    """Greedy batched evaluation of ELMURDT or a d3rlpy baseline on a vector env."""
+    if isinstance(algo, _ELMURDTBase):
+        return evaluate(
+            algo,
+            env,
+            n_episodes=n_episodes,
+            seed=seed,
+            target_return=target_return,
+            reset_options=reset_options,
+            max_steps=max_steps,
+            show_progress=show_progress,
+        )
+    policy = make_batch_policy(algo, target_return)
+    return run_episodes(policy, env, n_episodes, seed, reset_options, max_steps, show_progress)

@@ -1,0 +1,311 @@
+"""Run configs: one YAML file per algorithm setting, turned into a d3rlpy config.
+
+Schema (every key but ``algo`` optional; see ``examples/configs/README.md``)::
+
+    base: tmaze_elmur.yaml         # inherit another config (path relative to this file)
+    algo: discrete_elmur_dt        # d3rlpy learnable type name (get_type() of the config)
+    dataset: tmaze-c28             # recipe name in datasets/, or a local Minari id
+    params:                        # fields of the d3rlpy config
+      context_size: 10
+      sequence_encoder: {type: elmur, params: {use_lru: false}}   # a registered factory
+    train: {steps: 3000, steps_per_epoch: 500, seed: 0}
+    eval: {env: d3rlpy_elmur/TMaze-v0, lengths: [9, 30], episodes: 100, target_return: 1.0,
+           seed: 1000000, max_length: 10000}
+
+``params`` become the config through d3rlpy's own registry decoder (the one ``load_learnable``
+uses), so every registered algorithm and factory works without a mapping table here. We add
+only what that decoder lacks: unknown keys are errors (dataclasses-json drops them silently,
+so a typo would train the default model), and a nested factory may omit ``params`` or be
+written as a bare type name (``sequence_encoder: gru``). ``base`` is merged key by key;
+a nested factory whose ``type`` changes is replaced, not merged.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from d3rlpy.base import LearnableConfig
+from d3rlpy.serializable_config import CONFIG_STORAGE, ConfigMetadata
+
+__all__ = [
+    "ConfigError",
+    "EvalSpec",
+    "RunConfig",
+    "TrainSpec",
+    "configs_dir",
+    "load_run_config",
+    "make_learnable_config",
+    "resolve_config_path",
+]
+
+_TOP_KEYS = ("base", "algo", "dataset", "params", "train", "eval", "description")
+
+
+class ConfigError(ValueError):
+    """A run config that cannot be read or names unknown fields (the message says where)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+    """Training budget: exactly ``steps`` updates, logged every ``steps_per_epoch``."""
+
+    steps: int = 1000
+    steps_per_epoch: int = 500
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSpec:
+    """Online evaluation defaults of a config (the bench's suite file overrides them).
+
+    ``lengths`` are T-Maze episode horizons T = L + 2 (the paper's "inference length");
+    ``max_length`` caps them for slow algorithms (longer lengths are reported as not
+    evaluated). ``seed`` is the first evaluation seed, kept apart from training seeds.
+    """
+
+    env: str | None = None
+    lengths: tuple[int, ...] = ()
+    episodes: int = 100
+    target_return: float = 1.0
+    seed: int = 1_000_000
+    max_length: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One algorithm setting read from YAML (after ``base`` merging)."""
+
+    name: str
+    algo: str
+    params: dict[str, Any]
+    dataset: str | None
+    train: TrainSpec
+    eval: EvalSpec
+    description: str = ""
+    path: str = ""
+
+    def make_config(self) -> LearnableConfig:
+        """The d3rlpy config (validated, unknown keys refused)."""
+        return make_learnable_config(self.algo, self.params, where=self.path or self.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as YAML-ready data (what ``train`` writes beside the model)."""
+        return {
+            "algo": self.algo,
+            "dataset": self.dataset,
+            "params": copy.deepcopy(self.params),
+            "train": dataclasses.asdict(self.train),
+            "eval": {**dataclasses.asdict(self.eval), "lengths": list(self.eval.lengths)},
+            "description": self.description,
+        }
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def configs_dir() -> Path:
+    """``$ELMUR_CONFIGS_DIR``, else ``examples/configs`` of the source checkout."""
+    override = os.environ.get("ELMUR_CONFIGS_DIR")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[2] / "examples" / "configs"
+
+
+def resolve_config_path(name: str | os.PathLike[str], relative_to: Path | None = None) -> Path:
+    """A config path as given, else relative to ``relative_to``, else in :func:`configs_dir`
+    (``.yaml`` may be left out)."""
+    raw = Path(name)
+    candidates = [raw]
+    if relative_to is not None:
+        candidates.append(relative_to / raw)
+    candidates.append(configs_dir() / raw)
+    for candidate in list(candidates):
+        if candidate.suffix != ".yaml":
+            candidates.append(candidate.with_name(candidate.name + ".yaml"))
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"config {str(name)!r} not found (looked in {configs_dir()})")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"config {path}: cannot read: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path}: expected a mapping at the top level")
+    unknown = sorted(set(data) - set(_TOP_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"config {path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(_TOP_KEYS)}"
+        )
+    return data
+
+
+def _merge(base: Any, override: Any) -> Any:
+    """Deep merge of YAML data; a factory ``{type, params}`` of another type replaces."""
+    if not (isinstance(base, dict) and isinstance(override, dict)):
+        return copy.deepcopy(override)
+    if "type" in base and "type" in override and base["type"] != override["type"]:
+        return copy.deepcopy(override)
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        merged[key] = _merge(base[key], value) if key in base else copy.deepcopy(value)
+    return merged
+
+
+def _load_merged(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(str(p.name) for p in (*seen, path))
+        raise ConfigError(f"config {path}: circular base chain {chain}")
+    data = _read_yaml(path)
+    base_name = data.pop("base", None)
+    if base_name is None:
+        return data
+    base = _load_merged(resolve_config_path(base_name, path.parent), (*seen, path))
+    base.pop("description", None)  # a description belongs to its own file
+    return _merge(base, data)
+
+
+def _int_tuple(value: Any, where: str) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"{where}: expected a list of integers, got {value!r}")
+    try:
+        return tuple(int(float(v)) for v in value)  # YAML reads 1e6 as a string or float
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: expected integers: {e}") from e
+
+
+def _spec(cls: type[Any], data: Any, where: str) -> Any:
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(fields))}"
+        )
+    values = dict(data)
+    if "lengths" in values:
+        values["lengths"] = _int_tuple(values["lengths"], f"{where}.lengths")
+    for key in ("steps", "steps_per_epoch", "seed", "episodes", "max_length"):
+        if values.get(key) is not None:
+            values[key] = int(float(values[key]))
+    return cls(**values)
+
+
+def load_run_config(name: str | os.PathLike[str]) -> RunConfig:
+    """Read a config by path or by name in :func:`configs_dir`, following ``base``."""
+    path = resolve_config_path(name)
+    data = _load_merged(path)
+    if "algo" not in data:
+        raise ConfigError(f"config {path}: missing 'algo' (a d3rlpy algorithm type name)")
+    params = data.get("params") or {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"config {path}: 'params' must be a mapping")
+    run = RunConfig(
+        name=path.stem,
+        algo=str(data["algo"]),
+        params=params,
+        dataset=None if data.get("dataset") is None else str(data["dataset"]),
+        train=_spec(TrainSpec, data.get("train"), f"config {path}: train"),
+        eval=_spec(EvalSpec, data.get("eval"), f"config {path}: eval"),
+        description=str(data.get("description") or "").strip(),
+        path=str(path),
+    )
+    run.make_config()  # fail on a bad field now, not after building a dataset
+    return run
+
+
+# ------------------------------------------------------------------ params -> d3rlpy config
+def _registry_of(field: dataclasses.Field[Any]) -> ConfigMetadata | None:
+    """The d3rlpy registry a config field decodes with (encoder, optimizer, ...), if any."""
+    decoder = field.metadata.get("dataclasses_json", {}).get("decoder")
+    if decoder is None:
+        return None
+    for meta in CONFIG_STORAGE.values():
+        if meta.decoder is decoder:
+            return meta
+    return None
+
+
+def _normalise(registry: ConfigMetadata, value: Any, where: str) -> dict[str, Any]:
+    """``{type, params}`` checked against the registry, its params checked recursively."""
+    if isinstance(value, str):
+        value = {"type": value}
+    if not isinstance(value, Mapping) or "type" not in value:
+        raise ConfigError(f"{where}: expected {{type: ..., params: ...}} or a type name")
+    extra = sorted(set(value) - {"type", "params"})
+    if extra:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(extra)} (use type and params)")
+    type_name = str(value["type"])
+    params = value.get("params") or {}
+    if type_name == "none" and registry.base_cls is not LearnableConfig:
+        return {"type": "none", "params": {}}
+    if type_name not in registry.config_list:
+        known = ", ".join(sorted(registry.config_list))
+        raise ConfigError(
+            f"{where}: unknown {registry.base_cls.__name__} type {type_name!r}; registered: "
+            f"{known} (a plugin's types need its import)"
+        )
+    cls = registry.config_list[type_name]
+    return {"type": type_name, "params": _check_params(cls, params, f"{where}.params")}
+
+
+def _check_params(cls: type[Any], params: Any, where: str) -> dict[str, Any]:
+    """``params`` over the serialised defaults of ``cls``, checked field by field.
+
+    Completing every field matters: for a missing factory field dataclasses-json hands the
+    default *object* to d3rlpy's decoder, which expects ``{type, params}`` and fails.
+    """
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"{where}: expected a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown field(s) {', '.join(unknown)} of {cls.__name__}; known: "
+            f"{', '.join(sorted(fields))}"
+        )
+    completed: dict[str, Any] = cls().serialize_to_dict()
+    for key, value in params.items():
+        registry = _registry_of(fields[key])
+        if registry is not None and value is not None:
+            completed[key] = _normalise(registry, value, f"{where}.{key}")
+        else:
+            completed[key] = value
+    return completed
+
+
+def make_learnable_config(
+    algo: str, params: Mapping[str, Any], where: str = "config"
+) -> LearnableConfig:
+    """``algo`` + ``params`` -> a d3rlpy ``LearnableConfig`` via d3rlpy's registry decoder."""
+    import d3rlpy_elmur  # noqa: F401  (registers our algorithms and factories)
+
+    registry = CONFIG_STORAGE[LearnableConfig]
+    data = _normalise(registry, {"type": algo, "params": dict(params)}, f"{where}: params")
+    try:
+        config = registry.decoder(data)
+    except (TypeError, ValueError, KeyError) as e:
+        raise ConfigError(f"{where}: invalid {algo} params: {type(e).__name__}: {e}") from e
+    validate = getattr(config, "validate", None)
+    if callable(validate):
+        try:
+            validate()
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from e
+    assert isinstance(config, LearnableConfig)
+    return config

@@ -1,0 +1,469 @@
+"""Benchmark suites: every algorithm of a comparison on the same data, evaluation and seeds.
+
+A suite is a YAML file (``examples/configs/bench_tmaze.yaml``, ``bench_popgym.yaml``,
+``demo.yaml``)::
+
+    kind: tmaze                    # or popgym
+    dataset: tmaze-c28             # tmaze: the one dataset every algorithm trains on
+    tasks: [popgym-repeatprevious-easy, ...]   # popgym: dataset recipes, one model per task
+    lengths: [9, 30, ...]          # tmaze: horizons T = L + 2
+    episodes: 100                  # per length (tmaze) or per task (popgym)
+    episodes_at: {1000000: 10}     # fewer episodes at some lengths
+    target_return: 1.0             # return-to-go of the Decision Transformers
+    eval_seed: 1000000             # evaluation seeds: eval_seed + 1000 * seed + episode
+    algorithms:
+      - {label: ELMURDT, config: tmaze_elmur.yaml}
+      - {label: DT (K=10), config: tmaze_dt_k10.yaml, max_length: 10000, steps: 500}
+      - {label: BC-MLP, config: popgym_bc_mlp.yaml, continuous_config: popgym_bc_mlp_cont.yaml}
+    quick: {dataset: tmaze-c28-small, steps: 100, lengths: [...], episodes: 20}
+
+An algorithm trains for its config's ``train.steps`` unless the entry (or ``quick``) sets
+``steps``; ``max_length`` (else the config's ``eval.max_length``) caps the evaluated horizon.
+Training seed s seeds the model and the sampler; evaluation uses seeds from ``eval_seed``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..datasets import get_recipe, open_minari
+from ..datasets.spaces import is_discrete_action_space
+from .configs import ConfigError, load_run_config, resolve_config_path
+from .popgym import evaluate_popgym
+from .report import write_report
+from .runinfo import run_info
+from .tmaze import evaluate_tmaze, format_length
+from .train import ensure_dataset, load_model, train_run
+
+__all__ = ["KINDS", "RunUnit", "Suite", "SuiteAlgorithm", "execute_unit", "load_suite", "run_suite"]
+
+KINDS = ("tmaze", "popgym")
+_SUITE_KEYS = {
+    "kind",
+    "description",
+    "dataset",
+    "tasks",
+    "lengths",
+    "episodes",
+    "episodes_at",
+    "target_return",
+    "eval_seed",
+    "steps",
+    "algorithms",
+    "quick",
+}
+_QUICK_KEYS = {"dataset", "tasks", "lengths", "episodes", "episodes_at", "steps"}
+_ALGO_KEYS = {"label", "config", "continuous_config", "steps", "max_length"}
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteAlgorithm:
+    label: str
+    config: str
+    continuous_config: str | None = None
+    steps: int | None = None
+    max_length: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    name: str
+    kind: str
+    algorithms: tuple[SuiteAlgorithm, ...]
+    dataset: str | None = None
+    tasks: tuple[str, ...] = ()
+    lengths: tuple[int, ...] = ()
+    episodes: int = 100
+    episodes_at: dict[int, int] = dataclasses.field(default_factory=dict)
+    target_return: float = 1.0
+    eval_seed: int = 1_000_000
+    steps: int | None = None
+    description: str = ""
+    quick_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    quick: bool = False
+    path: str = ""
+
+    def as_quick(self) -> Suite:
+        """The suite with its ``quick`` section applied (small data, few steps)."""
+        changes = dict(self.quick_overrides)
+        for key in ("tasks", "lengths"):
+            if key in changes:
+                changes[key] = tuple(changes[key])
+        # a quick budget replaces the per-algorithm budgets too
+        algorithms = self.algorithms
+        if "steps" in changes:
+            algorithms = tuple(dataclasses.replace(a, steps=None) for a in algorithms)
+        return dataclasses.replace(self, **changes, algorithms=algorithms, quick=True)
+
+    def eval_seed_for(self, seed: int) -> int:
+        return self.eval_seed + 1000 * seed
+
+
+def _ints(values: Any, where: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(float(v)) for v in values)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: expected a list of integers ({e})") from e
+
+
+def _check_keys(data: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+def _normalise(data: dict[str, Any], where: str) -> dict[str, Any]:
+    out = dict(data)
+    if "lengths" in out:
+        out["lengths"] = _ints(out["lengths"], f"{where}.lengths")
+    if "tasks" in out:
+        out["tasks"] = tuple(str(t) for t in out["tasks"])
+    if "episodes_at" in out:
+        out["episodes_at"] = {int(float(k)): int(v) for k, v in (out["episodes_at"] or {}).items()}
+    for key in ("episodes", "eval_seed", "steps"):
+        if out.get(key) is not None:
+            out[key] = int(float(out[key]))
+    return out
+
+
+def load_suite(name: str | os.PathLike[str]) -> Suite:
+    """Read a suite by path, or by name in ``examples/configs`` (``tmaze`` ->
+    ``bench_tmaze.yaml``)."""
+    try:
+        path = resolve_config_path(name)
+    except ConfigError:
+        path = resolve_config_path(f"bench_{name}")
+    data = yaml.safe_load(path.read_text())
+    where = f"suite {path}"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping")
+    _check_keys(data, _SUITE_KEYS, where)
+    if data.get("kind") not in KINDS:
+        raise ConfigError(f"{where}: kind must be one of {KINDS}")
+    quick = data.pop("quick", None) or {}
+    _check_keys(quick, _QUICK_KEYS, f"{where}: quick")
+    algorithms = []
+    for i, entry in enumerate(data.pop("algorithms", None) or []):
+        if not isinstance(entry, dict) or "config" not in entry:
+            raise ConfigError(f"{where}: algorithms[{i}] needs a config")
+        _check_keys(entry, _ALGO_KEYS, f"{where}: algorithms[{i}]")
+        # configs are resolved now, relative to the suite file, so a bad name fails early
+        config = str(resolve_config_path(entry["config"], path.parent))
+        continuous = entry.get("continuous_config")
+        algorithms.append(
+            SuiteAlgorithm(
+                label=str(entry.get("label") or Path(config).stem),
+                config=config,
+                continuous_config=(
+                    None
+                    if continuous is None
+                    else str(resolve_config_path(continuous, path.parent))
+                ),
+                steps=None if entry.get("steps") is None else int(entry["steps"]),
+                max_length=None if entry.get("max_length") is None else int(entry["max_length"]),
+            )
+        )
+    if not algorithms:
+        raise ConfigError(f"{where}: no algorithms")
+    fields = _normalise(data, where)
+    suite = Suite(
+        name=path.stem,
+        algorithms=tuple(algorithms),
+        quick_overrides=_normalise(quick, f"{where}: quick"),
+        path=str(path),
+        **fields,
+    )
+    if suite.kind == "tmaze" and (not suite.dataset or not suite.lengths):
+        raise ConfigError(f"{where}: a tmaze suite needs dataset and lengths")
+    if suite.kind == "popgym" and not suite.tasks:
+        raise ConfigError(f"{where}: a popgym suite needs tasks")
+    return suite
+
+
+# ----------------------------------------------------------------- running
+Log = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunUnit:
+    """One model to train and evaluate; plain data, so a worker process can run it."""
+
+    index: int  # position in the results: (algorithm, run)
+    label: str
+    config: str
+    dataset_id: str
+    steps: int | None
+    seed: int
+    run_dir: str
+    eval_seed: int
+    episodes: int
+    target_return: float
+    lengths: tuple[int, ...] = ()  # tmaze
+    episodes_at: tuple[tuple[int, int], ...] = ()
+    max_length: int | None = None
+    task: str | None = None  # popgym: recipe name
+    env: str | None = None  # popgym: env id
+    skipped: str | None = None  # reason not to run at all
+
+
+def _evaluate_unit(unit: RunUnit, algo: Any, show_progress: bool) -> list[dict[str, Any]]:
+    if unit.task is None:
+        return evaluate_tmaze(
+            algo,
+            unit.lengths,
+            unit.episodes,
+            unit.eval_seed,
+            episodes_at=dict(unit.episodes_at),
+            max_length=unit.max_length,
+            target_return=unit.target_return,
+            show_progress=show_progress,
+        )
+    assert unit.env is not None
+    return [
+        evaluate_popgym(
+            algo,
+            unit.env,
+            unit.episodes,
+            unit.eval_seed,
+            target_return=unit.target_return,
+            show_progress=show_progress,
+        )
+    ]
+
+
+def execute_unit(
+    unit: RunUnit, resume: bool, show_progress: bool, announce: bool = False
+) -> dict[str, Any]:
+    """Train (or, with ``resume``, reuse) one model and evaluate it; cached in
+    ``run_dir/result.json``. ``announce`` prints a line when training starts."""
+    base = {"seed": unit.seed, **({"task": unit.task} if unit.task else {})}
+    if unit.skipped:
+        return {**base, "results": [{"task": unit.env, "skipped": unit.skipped}]}
+    run_dir = Path(unit.run_dir)
+    cached = run_dir / "result.json"
+    if resume and cached.is_file():
+        return dict(json.loads(cached.read_text()))
+    if announce:
+        print(
+            f"{unit.label}{', ' + unit.task if unit.task else ''}, seed {unit.seed}: training ...",
+            flush=True,
+        )
+    trained = train_run(
+        load_run_config(unit.config),
+        run_dir,
+        dataset=unit.dataset_id,
+        steps=unit.steps,
+        seed=unit.seed,
+        show_progress=show_progress,
+        overwrite=True,
+    )
+    algo = load_model(trained.model_path)  # evaluate what was saved
+    record = {
+        **base,
+        "eval_seed": unit.eval_seed,
+        "run_dir": str(run_dir),
+        "train": {
+            "steps": trained.steps,
+            "seconds": trained.seconds,
+            "updates_per_second": trained.updates_per_second,
+            "final_loss": trained.final_loss,
+            "dataset": trained.dataset,
+        },
+        "results": _evaluate_unit(unit, algo, show_progress),
+    }
+    cached.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def _worker_init(threads: int, quiet_logs: bool) -> None:
+    import logging
+
+    import structlog
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    if quiet_logs:
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
+def _describe(unit: RunUnit, record: dict[str, Any]) -> str:
+    parts = []
+    for row in record["results"]:
+        name = format_length(row["length"]) if "length" in row else row.get("task", "?")
+        if "skipped" in row:
+            parts.append(f"T={name} {row['skipped']}" if "length" in row else row["skipped"])
+        elif row.get("success_rate") is not None:
+            parts.append(f"T={name} {row['success_rate']:.2f}")
+        else:
+            parts.append(f"return {row['return_mean']:.3f}")
+    where = f"{unit.label}, {unit.task + ', ' if unit.task else ''}seed {unit.seed}"
+    if "train" not in record:
+        return f"{where}: skipped ({', '.join(parts)})"
+    return f"{where}: trained in {record['train']['seconds']:.0f} s; {', '.join(parts)}"
+
+
+def _plan(
+    suite: Suite, out: Path, seeds: Sequence[int], show_progress: bool
+) -> tuple[dict[str, Any], list[RunUnit]]:
+    """The results skeleton (one record per algorithm) and the runs that fill it."""
+    header: dict[str, Any] = {"algorithms": []}
+    units: list[RunUnit] = []
+    if suite.kind == "tmaze":
+        assert suite.dataset is not None
+        dataset_id = ensure_dataset(suite.dataset, progress=show_progress)
+        header.update(dataset=dataset_id, lengths=list(suite.lengths))
+        tasks: list[dict[str, Any]] = [{"name": None, "env": None, "dataset": dataset_id}]
+    else:
+        tasks = []
+        for name in suite.tasks:
+            recipe = get_recipe(name)
+            tasks.append({"name": name, "env": recipe.env, "dataset": ensure_dataset(name)})
+        header["tasks"] = tasks
+    for entry in suite.algorithms:
+        run = load_run_config(entry.config)
+        steps = entry.steps if entry.steps is not None else suite.steps
+        max_length = entry.max_length if entry.max_length is not None else run.eval.max_length
+        header["algorithms"].append(
+            {
+                "label": entry.label,
+                "config": Path(entry.config).name,
+                "algo": run.algo,
+                "train_steps": steps if steps is not None else run.train.steps,
+                "max_length": max_length,
+                "runs": [],
+            }
+        )
+        for task in tasks:
+            config, skipped = entry.config, None
+            if task["name"] is not None and not _is_discrete_dataset(task["dataset"]):
+                config = entry.continuous_config or entry.config
+                if entry.continuous_config is None:
+                    skipped = "continuous actions"
+            folder = (
+                Path(config).stem if task["name"] is None else f"{task['name']}/{Path(config).stem}"
+            )
+            for seed in seeds:
+                units.append(
+                    RunUnit(
+                        index=len(header["algorithms"]) - 1,
+                        label=entry.label,
+                        config=config,
+                        dataset_id=task["dataset"],
+                        steps=steps,
+                        seed=seed,
+                        run_dir=str(out / "runs" / folder / f"seed{seed}"),
+                        eval_seed=suite.eval_seed_for(seed),
+                        episodes=suite.episodes,
+                        target_return=suite.target_return,
+                        lengths=suite.lengths,
+                        episodes_at=tuple(sorted(suite.episodes_at.items())),
+                        max_length=max_length,
+                        task=task["name"],
+                        env=task["env"],
+                        skipped=skipped,
+                    )
+                )
+    return header, units
+
+
+def run_suite(
+    suite: Suite,
+    out_dir: str | os.PathLike[str],
+    seeds: Sequence[int],
+    *,
+    command: str | None = None,
+    resume: bool = False,
+    show_progress: bool = True,
+    jobs: int = 1,
+    threads: int = 1,
+    log: Log = print,
+) -> dict[str, Any]:
+    """Train and evaluate every algorithm of ``suite`` for every seed (and task).
+
+    ``results.json``, ``results.md`` and the plot are rewritten after every run, so a long
+    run shows its progress and keeps what it finished (``resume`` then skips those runs).
+    ``jobs`` > 1 runs that many models at once in worker processes of ``threads`` torch
+    threads each (progress bars are off there; one line is logged per finished run).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    results: dict[str, Any] = {
+        "schema_version": 1,
+        "suite": suite.name,
+        "kind": suite.kind,
+        "quick": suite.quick,
+        "description": suite.description,
+        "seeds": list(seeds),
+        "episodes": suite.episodes,
+        "episodes_at": {str(k): v for k, v in suite.episodes_at.items()},
+        "target_return": suite.target_return,
+        "eval_seeds": {str(s): suite.eval_seed_for(s) for s in seeds},
+        "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "jobs": jobs,
+        **run_info(command),
+    }
+    header, units = _plan(suite, out, seeds, show_progress)
+    results.update(header)
+    finished: dict[int, dict[str, Any]] = {}
+
+    def collect(position: int, record: dict[str, Any]) -> None:
+        finished[position] = record
+        unit = units[position]
+        log(f"[{len(finished)}/{len(units)}] {_describe(unit, record)}")
+        # runs in plan order, whatever order the workers finish in
+        for algo in results["algorithms"]:
+            algo["runs"] = []
+        for i in sorted(finished):
+            results["algorithms"][units[i].index]["runs"].append(finished[i])
+        _save(results, out, start)
+
+    if jobs <= 1:
+        for position, unit in enumerate(units):
+            log(
+                f"[{position + 1}/{len(units)}] {unit.label}"
+                f"{', ' + unit.task if unit.task else ''}, seed {unit.seed}: training ..."
+            )
+            collect(position, execute_unit(unit, resume, show_progress))
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        log(f"running {len(units)} runs, {jobs} at a time ...")
+        # spawn, not fork: a forked torch (OpenMP) process can hang
+        with ProcessPoolExecutor(
+            max_workers=jobs,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_init,
+            initargs=(threads, True),
+        ) as pool:
+            futures = {
+                pool.submit(execute_unit, unit, resume, False, True): position
+                for position, unit in enumerate(units)
+            }
+            for future in as_completed(futures):
+                collect(futures[future], future.result())
+    _save(results, out, start)
+    return results
+
+
+def _is_discrete_dataset(dataset_id: str) -> bool:
+    return is_discrete_action_space(open_minari(dataset_id).action_space)
+
+
+def _save(results: dict[str, Any], out: Path, start: float) -> None:
+    results["wall_seconds"] = time.perf_counter() - start
+    write_report(copy.deepcopy(results), out)

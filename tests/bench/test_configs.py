@@ -1,0 +1,126 @@
+"""YAML run configs -> d3rlpy configs through d3rlpy's registry, with strict keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from d3rlpy.algos import DiscreteDecisionTransformerConfig
+from d3rlpy.constants import PositionEncodingType
+
+from d3rlpy_elmur import DiscreteELMURDTConfig
+from d3rlpy_elmur.bench.configs import (
+    ConfigError,
+    configs_dir,
+    load_run_config,
+    make_learnable_config,
+)
+from d3rlpy_elmur.bench.suite import load_suite
+from d3rlpy_elmur.models.factories import ELMURFactory, GRUFactory
+
+
+def test_every_published_config_and_suite_loads() -> None:
+    names = sorted(p.stem for p in configs_dir().glob("*.yaml"))
+    suites = [n for n in names if n.startswith("bench_") or n == "demo"]
+    for name in set(names) - set(suites):
+        run = load_run_config(name)
+        assert run.make_config().get_type() == run.algo
+    for name in suites:
+        suite = load_suite(name)
+        assert suite.algorithms
+
+
+def test_tmaze_preset_and_its_ablations() -> None:
+    preset = load_run_config("tmaze_elmur").make_config()
+    assert isinstance(preset, DiscreteELMURDTConfig)
+    assert (preset.context_size, preset.num_segments, preset.memory_slots) == (10, 3, 4)
+    assert (preset.embed_dim, preset.num_layers, preset.num_heads) == (128, 2, 2)
+    assert (preset.lru_blend, preset.batch_size) == (0.79, 64)
+    assert load_run_config("tmaze_elmur").dataset == "tmaze-c28"
+
+    no_lru = load_run_config("tmaze_elmur_no_lru").make_config()
+    assert no_lru.sequence_encoder == ELMURFactory(use_lru=False)
+    detached = load_run_config("tmaze_elmur_detached").make_config()
+    assert detached.sequence_encoder == ELMURFactory(detach_memory=True)
+    m2 = load_run_config("tmaze_elmur_m2").make_config()
+    assert m2.memory_slots == 2 < m2.num_segments
+    gru = load_run_config("tmaze_bc_gru").make_config()
+    assert isinstance(gru.sequence_encoder, GRUFactory)
+    # the ablations inherit everything else from the preset
+    assert (no_lru.context_size, m2.lru_blend, gru.embed_dim) == (10, 0.79, 128)
+
+
+def test_dt_baselines() -> None:
+    k10 = load_run_config("tmaze_dt_k10")
+    k30 = load_run_config("tmaze_dt_k30")
+    c10, c30 = k10.make_config(), k30.make_config()
+    assert isinstance(c10, DiscreteDecisionTransformerConfig)
+    assert (c10.context_size, c30.context_size) == (10, 30)
+    assert (c10.num_layers, c10.num_heads, c10.batch_size) == (2, 2, 64)
+    assert c10.encoder_factory.hidden_units == [128]
+    assert c10.encoder_factory.exclude_last_activation
+    assert c10.max_timestep >= 29  # the longest training episode
+    assert k10.eval.max_length == k30.eval.max_length == 10_000
+
+
+def test_nested_factories_enums_and_short_forms() -> None:
+    config = make_learnable_config(
+        "discrete_decision_transformer",
+        {
+            "position_encoding_type": "simple",
+            "encoder_factory": {"type": "vector", "params": {"hidden_units": [8]}},
+            "optim_factory": {"type": "adam", "params": {"weight_decay": 0.1}},
+            "observation_scaler": "none",
+        },
+    )
+    assert config.position_encoding_type == PositionEncodingType.SIMPLE
+    assert config.encoder_factory.hidden_units == [8]
+    assert config.optim_factory.weight_decay == 0.1
+    gru = make_learnable_config("discrete_elmur_dt", {"sequence_encoder": "gru"})
+    assert isinstance(gru.sequence_encoder, GRUFactory)
+
+
+@pytest.mark.parametrize(
+    "algo, params, message",
+    [
+        ("discrete_elmur_dt", {"contxt_size": 4}, "unknown field(s) contxt_size"),
+        (
+            "discrete_elmur_dt",
+            {"sequence_encoder": {"type": "elmur", "params": {"use_lru2": False}}},
+            "params.sequence_encoder.params: unknown field(s) use_lru2",
+        ),
+        ("discrete_elmur_dt", {"sequence_encoder": {"type": "lstm"}}, "registered: elmur, gru"),
+        ("no_such_algo", {}, "unknown LearnableConfig type 'no_such_algo'"),
+        ("discrete_elmur_dt", {"memory_slots": 0}, "memory_slots=0"),
+    ],
+)
+def test_bad_params_are_named(algo: str, params: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=None) as info:
+        make_learnable_config(algo, params, where="x.yaml")
+    assert message in str(info.value) and "x.yaml" in str(info.value)
+
+
+def test_base_chain_merges_and_rejects_cycles(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(
+        "algo: discrete_elmur_dt\ndataset: d\nparams:\n  context_size: 4\n"
+        "  sequence_encoder: {type: elmur, params: {use_lru: false, read: false}}\n"
+        "train: {steps: 10}\n"
+    )
+    (tmp_path / "b.yaml").write_text(
+        "base: a.yaml\nparams:\n  sequence_encoder: {type: elmur, params: {read: true}}\n"
+        "train: {seed: 3}\n"
+    )
+    (tmp_path / "c.yaml").write_text("base: b.yaml\nparams: {sequence_encoder: {type: gru}}\n")
+    b = load_run_config(tmp_path / "b.yaml")
+    assert b.make_config().sequence_encoder == ELMURFactory(use_lru=False, read=True)
+    assert (b.train.steps, b.train.seed, b.dataset) == (10, 3, "d")
+    c = load_run_config(tmp_path / "c.yaml").make_config()
+    assert isinstance(c.sequence_encoder, GRUFactory) and c.context_size == 4
+
+    (tmp_path / "x.yaml").write_text("base: y.yaml\nalgo: discrete_bc\n")
+    (tmp_path / "y.yaml").write_text("base: x.yaml\n")
+    with pytest.raises(ConfigError, match="circular"):
+        load_run_config(tmp_path / "x.yaml")
+    (tmp_path / "typo.yaml").write_text("algo: discrete_bc\ntrian: {steps: 1}\n")
+    with pytest.raises(ConfigError, match="unknown key.*trian"):
+        load_run_config(tmp_path / "typo.yaml")

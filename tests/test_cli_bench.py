@@ -1,0 +1,240 @@
+"""`elmur train | eval | bench | demo` end to end on tiny configs and a tiny dataset.
+
+Everything runs in temporary recipe, config and Minari roots; each test checks the files
+the command writes and what they hold, not only the exit code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import d3rlpy
+import pytest
+import yaml
+
+import d3rlpy_elmur
+from d3rlpy_elmur.bench.configs import load_run_config
+from d3rlpy_elmur.cli import build_parser, main
+
+RECIPE = """\
+name: tiny
+id: test/tiny-tmaze-v0
+kind: tmaze
+env: d3rlpy_elmur/TMaze-v0
+expert: tmaze
+n_episodes: 24
+seed: 0
+max_corridor_length: 6
+expected_return: 1.0
+description: tiny
+"""
+CONFIGS = {
+    "toy_elmur.yaml": """\
+algo: discrete_elmur_dt
+dataset: tiny
+params: {context_size: 4, num_segments: 2, burn_in_segments: 1, embed_dim: 16, num_layers: 1,
+         num_heads: 1, memory_slots: 2, batch_size: 8}
+train: {steps: 4, steps_per_epoch: 2, seed: 0}
+""",
+    "toy_gru.yaml": """\
+base: toy_elmur.yaml
+params: {sequence_encoder: gru}
+""",
+    "toy_dt.yaml": """\
+algo: discrete_decision_transformer
+dataset: tiny
+params: {context_size: 4, num_layers: 1, num_heads: 1, batch_size: 8, max_timestep: 16,
+         encoder_factory: {type: vector, params: {hidden_units: [16]}}}
+train: {steps: 4, steps_per_epoch: 2}
+eval: {max_length: 30}
+""",
+    "toy_bc.yaml": """\
+algo: discrete_bc
+dataset: tiny
+params: {batch_size: 8, encoder_factory: {type: vector, params: {hidden_units: [16]}}}
+train: {steps: 4, steps_per_epoch: 2}
+""",
+    "bench_toy.yaml": """\
+kind: tmaze
+dataset: tiny
+lengths: [9, 30, 90]
+episodes: 4
+episodes_at: {90: 2}
+algorithms:
+  - {label: ELMURDT, config: toy_elmur.yaml}
+  - {label: BC-GRU, config: toy_gru.yaml}
+  - {label: DT, config: toy_dt.yaml}
+  - {label: BC, config: toy_bc.yaml}
+quick: {steps: 2, lengths: [9, 90]}
+""",
+    "demo.yaml": """\
+kind: tmaze
+dataset: tiny
+lengths: [30, 90]
+episodes: 4
+algorithms:
+  - {label: ELMURDT, config: toy_elmur.yaml, steps: 2}
+  - {label: "DT (K=4)", config: toy_dt.yaml, steps: 2}
+""",
+}
+
+
+@pytest.fixture(autouse=True)
+def roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "tiny.yaml").write_text(RECIPE)
+    (tmp_path / "configs").mkdir()
+    for name, text in CONFIGS.items():
+        (tmp_path / "configs" / name).write_text(text)
+    monkeypatch.setenv("ELMUR_RECIPES_DIR", str(tmp_path / "recipes"))
+    monkeypatch.setenv("ELMUR_CONFIGS_DIR", str(tmp_path / "configs"))
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    return tmp_path
+
+
+def test_train_builds_the_dataset_and_writes_a_loadable_model(roots: Path, capsys) -> None:
+    out = roots / "run"
+    code = main(["train", "toy_elmur", "--steps", "6", "--seed", "3", "--out", str(out), "--quiet"])
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("trained toy_elmur (discrete_elmur_dt) on test/tiny-tmaze-v0")
+    assert "6 steps, seed 3" in lines[-1] and str(out / "model.d3") in lines[-1]
+
+    summary = json.loads((out / "train.json").read_text())
+    assert (summary["steps"], summary["seed"], summary["dataset"]) == (6, 3, "test/tiny-tmaze-v0")
+    assert summary["final_loss"] is not None and summary["torch_threads"] == 1
+    # d3rlpy's logs: one loss row per epoch (6 steps, 2 per epoch), no gradient files
+    loss_rows = (out / "logs" / "loss.csv").read_text().strip().splitlines()
+    assert len(loss_rows) == 3 and loss_rows[-1].startswith("3,6,")
+    assert (out / "logs" / "params.json").is_file()
+    assert not list((out / "logs").glob("*_grad.csv"))
+
+    # the model loads with our safe loader and with d3rlpy's
+    ours = d3rlpy_elmur.load_learnable(out / "model.d3")
+    theirs = d3rlpy.load_learnable(str(out / "model.d3"))
+    assert isinstance(ours, d3rlpy_elmur.DiscreteELMURDT)
+    assert ours.config.context_size == theirs.config.context_size == 4
+
+    # the resolved config spells out every field and trains the same model again
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["dataset"] == "test/tiny-tmaze-v0"
+    assert resolved["train"]["steps"] == 6 and resolved["train"]["seed"] == 3
+    assert resolved["params"]["sequence_encoder"]["type"] == "elmur"
+    assert load_run_config(out / "config.yaml").make_config() == ours.config
+
+    # an existing model is not overwritten silently
+    assert main(["train", "toy_elmur", "--out", str(out), "--quiet"]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_train_errors_are_one_line(roots: Path, capsys) -> None:
+    assert main(["train", "nope", "--out", str(roots / "x")]) == 1
+    assert "config 'nope' not found" in capsys.readouterr().err
+    bad = roots / "bad.yaml"
+    bad.write_text("algo: discrete_bc\nparams: {batch_sise: 3}\n")
+    assert main(["train", str(bad), "--out", str(roots / "x")]) == 1
+    err = capsys.readouterr().err
+    assert "unknown field(s) batch_sise" in err and "Traceback" not in err
+    assert main(["train", "toy_bc", "--dataset", "no/such-v0", "--out", str(roots / "x")]) == 1
+    assert "'no/such-v0' not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config", ["toy_elmur", "toy_dt", "toy_bc"])
+def test_eval_one_row_per_corridor_with_json(roots: Path, config: str, capsys) -> None:
+    out = roots / config
+    assert main(["train", config, "--out", str(out), "--quiet"]) == 0
+    report = roots / "eval.json"
+    args = ["eval", str(out / "model.d3"), "--env", "d3rlpy_elmur/TMaze-v0"]
+    args += ["--corridor", "3", "28", "--episodes", "6", "--seed", "5", "--json", str(report)]
+    assert main([*args, "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "CORRIDOR L" in text and f"json: {report}" in text
+    data = json.loads(report.read_text())
+    assert data["env"] == "d3rlpy_elmur/TMaze-v0" and data["seed"] == 5
+    assert [(r["length"], r["corridor_length"]) for r in data["rows"]] == [(5, 3), (30, 28)]
+    for row in data["rows"]:
+        assert row["episodes"] == 6 and 0.0 <= row["success_rate"] <= 1.0
+        assert 0 < row["env_steps"] <= 6 * row["length"]
+    assert data["hardware"]["torch_threads"] == 1
+
+
+def test_bench_quick_writes_results_table_and_plot(roots: Path, capsys) -> None:
+    out = roots / "bench"
+    code = main(["bench", "bench_toy", "--quick", "--seeds", "2", "--out", str(out), "--quiet"])
+    assert code == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"results: {out / 'results.md'}"
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["quick"] is True and results["seeds"] == [0, 1]
+    assert results["lengths"] == [9, 90] and results["dataset"] == "test/tiny-tmaze-v0"
+    assert results["hardware"]["cpu_count"] and results["command"].startswith("elmur bench")
+    assert results["wall_seconds"] > 0
+    assert [a["label"] for a in results["algorithms"]] == ["ELMURDT", "BC-GRU", "DT", "BC"]
+    for algo in results["algorithms"]:
+        assert algo["train_steps"] == 2
+        assert [run["seed"] for run in algo["runs"]] == [0, 1]
+        for run in algo["runs"]:
+            assert run["train"]["steps"] == 2 and run["train"]["seconds"] > 0
+            assert Path(run["run_dir"], "model.d3").is_file()
+            episodes = [r.get("episodes") for r in run["results"]]
+            if algo["label"] == "DT":  # capped at 30 by its config
+                assert run["results"][1] == {
+                    "length": 90,
+                    "corridor_length": 88,
+                    "skipped": "cap",
+                    "max_length": 30,
+                }
+                assert episodes[0] == 4
+            else:
+                assert episodes == [4, 2]  # episodes_at: {90: 2}
+    # the same evaluation seeds for every algorithm, apart from the training seeds
+    assert {run["eval_seed"] for a in results["algorithms"] for run in a["runs"]} == {
+        1_000_000,
+        1_001_000,
+    }
+    text = (out / "results.md").read_text()
+    assert "| DT | " in text and "not evaluated (cap)" in text
+    assert (out / "tmaze_success.png").read_bytes()[:4] == b"\x89PNG"
+
+    # --resume reuses finished runs: same numbers, no retraining
+    assert (
+        main(
+            [
+                "bench",
+                "bench_toy",
+                "--quick",
+                "--seeds",
+                "2",
+                "--out",
+                str(out),
+                "--quiet",
+                "--resume",
+            ]
+        )
+        == 0
+    )
+    again = json.loads((out / "results.json").read_text())
+    assert again["algorithms"] == results["algorithms"]
+
+
+def test_demo_prints_the_table_and_ends_with_the_results_dir(roots: Path, capsys) -> None:
+    out = roots / "demo"
+    assert main(["demo", "--out", str(out), "--jobs", "1", "--quiet"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == f"results: {out.resolve()}"
+    assert any(line.startswith("| ELMURDT |") for line in lines)
+    assert any(line.startswith("| DT (K=4) |") for line in lines)
+    results = json.loads((out / "results.json").read_text())
+    assert results["lengths"] == [30, 90]
+    assert (out / "tmaze_success.png").is_file() and (out / "results.md").is_file()
+
+
+def test_parsers() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["bench", "tmaze", "--out", "x"])
+    assert (args.seeds, args.quick, args.jobs, args.threads) == (3, False, 1, 1)
+    args = parser.parse_args(["demo"])
+    assert (args.out, args.jobs) == ("results/demo", 2)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "cfg"])  # --out is required
