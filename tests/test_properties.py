@@ -3,8 +3,7 @@ Minari datasets fed to ``load_minari``, algorithm configs, and damaged model fil
 
 Each property states the contract: either a valid result (checked against an independent
 oracle) or a documented error type whose message names the problem; never a hang, never a
-silently wrong result. Known violations are pinned by ``xfail(strict=True)`` tests at the end
-of each section, so that fixing them turns the suite red until the marker is removed.
+silently wrong result.
 """
 
 from __future__ import annotations
@@ -167,12 +166,6 @@ def test_rejected_inputs_leave_the_episode_untouched(observations: list[Any]) ->
     assert mixed.step_count == clean.step_count == len(got)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG in algos/stateful.py check_observation: complex and timedelta64 count as "
-    "numbers (np.number), so the imaginary part is dropped with only a ComplexWarning and "
-    "timedeltas are cast silently; accept only dtype kinds 'biuf'",
-)
 @pytest.mark.parametrize(
     "observation",
     [np.array([1 + 2j, 0, 0]), np.array([1, 2, 3], dtype="timedelta64[s]")],
@@ -185,12 +178,6 @@ def test_complex_and_timedelta_observations_are_rejected(observation: np.ndarray
             _algo("discrete").as_stateful_wrapper().predict(observation, 0.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG in algos/stateful.py predict: a NaN/inf reward is subtracted from the return "
-    "to go unchecked; with the rtg token formats the model then sees NaN and greedy returns "
-    "action 0 silently. Check math.isfinite(reward) and name 'reward' in the error",
-)
 @pytest.mark.parametrize("reward", [math.nan, math.inf])
 def test_nonfinite_reward_is_rejected(reward: float) -> None:
     wrapper = _algo("discrete").as_stateful_wrapper(target_return=1.0)
@@ -638,12 +625,6 @@ def test_windows_past_every_episode_fail_naming_num_segments(
     assert "context_size" in str(info.value) and str(max(lengths)) in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG in algos/elmur_dt.py _ELMURDTConfigBase.validate: values are compared, not "
-    "type-checked: context_size='4' raises a bare TypeError ('>' not supported between "
-    "'str' and 'int') naming no field, and context_size=2.5 or memory_slots=True pass",
-)
 @pytest.mark.parametrize(
     "field,value", [("context_size", "4"), ("context_size", 2.5), ("memory_slots", True)]
 )
@@ -652,12 +633,6 @@ def test_wrong_types_fail_at_create_naming_the_field(field: str, value: Any) -> 
         DiscreteELMURDTConfig(**{**SMALL, field: value}).create()  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GAP in algos/elmur_dt.py create(): the sequence encoder's own fields (norm, ffn, "
-    "num_experts, time_buckets) are checked by ELMURConfig only when the model is built "
-    "(create_impl/fit), not at create()",
-)
 @pytest.mark.parametrize(
     "factory,field",
     [(ELMURFactory(norm="mid"), "norm"), (ELMURFactory(time_buckets=3), "time_buckets")],

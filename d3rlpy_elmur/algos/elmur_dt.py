@@ -115,6 +115,27 @@ class _ELMURDTConfigBase(TransformerConfig):
 
     def validate(self) -> None:
         """Raises ValueError naming every invalid field."""
+        ints = (
+            "context_size",
+            "num_segments",
+            "burn_in_segments",
+            "batch_size",
+            "embed_dim",
+            "num_layers",
+            "num_heads",
+            "memory_slots",
+            "bptt_segments",
+            "num_threads",
+        )
+        floats = ("dropout", "lru_blend", "memory_init_std", "label_smoothing", "learning_rate")
+        wrong_type = [
+            name
+            for name in ints
+            if type(getattr(self, name)) is not int  # bool is not a size
+        ] + [name for name in floats if type(getattr(self, name)) not in (int, float)]
+        if wrong_type:
+            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in wrong_type)
+            raise ValueError(f"invalid {type(self).__name__}: {values} (wrong type)")
         checks = {
             "context_size": self.context_size > 0,
             "num_segments": self.num_segments > 0,
@@ -141,6 +162,7 @@ class _ELMURDTConfigBase(TransformerConfig):
                 "num_segments, memory_slots >= 1; num_heads dividing embed_dim; lru_blend in "
                 f"[0, 1]; token_format in {TOKEN_FORMATS}."
             )
+        self.sequence_encoder.check(self.encoder_args())
 
     def encoder_args(self) -> SequenceEncoderArgs:
         return SequenceEncoderArgs(

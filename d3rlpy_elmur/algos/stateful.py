@@ -7,6 +7,7 @@ with the episode.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
@@ -30,10 +31,8 @@ def check_observation(observation: Any, shape: tuple[int, ...], batched: bool) -
         array = np.asarray(observation)
     except Exception as exc:  # ragged sequences and the like
         raise TypeError(f"observation is not an array: {exc}") from exc
-    if array.dtype == object or not (
-        np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_
-    ):
-        raise TypeError(f"observation has dtype {array.dtype}; expected numbers")
+    if array.dtype.kind not in "biuf":  # complex, timedelta, strings, objects are not numbers here
+        raise TypeError(f"observation has dtype {array.dtype}; expected real numbers")
     got = array.shape[1:] if batched else array.shape
     if tuple(got) != tuple(shape):
         raise ValueError(
@@ -77,6 +76,8 @@ class ELMURStatefulWrapper(StatefulTransformerWrapper):  # type: ignore[type-arg
         observation = observation.to(self._device)[None]
         if config.observation_scaler is not None:
             observation = config.observation_scaler.transform(observation)
+        if not math.isfinite(reward):
+            raise ValueError(f"reward is {reward}; expected a finite number")
         self._return_rest -= float(reward)
         rtg = torch.tensor([[self._return_rest]], dtype=torch.float32, device=self._device)
         if config.reward_scaler is not None:

@@ -42,6 +42,9 @@ class SequenceEncoderFactory(DynamicConfig):
     def create(self, args: SequenceEncoderArgs) -> SequenceEncoder:
         raise NotImplementedError
 
+    def check(self, args: SequenceEncoderArgs) -> None:
+        """Raises ValueError naming invalid options, without building the model."""
+
 
 @dataclasses.dataclass()
 class ELMURFactory(SequenceEncoderFactory):
@@ -74,19 +77,23 @@ class ELMURFactory(SequenceEncoderFactory):
     time_buckets: int = 64
 
     def create(self, args: SequenceEncoderArgs) -> ELMUR:
-        return ELMUR(
-            ELMURConfig(
-                embed_dim=args.embed_dim,
-                num_layers=args.num_layers,
-                num_heads=args.num_heads,
-                context_size=args.context_size,
-                memory_slots=args.memory_slots,
-                lru_blend=args.lru_blend,
-                memory_init_std=args.memory_init_std,
-                dropout=args.dropout,
-                bptt_segments=args.bptt_segments,
-                **dataclasses.asdict(self),
-            )
+        return ELMUR(self.model_config(args))
+
+    def check(self, args: SequenceEncoderArgs) -> None:
+        self.model_config(args)  # ELMURConfig validates itself
+
+    def model_config(self, args: SequenceEncoderArgs) -> ELMURConfig:
+        return ELMURConfig(
+            embed_dim=args.embed_dim,
+            num_layers=args.num_layers,
+            num_heads=args.num_heads,
+            context_size=args.context_size,
+            memory_slots=args.memory_slots,
+            lru_blend=args.lru_blend,
+            memory_init_std=args.memory_init_std,
+            dropout=args.dropout,
+            bptt_segments=args.bptt_segments,
+            **dataclasses.asdict(self),
         )
 
     @staticmethod
