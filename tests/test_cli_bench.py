@@ -238,3 +238,89 @@ def test_parsers() -> None:
     assert (args.out, args.jobs) == ("results/demo", 2)
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "cfg"])  # --out is required
+
+
+POPGYM_RECIPES = {
+    "rp.yaml": """\
+name: rp
+id: test/rp-v0
+kind: popgym
+env: popgym-RepeatPreviousEasy-v0
+expert: popgym-repeat-previous
+n_episodes: 6
+seed: 0
+expected_return: 1.0
+description: six episodes
+""",
+    "pend.yaml": """\
+name: pend
+id: test/pend-v0
+kind: popgym
+env: popgym-PositionOnlyPendulumEasy-v0
+expert: popgym-position-only-pendulum
+n_episodes: 3
+seed: 0
+expected_return: 0.91
+return_tolerance: 1.0
+description: three episodes
+""",
+}
+POPGYM_CONFIGS = {
+    "toy_elmur_cont.yaml": "base: toy_elmur.yaml\nalgo: elmur_dt\n",
+    "toy_dt_long.yaml": "base: toy_dt.yaml\nparams: {max_timestep: 64}\n",
+    "bench_toy_popgym.yaml": """\
+kind: popgym
+tasks: [rp, pend]
+episodes: 3
+algorithms:
+  - {label: ELMURDT, config: toy_elmur.yaml, continuous_config: toy_elmur_cont.yaml}
+  - {label: DT, config: toy_dt_long.yaml}
+  - {label: BC, config: toy_bc.yaml}
+""",
+}
+
+
+def test_bench_popgym_one_model_per_task(roots: Path, capsys) -> None:
+    pytest.importorskip("popgym")
+    for name, text in POPGYM_RECIPES.items():
+        (roots / "recipes" / name).write_text(text)
+    for name, text in POPGYM_CONFIGS.items():
+        (roots / "configs" / name).write_text(text)
+    out = roots / "popgym"
+    assert main(["bench", "bench_toy_popgym", "--seeds", "1", "--out", str(out), "--quiet"]) == 0
+
+    results = json.loads((out / "results.json").read_text())
+    assert [t["env"] for t in results["tasks"]] == [
+        "popgym-RepeatPreviousEasy-v0",
+        "popgym-PositionOnlyPendulumEasy-v0",
+    ]
+    elmur, dt, bc = results["algorithms"]
+    # ELMURDT trains a discrete model for RepeatPrevious and a continuous one for Pendulum
+    assert [run["task"] for run in elmur["runs"]] == ["rp", "pend"]
+    for run, algo in zip(elmur["runs"], ["discrete_elmur_dt", "elmur_dt"], strict=True):
+        config = yaml.safe_load((Path(run["run_dir"]) / "config.yaml").read_text())
+        assert config["algo"] == algo
+        (row,) = run["results"]
+        assert row["episodes"] == 3 and -1.0 <= row["return_mean"] <= 1.0
+    # the discrete-only baselines are skipped on Pendulum, and say so
+    for algo in (dt, bc):
+        assert algo["runs"][1]["results"] == [
+            {"task": "popgym-PositionOnlyPendulumEasy-v0", "skipped": "continuous actions"}
+        ]
+    # a DT whose timestep embedding is too short for the data is refused with a clear error
+    args = ["train", "toy_dt", "--dataset", "rp", "--out", str(roots / "dt"), "--quiet"]
+    assert main(args) == 1
+    assert "max_timestep=16 but the dataset has episodes of 5" in capsys.readouterr().err
+    text = (out / "results.md").read_text()
+    assert "| algorithm | RepeatPreviousEasy | PositionOnlyPendulumEasy | sum of means |" in text
+    assert "not evaluated (continuous actions)" in text
+    assert (out / "popgym_returns.png").is_file()
+
+    # eval on a POPGym id: one row of mean return (observations one-hot encoded online)
+    model = elmur["runs"][0]["run_dir"] + "/model.d3"
+    args = ["eval", model, "--env", "popgym-RepeatPreviousEasy-v0", "--episodes", "2"]
+    assert main([*args, "--json", "-", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(printed[printed.index("{") :])
+    assert report["rows"][0]["task"] == "popgym-RepeatPreviousEasy-v0"
+    assert report["rows"][0]["episodes"] == 2

@@ -218,8 +218,11 @@ class RunUnit:
     skipped: str | None = None  # reason not to run at all
 
 
-def _evaluate_unit(unit: RunUnit, algo: Any, show_progress: bool) -> list[dict[str, Any]]:
+def _evaluate_unit(
+    unit: RunUnit, algo: Any, show_progress: bool, log: Log | None
+) -> list[dict[str, Any]]:
     if unit.task is None:
+        prefix = f"{unit.label}, seed {unit.seed}: "
         return evaluate_tmaze(
             algo,
             unit.lengths,
@@ -229,6 +232,7 @@ def _evaluate_unit(unit: RunUnit, algo: Any, show_progress: bool) -> list[dict[s
             max_length=unit.max_length,
             target_return=unit.target_return,
             show_progress=show_progress,
+            log=None if log is None else (lambda line: log(prefix + line)),
         )
     assert unit.env is not None
     return [
@@ -255,11 +259,9 @@ def execute_unit(
     cached = run_dir / "result.json"
     if resume and cached.is_file():
         return dict(json.loads(cached.read_text()))
-    if announce:
-        print(
-            f"{unit.label}{', ' + unit.task if unit.task else ''}, seed {unit.seed}: training ...",
-            flush=True,
-        )
+    log = _print if announce else None
+    if log is not None:
+        log(f"{unit.label}{', ' + unit.task if unit.task else ''}, seed {unit.seed}: training ...")
     trained = train_run(
         load_run_config(unit.config),
         run_dir,
@@ -268,6 +270,8 @@ def execute_unit(
         seed=unit.seed,
         show_progress=show_progress,
         overwrite=True,
+        # a line per epoch where there are no progress bars (worker processes)
+        log=None if show_progress else log,
     )
     algo = load_model(trained.model_path)  # evaluate what was saved
     record = {
@@ -281,10 +285,14 @@ def execute_unit(
             "final_loss": trained.final_loss,
             "dataset": trained.dataset,
         },
-        "results": _evaluate_unit(unit, algo, show_progress),
+        "results": _evaluate_unit(unit, algo, show_progress, None if show_progress else log),
     }
     cached.write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
 
 
 def _worker_init(threads: int, quiet_logs: bool) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..envs.registration import TMAZE_ID
@@ -39,12 +39,13 @@ def evaluate_tmaze(
     target_return: float = 1.0,
     env_kwargs: Mapping[str, Any] | None = None,
     show_progress: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per length T: success rate over ``episodes`` goal-balanced episodes of
     corridor L = T - 2, or ``{"skipped": "cap"}`` when T exceeds ``max_length``.
 
     Every length uses the same episode seeds (``seed + i``), so all algorithms meet the
-    same noise and goals.
+    same noise and goals. ``log`` receives one line per evaluated length.
     """
     rows: list[dict[str, Any]] = []
     envs: dict[int, Any] = {}
@@ -70,6 +71,11 @@ def evaluate_tmaze(
                 show_progress=show_progress and length >= PROGRESS_FROM,
             )
             rows.append({**row, **result})
+            if log is not None:
+                log(
+                    f"T={format_length(length)}: success {result['success_rate']:.2f} "
+                    f"({result['seconds']:.0f} s, {result['env_steps_per_second']:,.0f} steps/s)"
+                )
     finally:
         for env in envs.values():
             env.close()

@@ -16,12 +16,14 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import d3rlpy
 import torch
 import yaml
+from d3rlpy.algos import DecisionTransformerConfig, DiscreteDecisionTransformerConfig
 from d3rlpy.logging import FileAdapter, FileAdapterFactory
 from d3rlpy.logging.logger import AlgProtocol, SaveProtocol
 
@@ -29,7 +31,7 @@ from ..algos.elmur_dt import _ELMURDTBase, plan_epochs
 from ..datasets import build_recipe, find_recipe_by_id, load_minari, load_recipes
 from ..datasets.errors import DatasetNotFoundError
 from ..datasets.writer import dataset_exists, datasets_root
-from .configs import RunConfig
+from .configs import ConfigError, RunConfig
 
 __all__ = [
     "OutputExistsError",
@@ -134,6 +136,19 @@ def _final_loss(log_dir: Path) -> float | None:
 
 
 # ----------------------------------------------------------------- training
+def _check_max_timestep(config: Any, buffer: Any, name: str) -> None:
+    """d3rlpy's Decision Transformers embed timesteps 1..max_timestep: a longer training
+    episode would end in an IndexError deep inside torch; say what to change instead."""
+    if not isinstance(config, DecisionTransformerConfig | DiscreteDecisionTransformerConfig):
+        return
+    longest = max(episode.size() for episode in buffer.episodes)
+    if longest > config.max_timestep:
+        raise ConfigError(
+            f"config {name}: max_timestep={config.max_timestep} but the dataset has episodes "
+            f"of {longest} steps; set params.max_timestep >= {longest}"
+        )
+
+
 def _write_text(path: Path, text: str) -> None:
     from ..io import atomic_write
 
@@ -159,12 +174,14 @@ def train_run(
     seed: int | None = None,
     show_progress: bool = True,
     overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Fit ``run`` for exactly ``steps`` updates and write the output folder.
 
-    ``dataset``, ``steps`` and ``seed`` override the config. The seed seeds Python,
-    numpy and torch (``d3rlpy.seed``: model init and d3rlpy's batch sampling) and ELMURDT's
-    window sampler.
+    ``dataset``, ``steps`` and ``seed`` override the config; ``log`` receives one line per
+    epoch (for worker processes, where progress bars would garble the terminal). The seed
+    seeds Python, numpy and torch (``d3rlpy.seed``: model init and d3rlpy's batch sampling)
+    and ELMURDT's window sampler.
     """
     out = Path(out_dir)
     model_path = out / MODEL_FILE
@@ -183,6 +200,7 @@ def train_run(
     dataset_id = ensure_dataset(dataset_name, progress=show_progress)
     buffer = load_minari(dataset_id)
     config = run.make_config()
+    _check_max_timestep(config, buffer, run.name)
     d3rlpy.seed(train_seed)
     algo = config.create(device="cpu:0")
 
@@ -202,6 +220,14 @@ def train_run(
     if isinstance(algo, _ELMURDTBase):
         fit_args["seed"] = train_seed
     start = time.perf_counter()
+    if log is not None:
+
+        def report(_algo: Any, epoch: int, step: int) -> None:
+            if step % per_epoch == 0:
+                rate = step / max(time.perf_counter() - start, 1e-9)
+                log(f"{run.name}, seed {train_seed}: step {step}/{n_steps} ({rate:.1f} updates/s)")
+
+        fit_args["callback"] = report
     algo.fit(buffer, **fit_args)
     seconds = time.perf_counter() - start
 
