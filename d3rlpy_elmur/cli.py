@@ -270,7 +270,9 @@ def _run_suite(args: argparse.Namespace, suite_name: str, seeds: list[int]) -> d
 
 def cmd_bench(args: argparse.Namespace) -> int:
     _setup(args)
-    results = _run_suite(args, args.suite, list(range(args.seeds)))
+    # --quick is a smoke run of the whole pipeline: one seed unless asked for more
+    n_seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
+    results = _run_suite(args, args.suite, list(range(n_seeds)))
     print(
         f"{results['suite']}: {len(results['algorithms'])} algorithm(s), seeds "
         f"{results['seeds']}, {results['wall_seconds'] / 60:.1f} min"
@@ -372,7 +374,12 @@ def _add_bench(commands: argparse._SubParsersAction[Any]) -> None:
     bench.add_argument(
         "suite", help="tmaze, popgym, or a suite YAML (examples/configs/bench_*.yaml)"
     )
-    bench.add_argument("--seeds", type=int, default=3, help="training seeds 0..N-1 (default 3)")
+    bench.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="training seeds 0..N-1 (default 3; 1 with --quick)",
+    )
     bench.add_argument(
         "--quick", action="store_true", help="small dataset, short training, lengths <= 10^4"
     )

@@ -233,7 +233,7 @@ def test_demo_prints_the_table_and_ends_with_the_results_dir(roots: Path, capsys
 def test_parsers() -> None:
     parser = build_parser()
     args = parser.parse_args(["bench", "tmaze", "--out", "x"])
-    assert (args.seeds, args.quick, args.jobs, args.threads) == (3, False, 1, 1)
+    assert (args.seeds, args.quick, args.jobs, args.threads) == (None, False, 1, 1)
     args = parser.parse_args(["demo"])
     assert (args.out, args.jobs) == ("results/demo", 2)
     with pytest.raises(SystemExit):

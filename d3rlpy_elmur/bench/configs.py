@@ -1,6 +1,6 @@
 """Run configs: one YAML file per algorithm setting, turned into a d3rlpy config.
 
-Schema (every key but ``algo`` optional; see ``examples/configs/README.md``)::
+Schema (every key but ``algo`` optional; the README's "Command line" section has more)::
 
     base: tmaze_elmur.yaml         # inherit another config (path relative to this file)
     algo: discrete_elmur_dt        # d3rlpy learnable type name (get_type() of the config)
