@@ -27,7 +27,7 @@ from torch import nn
 
 from .sequence import SequenceEncoder, State
 
-__all__ = ["ELMURConfig", "ELMUR", "time_bucket", "lru_update"]
+__all__ = ["ELMURConfig", "ELMUR", "time_bucket", "lru_update", "lru_target"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +87,7 @@ class ELMURConfig:
 
 _EXACT_BUCKETS = 16
 _MAX_OFFSET = 1e7
+_LUT_SIZE = 1 << 14  # the step path looks up time buckets of offsets below this
 
 
 def time_bucket(offset: torch.Tensor, num_buckets: int) -> torch.Tensor:
@@ -125,6 +126,20 @@ def lru_update(
     return new_memory, new_anchors
 
 
+def lru_target(anchors: torch.Tensor, blend: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The slot ``lru_update`` writes and its weight: anchors [..., M] -> target [...] long,
+    coef [...] (1 when the target is empty, i.e. replaced, else ``blend``).
+
+    The step path uses it to compute the candidate of that one slot only: slots do not
+    interact in the write, so the other M - 1 candidates would be thrown away.
+    """
+    empty = anchors < 0
+    has_empty = empty.any(dim=-1)
+    target = torch.where(has_empty, empty.long().argmax(-1), anchors.argmin(-1))
+    coef = torch.where(has_empty, 1.0, blend)
+    return target, coef
+
+
 def _attend(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -134,6 +149,28 @@ def _attend(
 ) -> torch.Tensor:
     """Scaled dot-product attention, heads first: [B, H, Tq, dh] x [B, H, Tk, dh]."""
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
+
+
+def _attend_one(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """Attention of one query per row: q [B, H, dh], k and v [B, H, T, dh] -> [B, H * dh].
+
+    The step path's version of ``_attend``. For a single query SDPA's kernels and batched
+    mat-vecs are slow on CPU; a broadcast product summed over dh is not, and it reads the
+    strided cache views without copying them. No row is fully masked (as in the segment path).
+    """
+    B, H, dh = q.shape
+    scores = (k * q.unsqueeze(-2)).sum(-1).mul_(dh**-0.5)  # [B, H, T]
+    if bias is not None:
+        scores = scores.add_(bias)
+    weights = scores.softmax(-1).unsqueeze(-2)  # [B, H, 1, T]
+    return torch.matmul(weights, v).view(B, H * dh)
+
+
+def _norm(ln: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """``ln(x)`` without the module call (the step path calls it six times per step)."""
+    return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
 
 
 class CrossAttention(nn.Module):  # type: ignore[misc]
@@ -285,25 +322,80 @@ class ELMURLayer(nn.Module):  # type: ignore[misc]
     def step(
         self,
         x: torch.Tensor,
-        memory: torch.Tensor,
+        kv: torch.Tensor,
+        pos: int | torch.Tensor,
+        self_bias: torch.Tensor,
+        memory_kv: torch.Tensor | None,
         read_bias: torch.Tensor | None,
-        cache: tuple[torch.Tensor, torch.Tensor],
-        pos: torch.Tensor,
     ) -> torch.Tensor:
-        """Token path of one step: x [B, 1, D] at segment positions pos [B].
+        """Token path of one step: x [B, D] at segment position ``pos`` -> h [B, D].
 
-        cache: this layer's keys and values [B, H, K, dh], updated in place at pos.
+        kv: this layer's key/value cache [B, 2, H, K, dh], written in place at ``pos`` (an
+        int when every row is at the same position, else [B] long). self_bias: the
+        segment-local bias of that position ([H, K] or [B, H, K], -inf on future keys).
+        memory_kv: the read projections [B, 2, H, M, dh] of this layer's memory, cached by the
+        model since memory is frozen during a segment. Same math as ``forward`` on one token.
         """
-        keys, values = cache
-        rows = torch.arange(x.shape[0], device=x.device)
-        q, k, v = self.self_attn.project(self.ln_self(x) if self.pre_norm else x)
-        keys[rows, :, pos] = k[:, :, 0]
-        values[rows, :, pos] = v[:, :, 0]
-        key_pos = torch.arange(keys.shape[2], device=x.device)
-        bias = self.self_attn.bias(pos[:, None], key_pos.expand(x.shape[0], -1))  # [B, H, 1, K]
-        attn = self.self_attn.output(_attend(q, keys, values, bias, 0.0))
-        h1 = x + attn if self.pre_norm else self.ln_self(x + attn)
-        return self.read_and_ffn(h1, memory, read_bias)
+        B, D = x.shape
+        sa = self.self_attn
+        H = sa.num_heads
+        qkv = F.linear(_norm(self.ln_self, x) if self.pre_norm else x, sa.qkv.weight, sa.qkv.bias)
+        qkv = qkv.view(B, 3, H, D // H)
+        if isinstance(pos, int):
+            kv[:, :, :, pos] = qkv[:, 1:]
+            # Only the first pos + 1 keys are real: attend over them, no mask needed.
+            kv, self_bias = kv[:, :, :, : pos + 1], self_bias[..., : pos + 1]
+        else:
+            kv[torch.arange(B, device=x.device), :, :, pos] = qkv[:, 1:]
+        y = _attend_one(qkv[:, 0], kv[:, 0], kv[:, 1], self_bias)
+        y = F.linear(y, sa.out_proj.weight, sa.out_proj.bias)
+        h1 = x + y if self.pre_norm else _norm(self.ln_self, x + y)
+        if self.reads and memory_kv is not None:
+            ra = self.read_attn
+            hq = _norm(self.ln_read, h1) if self.pre_norm else h1
+            q = F.linear(hq, ra.q_proj.weight, ra.q_proj.bias).view(B, H, D // H)
+            y = _attend_one(q, memory_kv[:, 0], memory_kv[:, 1], read_bias)
+            y = F.linear(y, ra.out_proj.weight, ra.out_proj.bias)
+            h1 = h1 + y if self.pre_norm else _norm(self.ln_read, h1 + y)
+        if self.pre_norm:
+            return h1 + self._ffn_step(_norm(self.ln_ffn, h1))
+        return _norm(self.ln_ffn, h1 + self._ffn_step(h1))
+
+    def _ffn_step(self, x: torch.Tensor) -> torch.Tensor:
+        """FFN(x) in eval mode; the MLP without module-call and dropout overhead."""
+        ffn = self.ffn
+        if isinstance(ffn, MLP):
+            return F.linear(
+                F.gelu(F.linear(x, ffn.fc.weight, ffn.fc.bias)), ffn.proj.weight, ffn.proj.bias
+            )
+        return ffn(x)  # type: ignore[no-any-return]
+
+    def memory_kv(self, memory: torch.Tensor) -> torch.Tensor:
+        """Read keys and values [B, 2, H, M, dh] of memory [B, M, D] (mem2tok)."""
+        B, M, D = memory.shape
+        H = self.read_attn.num_heads
+        kv = self.read_attn.kv_proj(self.ln_read_mem(memory)).view(B, M, 2, H, D // H)
+        return kv.permute(0, 2, 3, 1, 4).contiguous()
+
+    def candidate_one(
+        self, slot: torch.Tensor, tokens: torch.Tensor, write_bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``candidate`` of one slot per row: slot [B, D], tokens [B, K, D], bias [B, H, K].
+
+        Slots are independent in the write (per-slot queries, norms and FFN), so this equals
+        the row of ``candidate`` for that slot.
+        """
+        B, K, D = tokens.shape
+        wa = self.write_attn
+        H = wa.num_heads
+        toks = self.ln_write_tok(tokens)
+        kv = F.linear(toks, wa.kv_proj.weight, wa.kv_proj.bias).view(B, K, 2, H, D // H)
+        q_in = self.ln_write(slot) if self.pre_norm else slot
+        q = F.linear(q_in, wa.q_proj.weight, wa.q_proj.bias).view(B, H, D // H)
+        kv = kv.permute(2, 0, 3, 1, 4)  # [2, B, H, K, dh]
+        y = F.linear(_attend_one(q, kv[0], kv[1], write_bias), wa.out_proj.weight, wa.out_proj.bias)
+        u = slot + y if self.pre_norm else self.ln_write(slot + y)
+        return self._residual(u, self.mem_ffn, self.ln_mem_ffn)
 
     def candidate(
         self,
@@ -340,6 +432,8 @@ class ELMUR(SequenceEncoder):
             nn.init.zeros_(self.read_time_bias.weight)
             nn.init.zeros_(self.write_time_bias.weight)
         self._aux: torch.Tensor | None = None
+        # step path: parameter-derived tables, rebuilt when the parameters change
+        self._step_cache: dict[str, tuple[object, torch.Tensor]] = {}
 
     # ----------------------------------------------------------------------------------- helpers
     def _memory_index(self, layer: int) -> int:
@@ -471,23 +565,25 @@ class ELMUR(SequenceEncoder):
         return torch.cat(outputs, 1), state
 
     # --------------------------------------------------------------------------------- step path
+    # One token per row and call. The state holds, besides memory and anchors, everything the
+    # current segment needs so that no step recomputes earlier ones: the self-attention keys
+    # and values of the segment so far, every layer's outputs (what the write reads at the
+    # segment's end) and the read projections of the frozen memory. All of it is allocated
+    # once per episode and updated in place, so a step costs the same at t = 10 and t = 10^6.
     def initial_step_state(self, batch_size: int) -> State:
-        state = {key: value.clone() for key, value in self.initial_state(batch_size).items()}
         cfg = self.cfg
-        dev = self.memory_init.device
-        dtype = self.memory_init.dtype
-        shape = (batch_size, cfg.num_layers, cfg.num_heads, cfg.context_size)
-        dh = cfg.embed_dim // cfg.num_heads
-        state["keys"] = torch.zeros(*shape, dh, device=dev, dtype=dtype)
-        state["values"] = torch.zeros(*shape, dh, device=dev, dtype=dtype)
+        state = {key: value.clone() for key, value in self.initial_state(batch_size).items()}
+        dev, dtype = self.memory_init.device, self.memory_init.dtype
+        H, K, dh = cfg.num_heads, cfg.context_size, cfg.embed_dim // cfg.num_heads
+        for i, layer in enumerate(self.layers):
+            state[f"kv.{i}"] = torch.zeros(batch_size, 2, H, K, dh, device=dev, dtype=dtype)
+            if layer.reads:
+                with torch.no_grad():
+                    memory = state["memory"][:, self._memory_index(i)]
+                    state[f"memory_kv.{i}"] = layer.memory_kv(memory)
         # layer outputs of the current segment: what the memory write reads at its end
         state["outputs"] = torch.zeros(
-            batch_size,
-            cfg.num_layers,
-            cfg.context_size,
-            cfg.embed_dim,
-            device=dev,
-            dtype=dtype,
+            batch_size, cfg.num_layers, K, cfg.embed_dim, device=dev, dtype=dtype
         )
         state["position"] = torch.zeros(batch_size, dtype=torch.long, device=dev)
         return state
@@ -495,56 +591,165 @@ class ELMUR(SequenceEncoder):
     def step(
         self, token: torch.Tensor, steps: torch.Tensor, state: State
     ) -> tuple[torch.Tensor, State]:
-        state = dict(state)
-        K = self.context_size
-        rows = torch.arange(token.shape[0], device=token.device)
-        pos = state["position"]  # [B]: index of this token in its segment
-        read_bias, _ = self._biases(steps[:, None], state["anchors"])
-        keys = state["keys"].clone()
-        values = state["values"].clone()
-        outputs = state["outputs"].clone()
-        x = token[:, None, :]  # [B, 1, D]
-        for i, layer in enumerate(self.layers):
-            mi = self._memory_index(i)
-            cache = (
-                keys[:, i],
-                values[:, i],
-            )  # views: the layer writes this step's k, v
-            x = layer.step(x, state["memory"][:, mi], read_bias[mi], cache, pos)
-            outputs[rows, i, pos] = x[:, 0]
-        state.update(keys=keys, values=values, outputs=outputs)
-        done = pos == K - 1
-        if bool(done.any()):
-            state = self._write_rows(state, done.nonzero().squeeze(1), steps)
-        state["position"] = torch.where(done, 0, pos + 1)
-        return self.ln_out(x[:, 0]), state
+        """One token per row: token [B, D] at absolute steps [B] -> features [B, D].
 
-    def _write_rows(self, state: State, index: torch.Tensor, steps: torch.Tensor) -> State:
-        """Memory write at the end of a segment, for the rows ``index`` only."""
-        if not self.cfg.write:
-            return state
-        memory = state["memory"].index_select(0, index)
-        anchors = state["anchors"].index_select(0, index)
-        outputs = state["outputs"].index_select(0, index)
-        last = steps.index_select(0, index)
+        The tensors of ``state`` are updated in place (and the same dict is returned):
+        for inference under ``torch.no_grad`` / ``torch.inference_mode``.
+        """
         K = self.context_size
-        seg_steps = last[:, None] - (K - 1) + torch.arange(K, device=last.device)
-        _, write_bias = self._biases(seg_steps, anchors)
-        new_memory = memory.clone()
-        new_anchors = anchors.clone()
+        B = token.shape[0]
+        position = state["position"]  # [B]: index of this token in its segment
+        # Rows usually share their position (one episode, or a batch started together):
+        # then caches are written by slicing and attention runs over the real keys only.
+        p = int(position[0])
+        uniform = B == 1 or bool((position == p).all())
+        pos: int | torch.Tensor = p if uniform else position
+        read_bias = self._step_read_bias(steps, state["anchors"])  # [Lm, B, H, M]
+        outputs = state["outputs"]
+        x = token
+        for i, layer in enumerate(self.layers):
+            table = self._self_bias_table(layer.self_attn)  # [K, H, K]
+            x = layer.step(
+                x,
+                state[f"kv.{i}"],
+                pos,
+                table[p] if uniform else table[position],
+                state.get(f"memory_kv.{i}"),
+                None if read_bias is None else read_bias[self._memory_index(i)],
+            )
+            if uniform:
+                outputs[:, i, p] = x
+            else:
+                outputs[torch.arange(B, device=x.device), i, position] = x
+        if uniform:
+            if p == K - 1:
+                self._write_rows(state, None, steps)
+            position.fill_(0 if p == K - 1 else p + 1)
+        else:
+            done = position == K - 1
+            if bool(done.any()):
+                self._write_rows(state, done.nonzero().squeeze(1), steps)
+            position.add_(1).masked_fill_(done, 0)
+        return self.ln_out(x), state
+
+    def _write_rows(self, state: State, index: torch.Tensor | None, steps: torch.Tensor) -> None:
+        """Memory write at the end of a segment, in place, for the rows ``index`` (None: all).
+
+        The candidate and LRU rule of the segment path, computed for the written slot only
+        (with LRU exactly one per row and layer), then that slot's read projections are
+        refreshed for the next segment.
+        """
+        cfg = self.cfg
+        if not cfg.write:
+            return
+        memory, anchors, outputs, last = (
+            state["memory"],
+            state["anchors"],
+            state["outputs"],
+            steps,
+        )
+        if index is not None:
+            memory, anchors = memory.index_select(0, index), anchors.index_select(0, index)
+            outputs, last = outputs.index_select(0, index), steps.index_select(0, index)
+        Bw, K = memory.shape[0], self.context_size
+        rows = torch.arange(Bw, device=memory.device)
+        seg_steps = last[:, None] - (K - 1) + torch.arange(K, device=last.device)  # [Bw, K]
+        write_bias = self._step_write_bias(seg_steps, anchors)  # [Lm, Bw, H, M, K] or None
+        target, coef = lru_target(anchors, cfg.lru_blend)  # [Bw, Lm]
+        written = []
         for i, layer in enumerate(self.layers):
             if not layer.writes:
                 continue
             mi = self._memory_index(i)
-            cand = layer.candidate(memory[:, mi], outputs[:, i], write_bias[mi])
-            new_memory[:, mi], new_anchors[:, mi] = lru_update(
-                memory[:, mi],
-                cand,
-                anchors[:, mi],
-                last,
-                self.cfg.lru_blend,
-                self.cfg.use_lru,
-            )
-        state["memory"] = state["memory"].index_copy(0, index, new_memory)
-        state["anchors"] = state["anchors"].index_copy(0, index, new_anchors)
-        return state
+            if cfg.use_lru:
+                t = target[:, mi]
+                slot = memory[rows, mi, t]  # [Bw, D]
+                wb = None if write_bias is None else write_bias[mi][rows, :, t]  # [Bw, H, K]
+                cand = layer.candidate_one(slot, outputs[:, i], wb)
+                # lru_update's blend, on the one slot it changes
+                new = slot + coef[:, mi, None].to(slot.dtype) * (cand - slot)
+            else:
+                wb = None if write_bias is None else write_bias[mi]
+                new = layer.candidate(memory[:, mi], outputs[:, i], wb)  # every slot
+            written.append((mi, new))
+        # every candidate above read the memory before this write: only now overwrite it
+        full_rows = rows if index is None else index
+        for mi, new in written:
+            if cfg.use_lru:
+                t = target[:, mi]
+                state["memory"][full_rows, mi, t] = new
+                state["anchors"][full_rows, mi, t] = last
+            else:
+                state["memory"][full_rows, mi] = new
+                state["anchors"][full_rows, mi] = last[:, None]
+        for i, layer in enumerate(self.layers):
+            mi = self._memory_index(i)
+            if not layer.reads or mi not in {m for m, _ in written}:
+                continue
+            new = next(n for m, n in written if m == mi)
+            if cfg.use_lru:
+                # [Bw, 1, D] -> [Bw, 2, H, 1, dh]: the written slot's keys and values
+                kv = layer.memory_kv(new[:, None])
+                state[f"memory_kv.{i}"][full_rows, :, :, target[:, mi]] = kv[..., 0, :]
+            else:
+                state[f"memory_kv.{i}"][full_rows] = layer.memory_kv(new)
+
+    # Tables the step path reads instead of recomputing them every step. They are derived
+    # from parameters, so each is keyed by its parameters' storage and version counter (an
+    # optimizer step or load_state_dict bumps it) and rebuilt when they change.
+    def _cached(self, name: str, params: tuple[torch.Tensor, ...], build: object) -> torch.Tensor:
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        hit = self._step_cache.get(name)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        with torch.no_grad():
+            value = build()  # type: ignore[operator]
+        self._step_cache[name] = (key, value)
+        return value  # type: ignore[no-any-return]
+
+    def _self_bias_table(self, attn: SelfAttention) -> torch.Tensor:
+        """[K(query position), H, K(key position)]: the self-attention bias of every position."""
+
+        def build() -> torch.Tensor:
+            pos = torch.arange(self.context_size, device=attn.rel_bias.device)
+            return attn.bias(pos, pos).transpose(0, 1).contiguous()
+
+        return self._cached(f"self_bias.{id(attn)}", (attn.rel_bias,), build)
+
+    def _bucket_table(self, device: torch.device) -> torch.Tensor:
+        """time_bucket of offsets 0.._LUT_SIZE - 1, then -1 (beyond the table)."""
+
+        def build() -> torch.Tensor:
+            offsets = torch.arange(_LUT_SIZE, device=device)
+            table = time_bucket(offsets, self.cfg.time_buckets)
+            return torch.cat([table, table.new_full((1,), -1)])
+
+        return self._cached(f"buckets.{device}", (), build)  # depends on the config only
+
+    def _buckets(self, offset: torch.Tensor, empty: torch.Tensor) -> torch.Tensor:
+        """time_bucket(offset), and the extra bucket where ``empty``: a table lookup, since a
+        slot is rewritten every M segments and offsets stay small (checked, exact either way)."""
+        bucket = self._bucket_table(offset.device)[offset.clamp(0, _LUT_SIZE)]
+        bucket = bucket.masked_fill(empty, self.cfg.time_buckets)
+        if bool((bucket < 0).any()):  # an offset beyond the table: compute it
+            bucket = torch.where(bucket < 0, time_bucket(offset, self.cfg.time_buckets), bucket)
+        return bucket
+
+    def _step_read_bias(self, steps: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor | None:
+        """Read bias [Lm, B, H, M] of one token per row at steps [B]; anchors [B, Lm, M]."""
+        table = getattr(self, "read_time_bias", None)
+        if table is None or not self.cfg.read:
+            return None
+        bucket = self._buckets(steps[:, None, None] - anchors, anchors < 0)  # [B, Lm, M]
+        return F.embedding(bucket, table.weight).permute(1, 0, 3, 2)
+
+    def _step_write_bias(
+        self, seg_steps: torch.Tensor, anchors: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Write bias [Lm, B, H, M, K] of a segment's steps [B, K]; anchors [B, Lm, M]."""
+        table = getattr(self, "write_time_bias", None)
+        if table is None:
+            return None
+        offset = seg_steps[:, None, :, None] - anchors[:, :, None, :]  # [B, Lm, K, M]
+        bucket = self._buckets(offset, (anchors < 0)[:, :, None, :].expand_as(offset))
+        return F.embedding(bucket, table.weight).permute(1, 0, 4, 3, 2)
