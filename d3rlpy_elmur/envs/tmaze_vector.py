@@ -18,16 +18,16 @@ Beyond SyncVectorEnv, ``reset`` accepts per-sub-env options, so evaluation can b
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.utils import seeding
 
-from .tmaze import _NOISE_BLOCK, DOWN, LEFT, RIGHT, UP, _check_corridor_length
+from .tmaze import _NOISE_BLOCK, DOWN, LEFT, RIGHT, UP, TMazeEnv, _check_corridor_length
 
-__all__ = ["TMazeVectorEnv"]
+__all__ = ["TMazeVectorEnv", "balanced_goal_options"]
 
 # Displacement per action, indexed by the action: one gather instead of branches.
 _DX = np.zeros(4, dtype=np.int64)
@@ -91,6 +91,28 @@ class TMazeVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         self._t = np.zeros(n, dtype=np.int64)
         self._autoreset = np.zeros(n, dtype=bool)
         self._started = False
+
+    @classmethod
+    def from_env(cls, env: gym.Env[Any, Any], num_envs: int) -> TMazeVectorEnv | None:
+        """The vector version of ``env`` if it is a plain passive vector-observation TMazeEnv
+        (possibly inside gymnasium's checker wrappers, which change nothing per step), else
+        None."""
+        while isinstance(env, (gym.wrappers.OrderEnforcing, gym.wrappers.PassiveEnvChecker)):
+            env = env.env
+        if (
+            type(env) is not TMazeEnv
+            or env.variant != "passive"
+            or env.ambiguous
+            or env.observation_format != "vector"
+        ):
+            return None
+        return cls(
+            num_envs,
+            corridor_length=env.default_corridor_length,
+            penalty=env.penalty,
+            goal_reward=env.goal_reward,
+            noise=env.noise,
+        )
 
     # ---------------------------------------------------------------- public state
     @property
@@ -244,3 +266,20 @@ def _as_actions(actions: Any, n: int) -> np.ndarray:
     if a.min() < 0 or a.max() > 3:
         raise ValueError(f"invalid T-Maze actions {actions!r}: expected 0, 1, 2 or 3")
     return a
+
+
+def balanced_goal_options(
+    corridor_length: int | None = None,
+) -> Callable[[int, int], dict[str, Any]]:
+    """``reset_options`` for :func:`d3rlpy_elmur.evaluate` on a TMazeVectorEnv: episode i of
+    the evaluation gets goal +1 if i is even, else -1, so any even number of episodes is
+    exactly balanced; ``corridor_length`` overrides the env's default for every episode."""
+
+    def options(first: int, num_envs: int) -> dict[str, Any]:
+        goals = np.where((first + np.arange(num_envs)) % 2 == 0, 1, -1)
+        out: dict[str, Any] = {"goal": goals}
+        if corridor_length is not None:
+            out["corridor_length"] = corridor_length
+        return out
+
+    return options

@@ -7,8 +7,17 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
-from d3rlpy_elmur.envs import DOWN, RIGHT, UP, TMazeEnv, TMazeVectorEnv
+from d3rlpy_elmur.envs import (
+    DOWN,
+    RIGHT,
+    TMAZE_ID,
+    UP,
+    TMazeEnv,
+    TMazeVectorEnv,
+    balanced_goal_options,
+)
 
 FIELDS = ["obs", "reward", "terminated", "truncated"]
 
@@ -150,3 +159,39 @@ def test_spaces_and_errors() -> None:
         venv.reset(seed=[1, 2])
     with pytest.raises(ValueError, match="num_envs"):
         TMazeVectorEnv(0)
+
+
+def test_balanced_goal_options_alternate_across_rounds() -> None:
+    options = balanced_goal_options(corridor_length=7)
+    first = options(0, 4)
+    assert first["goal"].tolist() == [1, -1, 1, -1] and first["corridor_length"] == 7
+    assert options(3, 2)["goal"].tolist() == [-1, 1]
+    venv = TMazeVectorEnv(4)
+    obs, _ = venv.reset(seed=0, options=first)
+    assert obs[:, 1].tolist() == [1, -1, 1, -1]
+    assert venv.corridor_length.tolist() == [7] * 4
+
+
+def test_from_env_accepts_only_the_plain_passive_maze() -> None:
+    made = TMazeVectorEnv.from_env(gym.make(TMAZE_ID, corridor_length=6, penalty=-0.1), 3)
+    assert made is not None and made.num_envs == 3
+    assert made.default_corridor_length == 6 and made.penalty == -0.1
+    assert TMazeVectorEnv.from_env(TMazeEnv(variant="active"), 3) is None
+    assert TMazeVectorEnv.from_env(TMazeEnv(ambiguous=True), 3) is None
+    assert TMazeVectorEnv.from_env(gym.wrappers.RecordEpisodeStatistics(TMazeEnv()), 3) is None
+
+
+def test_evaluate_on_a_tmaze_env_matches_sync_vector_env() -> None:
+    from d3rlpy_elmur import DiscreteELMURDTConfig, evaluate
+
+    torch.manual_seed(0)
+    algo = DiscreteELMURDTConfig(
+        context_size=4, num_segments=2, embed_dim=16, memory_slots=2
+    ).create()
+    algo.create_impl((4,), 4)
+    n = 6
+    fast = evaluate(algo, gym.make(TMAZE_ID, corridor_length=3), n_episodes=n, seed=5)
+    sync = gym.vector.SyncVectorEnv([lambda: TMazeEnv(corridor_length=3) for _ in range(n)])
+    slow = evaluate(algo, sync, n_episodes=n, seed=5)
+    for key in ("return_mean", "success_rate", "episodes", "env_steps"):
+        assert fast[key] == slow[key], key
