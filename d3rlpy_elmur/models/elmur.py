@@ -154,18 +154,13 @@ def _attend(
 def _attend_one(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
-    """Attention of one query per row: q [B, H, dh], k and v [B, H, T, dh] -> [B, H * dh].
-
-    The step path's version of ``_attend``. For a single query SDPA's kernels and batched
-    mat-vecs are slow on CPU; a broadcast product summed over dh is not, and it reads the
-    strided cache views without copying them. No row is fully masked (as in the segment path).
-    """
+    """Attention of one query per row: q [B, H, dh], k and v [B, H, T, dh], bias
+    broadcastable to [B, H, T] -> [B, H * dh]. One fused kernel: on a busy CPU the cost of a
+    step is mostly per-kernel overhead, and hand-written mat-vecs measured slower."""
     B, H, dh = q.shape
-    scores = (k * q.unsqueeze(-2)).sum(-1).mul_(dh**-0.5)  # [B, H, T]
-    if bias is not None:
-        scores = scores.add_(bias)
-    weights = scores.softmax(-1).unsqueeze(-2)  # [B, H, 1, T]
-    return torch.matmul(weights, v).view(B, H * dh)
+    mask = None if bias is None else bias.unsqueeze(-2)  # [..., H, 1, T]
+    y = F.scaled_dot_product_attention(q.unsqueeze(2), k, v, attn_mask=mask)
+    return y.view(B, H * dh)
 
 
 def _norm(ln: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
@@ -322,40 +317,47 @@ class ELMURLayer(nn.Module):  # type: ignore[misc]
     def step(
         self,
         x: torch.Tensor,
-        kv: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
         pos: int | torch.Tensor,
         self_bias: torch.Tensor,
-        memory_kv: torch.Tensor | None,
+        read_plan: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
         read_bias: torch.Tensor | None,
     ) -> torch.Tensor:
         """Token path of one step: x [B, D] at segment position ``pos`` -> h [B, D].
 
-        kv: this layer's key/value cache [B, 2, H, K, dh], written in place at ``pos`` (an
-        int when every row is at the same position, else [B] long). self_bias: the
-        segment-local bias of that position ([H, K] or [B, H, K], -inf on future keys).
-        memory_kv: the read projections [B, 2, H, M, dh] of this layer's memory, cached by the
-        model since memory is frozen during a segment. Same math as ``forward`` on one token.
+        keys, values: this layer's cache [B, H, K, dh], written in place at ``pos`` (an int
+        when every row is at the same position, else [B] long). self_bias: the segment-local
+        bias of that position ([H, K] or [B, H, K], -inf on future keys). read_plan: this
+        layer's memory folded into the read's projections (``read_plan``), cached by the model
+        since memory is frozen during a segment; read_bias [B, H, M]. Same math as ``forward``
+        on one token.
         """
         B, D = x.shape
         sa = self.self_attn
         H = sa.num_heads
         qkv = F.linear(_norm(self.ln_self, x) if self.pre_norm else x, sa.qkv.weight, sa.qkv.bias)
-        qkv = qkv.view(B, 3, H, D // H)
+        q, k, v = qkv.view(B, 3, H, D // H).unbind(1)  # each [B, H, dh]
         if isinstance(pos, int):
-            kv[:, :, :, pos] = qkv[:, 1:]
+            keys[:, :, pos] = k
+            values[:, :, pos] = v
             # Only the first pos + 1 keys are real: attend over them, no mask needed.
-            kv, self_bias = kv[:, :, :, : pos + 1], self_bias[..., : pos + 1]
+            keys, values = keys[:, :, : pos + 1], values[:, :, : pos + 1]
+            self_bias = self_bias[..., : pos + 1]
         else:
-            kv[torch.arange(B, device=x.device), :, :, pos] = qkv[:, 1:]
-        y = _attend_one(qkv[:, 0], kv[:, 0], kv[:, 1], self_bias)
-        y = F.linear(y, sa.out_proj.weight, sa.out_proj.bias)
+            rows = torch.arange(B, device=x.device)
+            keys[rows, :, pos] = k
+            values[rows, :, pos] = v
+        y = F.linear(_attend_one(q, keys, values, self_bias), sa.out_proj.weight, sa.out_proj.bias)
         h1 = x + y if self.pre_norm else _norm(self.ln_self, x + y)
-        if self.reads and memory_kv is not None:
-            ra = self.read_attn
+        if self.reads and read_plan is not None:
+            A, c, P = read_plan
             hq = _norm(self.ln_read, h1) if self.pre_norm else h1
-            q = F.linear(hq, ra.q_proj.weight, ra.q_proj.bias).view(B, H, D // H)
-            y = _attend_one(q, memory_kv[:, 0], memory_kv[:, 1], read_bias)
-            y = F.linear(y, ra.out_proj.weight, ra.out_proj.bias)
+            if read_bias is not None:
+                c = c + read_bias.reshape(c.shape)
+            scores = torch.baddbmm(c.unsqueeze(1), hq.unsqueeze(1), A)  # [B, 1, H * M]
+            weights = scores.view(B, H, -1).softmax(-1).view(B, 1, -1)
+            y = torch.baddbmm(self.read_attn.out_proj.bias, weights, P).view(B, D)
             h1 = h1 + y if self.pre_norm else _norm(self.ln_read, h1 + y)
         if self.pre_norm:
             return h1 + self._ffn_step(_norm(self.ln_ffn, h1))
@@ -370,12 +372,32 @@ class ELMURLayer(nn.Module):  # type: ignore[misc]
             )
         return ffn(x)  # type: ignore[no-any-return]
 
-    def memory_kv(self, memory: torch.Tensor) -> torch.Tensor:
-        """Read keys and values [B, 2, H, M, dh] of memory [B, M, D] (mem2tok)."""
+    def read_plan(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The read (mem2tok) of memory [B, M, D] folded into its projections, for steps.
+
+        With k_j, v_j the slot keys and values of head h, a token's read is
+        softmax_j((W_q h + b_q) . k_j / sqrt(dh)) summed against W_o v_j. Memory is frozen
+        during a segment, so fold W_q into the keys and W_o into the values once per segment:
+        A = W_q^T k / sqrt(dh) [B, D, H*M], c = b_q . k / sqrt(dh) [B, H*M] and
+        P = W_o v [B, H*M, D]. A step's read is then two small batched products instead of
+        the query and output projections (fewer kernels, and 2 D^2 fewer multiply-adds per
+        token). The same math as ``CrossAttention``, summed in another order.
+        """
         B, M, D = memory.shape
-        H = self.read_attn.num_heads
-        kv = self.read_attn.kv_proj(self.ln_read_mem(memory)).view(B, M, 2, H, D // H)
-        return kv.permute(0, 2, 3, 1, 4).contiguous()
+        ra = self.read_attn
+        H = ra.num_heads
+        dh = D // H
+        kv = ra.kv_proj(self.ln_read_mem(memory)).view(B, M, 2, H, dh)
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, M, dh]
+        scale = dh**-0.5
+        A = torch.einsum("bhmd,hde->behm", k, ra.q_proj.weight.view(H, dh, D))
+        c = torch.einsum("bhmd,hd->bhm", k, ra.q_proj.bias.view(H, dh))
+        P = torch.einsum("bhmd,ehd->bhme", v, ra.out_proj.weight.view(D, H, dh))
+        return (
+            (A * scale).reshape(B, D, H * M),
+            (c * scale).reshape(B, H * M),
+            P.reshape(B, H * M, D),
+        )
 
     def candidate_one(
         self, slot: torch.Tensor, tokens: torch.Tensor, write_bias: torch.Tensor | None
@@ -434,6 +456,7 @@ class ELMUR(SequenceEncoder):
         self._aux: torch.Tensor | None = None
         # step path: parameter-derived tables, rebuilt when the parameters change
         self._step_cache: dict[str, tuple[object, torch.Tensor]] = {}
+        self._compiled_layers: object | None = None  # see compile_step
 
     # ----------------------------------------------------------------------------------- helpers
     def _memory_index(self, layer: int) -> int:
@@ -576,17 +599,34 @@ class ELMUR(SequenceEncoder):
         dev, dtype = self.memory_init.device, self.memory_init.dtype
         H, K, dh = cfg.num_heads, cfg.context_size, cfg.embed_dim // cfg.num_heads
         for i, layer in enumerate(self.layers):
-            state[f"kv.{i}"] = torch.zeros(batch_size, 2, H, K, dh, device=dev, dtype=dtype)
+            state[f"keys.{i}"] = torch.zeros(batch_size, H, K, dh, device=dev, dtype=dtype)
+            state[f"values.{i}"] = torch.zeros(batch_size, H, K, dh, device=dev, dtype=dtype)
             if layer.reads:
                 with torch.no_grad():
-                    memory = state["memory"][:, self._memory_index(i)]
-                    state[f"memory_kv.{i}"] = layer.memory_kv(memory)
+                    A, c, P = layer.read_plan(state["memory"][:, self._memory_index(i)])
+                state[f"read_A.{i}"], state[f"read_c.{i}"], state[f"read_P.{i}"] = A, c, P
+        if cfg.relative_bias and cfg.read:
+            # read biases of the current segment's positions, set at its first step
+            state["read_bias"] = torch.zeros(
+                batch_size, self.memory_layers, K, H, cfg.memory_slots, device=dev, dtype=dtype
+            )
         # layer outputs of the current segment: what the memory write reads at its end
         state["outputs"] = torch.zeros(
             batch_size, cfg.num_layers, K, cfg.embed_dim, device=dev, dtype=dtype
         )
         state["position"] = torch.zeros(batch_size, dtype=torch.long, device=dev)
         return state
+
+    def compile_step(self, enable: bool = True, **options: object) -> None:
+        """Runs the token path of ``step`` through ``torch.compile`` (``options`` go to it).
+
+        Optional: it compiles once per batch size (tens of seconds on CPU) and then fuses the
+        per-step kernels; the segment-end memory write stays eager. Measure before using it
+        (benchmarks/inference.py --compile).
+        """
+        self._compiled_layers = (
+            torch.compile(self._step_layers, dynamic=False, **options) if enable else None
+        )
 
     def step(
         self, token: torch.Tensor, steps: torch.Tensor, state: State
@@ -599,28 +639,16 @@ class ELMUR(SequenceEncoder):
         K = self.context_size
         B = token.shape[0]
         position = state["position"]  # [B]: index of this token in its segment
-        # Rows usually share their position (one episode, or a batch started together):
-        # then caches are written by slicing and attention runs over the real keys only.
-        p = int(position[0])
-        uniform = B == 1 or bool((position == p).all())
-        pos: int | torch.Tensor = p if uniform else position
-        read_bias = self._step_read_bias(steps, state["anchors"])  # [Lm, B, H, M]
-        outputs = state["outputs"]
-        x = token
-        for i, layer in enumerate(self.layers):
-            table = self._self_bias_table(layer.self_attn)  # [K, H, K]
-            x = layer.step(
-                x,
-                state[f"kv.{i}"],
-                pos,
-                table[p] if uniform else table[position],
-                state.get(f"memory_kv.{i}"),
-                None if read_bias is None else read_bias[self._memory_index(i)],
-            )
-            if uniform:
-                outputs[:, i, p] = x
-            else:
-                outputs[torch.arange(B, device=x.device), i, position] = x
+        tables = [self._self_bias_table(layer.self_attn) for layer in self.layers]
+        if self._compiled_layers is not None:
+            x = self._compiled_layers(token, steps, position, state, tables)
+            uniform = False
+        else:
+            # Rows usually share their position (one episode, or a batch started together):
+            # then caches are written by slicing and attention runs over the real keys only.
+            p = int(position[0])
+            uniform = B == 1 or bool((position == p).all())
+            x = self._step_layers(token, steps, p if uniform else position, state, tables)
         if uniform:
             if p == K - 1:
                 self._write_rows(state, None, steps)
@@ -628,9 +656,45 @@ class ELMUR(SequenceEncoder):
         else:
             done = position == K - 1
             if bool(done.any()):
-                self._write_rows(state, done.nonzero().squeeze(1), steps)
+                every = bool(done.all())
+                self._write_rows(state, None if every else done.nonzero().squeeze(1), steps)
             position.add_(1).masked_fill_(done, 0)
         return self.ln_out(x), state
+
+    def _step_layers(
+        self,
+        x: torch.Tensor,
+        steps: torch.Tensor,
+        pos: int | torch.Tensor,
+        state: State,
+        tables: list[torch.Tensor],
+    ) -> torch.Tensor:
+        """The token path of one step through every layer (caches and outputs written in
+        place); ``pos`` is an int when all rows share it, else the positions [B]."""
+        B = x.shape[0]
+        uniform = isinstance(pos, int)
+        if "read_bias" in state and (not uniform or pos == 0):
+            # a new segment (or rows at different positions): its read biases
+            self._segment_read_bias(state, steps - pos, exact=not uniform)
+        outputs = state["outputs"]
+        for i, layer in enumerate(self.layers):
+            plan = None
+            if layer.reads:
+                plan = (state[f"read_A.{i}"], state[f"read_c.{i}"], state[f"read_P.{i}"])
+            x = layer.step(
+                x,
+                state[f"keys.{i}"],
+                state[f"values.{i}"],
+                pos,
+                tables[i][pos],
+                plan,
+                self._read_bias_at(state, i, pos),
+            )
+            if isinstance(pos, int):
+                outputs[:, i, pos] = x
+            else:
+                outputs[torch.arange(B, device=x.device), i, pos] = x
+        return x
 
     def _write_rows(self, state: State, index: torch.Tensor | None, steps: torch.Tensor) -> None:
         """Memory write at the end of a segment, in place, for the rows ``index`` (None: all).
@@ -656,7 +720,7 @@ class ELMUR(SequenceEncoder):
         seg_steps = last[:, None] - (K - 1) + torch.arange(K, device=last.device)  # [Bw, K]
         write_bias = self._step_write_bias(seg_steps, anchors)  # [Lm, Bw, H, M, K] or None
         target, coef = lru_target(anchors, cfg.lru_blend)  # [Bw, Lm]
-        written = []
+        written: dict[int, torch.Tensor] = {}
         for i, layer in enumerate(self.layers):
             if not layer.writes:
                 continue
@@ -667,32 +731,31 @@ class ELMUR(SequenceEncoder):
                 wb = None if write_bias is None else write_bias[mi][rows, :, t]  # [Bw, H, K]
                 cand = layer.candidate_one(slot, outputs[:, i], wb)
                 # lru_update's blend, on the one slot it changes
-                new = slot + coef[:, mi, None].to(slot.dtype) * (cand - slot)
+                written[mi] = slot + coef[:, mi, None].to(slot.dtype) * (cand - slot)
             else:
                 wb = None if write_bias is None else write_bias[mi]
-                new = layer.candidate(memory[:, mi], outputs[:, i], wb)  # every slot
-            written.append((mi, new))
+                written[mi] = layer.candidate(memory[:, mi], outputs[:, i], wb)  # every slot
         # every candidate above read the memory before this write: only now overwrite it
         full_rows = rows if index is None else index
-        for mi, new in written:
+        for mi, new in written.items():
             if cfg.use_lru:
-                t = target[:, mi]
-                state["memory"][full_rows, mi, t] = new
-                state["anchors"][full_rows, mi, t] = last
+                state["memory"][full_rows, mi, target[:, mi]] = new
+                state["anchors"][full_rows, mi, target[:, mi]] = last
             else:
                 state["memory"][full_rows, mi] = new
                 state["anchors"][full_rows, mi] = last[:, None]
         for i, layer in enumerate(self.layers):
             mi = self._memory_index(i)
-            if not layer.reads or mi not in {m for m, _ in written}:
+            if not layer.reads or mi not in written:
                 continue
-            new = next(n for m, n in written if m == mi)
-            if cfg.use_lru:
-                # [Bw, 1, D] -> [Bw, 2, H, 1, dh]: the written slot's keys and values
-                kv = layer.memory_kv(new[:, None])
-                state[f"memory_kv.{i}"][full_rows, :, :, target[:, mi]] = kv[..., 0, :]
-            else:
-                state[f"memory_kv.{i}"][full_rows] = layer.memory_kv(new)
+            memory = state["memory"][:, mi]
+            rows_memory = memory if index is None else memory.index_select(0, index)
+            plan = layer.read_plan(rows_memory)
+            for name, value in zip(("read_A", "read_c", "read_P"), plan, strict=True):
+                if index is None:
+                    state[f"{name}.{i}"].copy_(value)
+                else:
+                    state[f"{name}.{i}"].index_copy_(0, index, value)
 
     # Tables the step path reads instead of recomputing them every step. They are derived
     # from parameters, so each is keyed by its parameters' storage and version counter (an
@@ -735,13 +798,33 @@ class ELMUR(SequenceEncoder):
             bucket = torch.where(bucket < 0, time_bucket(offset, self.cfg.time_buckets), bucket)
         return bucket
 
-    def _step_read_bias(self, steps: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor | None:
-        """Read bias [Lm, B, H, M] of one token per row at steps [B]; anchors [B, Lm, M]."""
-        table = getattr(self, "read_time_bias", None)
-        if table is None or not self.cfg.read:
+    def _segment_read_bias(self, state: State, start: torch.Tensor, exact: bool) -> None:
+        """Read biases of every position of the current segment, into state["read_bias"]
+        [B, Lm, K, H, M]: tokens at steps start + 0..K-1 (consecutive, as the write assumes)
+        against the slot anchors, which stay fixed until the segment's end. ``exact``
+        computes the buckets instead of looking them up (no host sync, for torch.compile)."""
+        table = self.read_time_bias
+        anchors = state["anchors"]  # [B, Lm, M]
+        steps = start[:, None] + torch.arange(self.context_size, device=start.device)  # [B, K]
+        offset = steps[:, None, :, None] - anchors[:, :, None, :]  # [B, Lm, K, M]
+        empty = (anchors < 0)[:, :, None, :]
+        if exact:
+            bucket = time_bucket(offset, self.cfg.time_buckets)
+            bucket = torch.where(empty, self.cfg.time_buckets, bucket)
+        else:
+            bucket = self._buckets(offset, empty.expand_as(offset))
+        state["read_bias"].copy_(F.embedding(bucket, table.weight).transpose(-1, -2))
+
+    def _read_bias_at(
+        self, state: State, layer: int, pos: int | torch.Tensor
+    ) -> torch.Tensor | None:
+        """Read bias [B, H, M] of this step for ``layer`` (None without relative bias)."""
+        if "read_bias" not in state:
             return None
-        bucket = self._buckets(steps[:, None, None] - anchors, anchors < 0)  # [B, Lm, M]
-        return F.embedding(bucket, table.weight).permute(1, 0, 3, 2)
+        bias = state["read_bias"][:, self._memory_index(layer)]  # [B, K, H, M]
+        if isinstance(pos, int):
+            return bias[:, pos]
+        return bias[torch.arange(bias.shape[0], device=bias.device), pos]
 
     def _step_write_bias(
         self, seg_steps: torch.Tensor, anchors: torch.Tensor
