@@ -27,6 +27,16 @@ def check_observation(observation: Any, shape: tuple[int, ...], batched: bool) -
 
     Raises TypeError for non-numeric input and ValueError for a wrong shape or NaN/inf.
     """
+    if (
+        type(observation) is np.ndarray
+        and observation.dtype == np.float32
+        and observation.ndim == len(shape) + int(batched)
+        and observation.shape[int(batched) :] == tuple(shape)
+    ):
+        # the common case (a gymnasium Box observation): only the finiteness check is left
+        if not np.isfinite(observation).all():
+            raise ValueError("observation contains NaN or inf")
+        return observation
     try:
         array = np.asarray(observation)
     except Exception as exc:  # ragged sequences and the like
@@ -68,6 +78,12 @@ class ELMURStatefulWrapper(StatefulTransformerWrapper):  # type: ignore[type-arg
         self._state = self._impl.initial_step_state(1)
         self._step = 0
         self._previous_action: Union[NDArray, int, None] = None
+        # Per-step inputs are written into these instead of allocating tensors every step
+        # (the model copies what it keeps, so reusing them is safe).
+        self._steps = torch.zeros(1, dtype=torch.long, device=self._device)
+        self._rtg = torch.zeros(1, 1, device=self._device)
+        width = 1 if self._impl.discrete else self._impl.action_size
+        self._previous = torch.zeros(1, width, device=self._device)
 
     def predict(self, x: Observation, reward: float) -> Union[NDArray, int]:
         """Action for observation ``x``; ``reward`` is the reward of the previous step."""
@@ -79,13 +95,14 @@ class ELMURStatefulWrapper(StatefulTransformerWrapper):  # type: ignore[type-arg
         if not math.isfinite(reward):
             raise ValueError(f"reward is {reward}; expected a finite number")
         self._return_rest -= float(reward)
-        rtg = torch.tensor([[self._return_rest]], dtype=torch.float32, device=self._device)
+        rtg = self._rtg.fill_(self._return_rest)
         if config.reward_scaler is not None:
             rtg = config.reward_scaler.transform(rtg)
         previous = self._encode_previous_action()
-        steps = torch.tensor([self._step], device=self._device)
+        steps = self._steps.fill_(self._step)
         out, self._state = self._impl.step(observation, rtg, previous, steps, self._state)
-        action = self._action_sampler(out[0].cpu().numpy())
+        out = out[0] if out.device.type == "cpu" else out[0].cpu()
+        action = self._action_sampler(out.numpy())
         self._previous_action = action  # in the model's (scaled) action space, as in training
         self._step += 1
         if config.action_scaler is not None and not self._impl.discrete:
@@ -96,10 +113,11 @@ class ELMURStatefulWrapper(StatefulTransformerWrapper):  # type: ignore[type-arg
         size = self._impl.action_size
         if self._impl.discrete:
             value = -1.0 if self._previous_action is None else float(self._previous_action)
-            return torch.tensor([[value]], device=self._device)
+            return self._previous.fill_(value)
         if self._previous_action is None:
-            return torch.zeros(1, size, device=self._device)
-        return torch.as_tensor(self._previous_action, dtype=torch.float32).view(1, size)
+            return self._previous.zero_()
+        action = torch.as_tensor(self._previous_action, dtype=torch.float32)
+        return self._previous.copy_(action.view(1, size))
 
     @property
     def step_count(self) -> int:
