@@ -402,20 +402,35 @@ class ELMURLayer(nn.Module):  # type: ignore[misc]
     def candidate_one(
         self, slot: torch.Tensor, tokens: torch.Tensor, write_bias: torch.Tensor | None
     ) -> torch.Tensor:
-        """``candidate`` of one slot per row: slot [B, D], tokens [B, K, D], bias [B, H, K].
+        """``candidate`` of one slot per row: slot [B, D], tokens [B, T, D], bias [B, H, T].
 
-        Slots are independent in the write (per-slot queries, norms and FFN), so this equals
-        the row of ``candidate`` for that slot.
+        Slots are independent in the write (per-slot queries, norms and FFN), so this is the
+        slot's row of ``candidate``. The write's key and value projections are folded into
+        the query and output side: W_k^T q (per head) scores the raw tokens, and
+        W_v (sum_t w_t h_t) + b_v sum_t w_t gives the attended value, so the K tokens are
+        never projected (about 4 D^2 multiply-adds per slot instead of (2K + 2) D^2). The same
+        math as ``CrossAttention``, summed in another order.
         """
-        B, K, D = tokens.shape
+        B, T, D = tokens.shape
         wa = self.write_attn
         H = wa.num_heads
+        dh = D // H
+        p = wa.dropout if self.training else 0.0
         toks = self.ln_write_tok(tokens)
-        kv = F.linear(toks, wa.kv_proj.weight, wa.kv_proj.bias).view(B, K, 2, H, D // H)
         q_in = self.ln_write(slot) if self.pre_norm else slot
-        q = F.linear(q_in, wa.q_proj.weight, wa.q_proj.bias).view(B, H, D // H)
-        kv = kv.permute(2, 0, 3, 1, 4)  # [2, B, H, K, dh]
-        y = F.linear(_attend_one(q, kv[0], kv[1], write_bias), wa.out_proj.weight, wa.out_proj.bias)
+        q = F.linear(q_in, wa.q_proj.weight, wa.q_proj.bias).view(B, H, dh) * dh**-0.5
+        w_k, w_v = wa.kv_proj.weight.view(2, H, dh, D).unbind(0)
+        b_k, b_v = wa.kv_proj.bias.view(2, H, dh).unbind(0)
+        q_k = torch.einsum("bhd,hde->bhe", q, w_k)  # [B, H, D]
+        scores = torch.baddbmm((q * b_k).sum(-1, keepdim=True), q_k, toks.transpose(1, 2))
+        if write_bias is not None:
+            scores = scores + write_bias  # [B, H, T]
+        weights = F.dropout(scores.softmax(-1), p, self.training)
+        z = torch.bmm(weights, toks)  # [B, H, D]: attention-weighted raw tokens
+        v = torch.einsum("bhe,hde->bhd", z, w_v) + b_v * weights.sum(-1, keepdim=True)
+        y = F.dropout(
+            F.linear(v.reshape(B, D), wa.out_proj.weight, wa.out_proj.bias), p, self.training
+        )
         u = slot + y if self.pre_norm else self.ln_write(slot + y)
         return self._residual(u, self.mem_ffn, self.ln_mem_ffn)
 
@@ -545,14 +560,8 @@ class ELMUR(SequenceEncoder):
             h = layer(h, memory[:, mi], read_bias[mi])
             if layer.writes and key_mask is not None:
                 wb = key_mask if write_bias[mi] is None else write_bias[mi] + key_mask
-                cand = layer.candidate(memory[:, mi], h, wb)
-                mem, anc = lru_update(
-                    memory[:, mi],
-                    cand,
-                    anchors[:, mi],
-                    steps[:, -1],
-                    self.cfg.lru_blend,
-                    self.cfg.use_lru,
+                mem, anc = self._lru_write(
+                    layer, memory[:, mi], anchors[:, mi], h, wb, steps[:, -1]
                 )
                 new_memory.append(torch.where(writes[:, None, None], mem, memory[:, mi]))
                 new_anchors.append(torch.where(writes[:, None], anc, anchors[:, mi]))
@@ -567,6 +576,40 @@ class ELMUR(SequenceEncoder):
             "anchors": torch.stack(new_anchors, 1),
         }
         return self.ln_out(h), state
+
+    def _lru_write(
+        self,
+        layer: ELMURLayer,
+        memory: torch.Tensor,
+        anchors: torch.Tensor,
+        tokens: torch.Tensor,
+        write_bias: torch.Tensor | None,
+        last: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``lru_update(memory, layer.candidate(memory, tokens, write_bias), anchors, last)``.
+
+        memory [B, M, D], anchors [B, M], tokens [B, T, D], write_bias broadcastable to
+        [B, H, M, T]. With LRU only the target slot's candidate is computed: the others enter
+        the update with weight 0, so computing them (an FFN and attention per slot) changes
+        neither the result nor the gradients.
+        """
+        cfg = self.cfg
+        if not cfg.use_lru:
+            cand = layer.candidate(memory, tokens, write_bias)
+            return lru_update(memory, cand, anchors, last, cfg.lru_blend, use_lru=False)
+        B, M, _ = memory.shape
+        target, coef = lru_target(anchors, cfg.lru_blend)  # [B]
+        rows = torch.arange(B, device=memory.device)
+        slot = memory[rows, target]  # [B, D]
+        wb = None
+        if write_bias is not None:
+            H, T = layer.write_attn.num_heads, tokens.shape[1]
+            wb = write_bias.expand(B, H, M, T)[rows, :, target]  # [B, H, T]
+        cand = layer.candidate_one(slot, tokens, wb)
+        new_slot = slot + coef[:, None].to(slot.dtype) * (cand - slot)  # lru_update's blend
+        onehot = F.one_hot(target, M).bool()  # [B, M]
+        new_memory = torch.where(onehot[..., None], new_slot[:, None], memory)
+        return new_memory, torch.where(onehot, last[:, None], anchors)
 
     def forward(
         self,

@@ -1,0 +1,122 @@
+"""The performance rewrites of ELMUR compute the same function as the plain formulas.
+
+Each fast path (one-slot candidate with folded projections, LRU write of the target slot only,
+folded read of the step path, time-bucket lookup) is checked against the straightforward
+computation it replaces, values and gradients.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from d3rlpy_elmur.models import ELMUR, ELMURConfig, lru_update
+from d3rlpy_elmur.models.elmur import _LUT_SIZE, lru_target, time_bucket
+
+D, K = 16, 4
+
+
+def make(**overrides: object) -> ELMUR:
+    torch.manual_seed(0)
+    cfg = dict(embed_dim=D, num_layers=2, num_heads=2, context_size=K, memory_slots=3)
+    cfg.update(overrides)
+    model = ELMUR(ELMURConfig(**cfg))  # type: ignore[arg-type]
+    for name, param in model.named_parameters():
+        if "time_bias" in name or "rel_bias" in name:
+            torch.nn.init.normal_(param, std=0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_candidate_one_is_the_row_of_candidate(norm: str) -> None:
+    layer = make(norm=norm).layers[0]
+    torch.manual_seed(1)
+    memory, tokens = torch.randn(5, 3, D), torch.randn(5, K, D)
+    bias = torch.randn(5, 2, 3, K)
+    bias[0, :, :, 1] = float("-inf")  # masked padding, as in writing rows
+    full = layer.candidate(memory, tokens, bias)
+    for slot in range(3):
+        one = layer.candidate_one(memory[:, slot], tokens, bias[:, :, slot])
+        assert (one - full[:, slot]).abs().max() <= 1e-5
+
+
+def test_lru_write_equals_lru_update_of_all_candidates_with_gradients() -> None:
+    model = make()
+    layer = model.layers[0]
+    torch.manual_seed(2)
+    memory = torch.randn(4, 3, D, requires_grad=True)
+    tokens = torch.randn(4, K, D, requires_grad=True)
+    anchors = torch.tensor([[-1, -1, -1], [3, -1, -1], [3, 7, 11], [11, 3, 7]])
+    last = torch.tensor([3, 7, 15, 15])
+    bias = torch.randn(4, 2, 3, K)
+
+    def grads(fn: object) -> tuple[torch.Tensor, ...]:
+        layer.zero_grad()
+        memory.grad = tokens.grad = None
+        new, anc = fn()  # type: ignore[operator]
+        (new * torch.linspace(-1, 1, D)).square().sum().backward()
+        weight = layer.write_attn.kv_proj.weight.grad
+        assert weight is not None and memory.grad is not None and tokens.grad is not None
+        return new.detach(), anc, memory.grad.clone(), tokens.grad.clone(), weight.clone()
+
+    fast = grads(lambda: model._lru_write(layer, memory, anchors, tokens, bias, last))
+    plain = grads(
+        lambda: lru_update(
+            memory, layer.candidate(memory, tokens, bias), anchors, last, model.cfg.lru_blend
+        )
+    )
+    assert torch.equal(fast[1], plain[1])
+    for a, b in zip(fast[:1] + fast[2:], plain[:1] + plain[2:], strict=True):
+        assert (a - b).abs().max() <= 1e-5 * max(1.0, float(b.abs().max()))
+
+
+def test_lru_target_matches_lru_update() -> None:
+    anchors = torch.tensor([[-1, 5, -1], [9, 3, 6], [2, 2, 8], [4, -1, 0]])
+    target, coef = lru_target(anchors, 0.25)
+    memory, cand = torch.zeros(4, 3, 1), torch.ones(4, 3, 1)
+    new, _ = lru_update(memory, cand, anchors, torch.full((4,), 20), 0.25)
+    assert target.tolist() == new[..., 0].argmax(1).tolist() == [0, 1, 0, 1]
+    assert coef.tolist() == [1.0, 0.25, 0.25, 1.0]
+
+
+def test_read_plan_equals_cross_attention() -> None:
+    layer = make().layers[1]
+    torch.manual_seed(3)
+    memory, h = torch.randn(3, 3, D), torch.randn(3, D)
+    bias = torch.randn(3, 2, 3)
+    ref = layer.read_attn(h[:, None], memory, bias[:, :, None, :])[:, 0]
+    A, c, P = layer.read_plan(memory)
+    scores = torch.baddbmm((c + bias.reshape(3, -1)).unsqueeze(1), h.unsqueeze(1), A)
+    weights = scores.view(3, 2, -1).softmax(-1).view(3, 1, -1)
+    got = torch.baddbmm(layer.read_attn.out_proj.bias, weights, P)[:, 0]
+    assert (got - ref).abs().max() <= 1e-5
+
+
+def test_bucket_lookup_equals_time_bucket_and_falls_back_beyond_the_table() -> None:
+    model = make()
+    offsets = torch.tensor([[0, 5, 16, 999, _LUT_SIZE - 1], [_LUT_SIZE, 10**6, 3, 2, 1]])
+    empty = torch.zeros_like(offsets, dtype=torch.bool)
+    empty[1, 4] = True
+    want = time_bucket(offsets, model.cfg.time_buckets).masked_fill(empty, 64)
+    assert torch.equal(model._buckets(offsets, empty), want)
+
+
+def test_step_cache_follows_parameter_updates() -> None:
+    model = make()
+    tokens = torch.randn(2, 2, D)
+
+    def two_steps(m: ELMUR) -> torch.Tensor:
+        state = m.initial_step_state(2)
+        m.step(tokens[:, 0], torch.zeros(2, dtype=torch.long), state)
+        return m.step(tokens[:, 1], torch.ones(2, dtype=torch.long), state)[0]
+
+    with torch.no_grad():
+        before = two_steps(model)
+        # an in-place update, as an optimizer step does: the cached bias table must follow
+        model.layers[0].self_attn.rel_bias.add_(torch.randn(2, K))
+        after = two_steps(model)
+        fresh = make()
+        fresh.load_state_dict(model.state_dict())
+        ref = two_steps(fresh)
+    assert torch.equal(after, ref)
+    assert not torch.equal(before, after)
