@@ -15,6 +15,7 @@ import logging
 import shlex
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,8 @@ def _setup(args: argparse.Namespace) -> None:
     import structlog
     import torch
 
+    # A config warning fires at load, create and every model load: say it once.
+    warnings.simplefilter("once", UserWarning)
     if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
     if not getattr(args, "verbose", False):

@@ -216,6 +216,15 @@ def test_bench_quick_writes_results_table_and_plot(roots: Path, capsys) -> None:
     )
     again = json.loads((out / "results.json").read_text())
     assert again["algorithms"] == results["algorithms"]
+    # ... unless what a run depends on changed: then that run is trained again
+    (roots / "configs" / "toy_bc.yaml").write_text(CONFIGS["toy_bc.yaml"].replace("8,", "4,"))
+    assert main(["bench", "bench_toy", "--quick", "--out", str(out), "--quiet", "--resume"]) == 0
+    third = json.loads((out / "results.json").read_text())
+    assert third["algorithms"][0]["runs"][0] == results["algorithms"][0]["runs"][0]
+    assert (
+        third["algorithms"][3]["runs"][0]["fingerprint"]
+        != (results["algorithms"][3]["runs"][0]["fingerprint"])
+    )
 
 
 def test_demo_prints_the_table_and_ends_with_the_results_dir(roots: Path, capsys) -> None:

@@ -156,7 +156,9 @@ def _render_tmaze(results: dict[str, Any]) -> list[str]:
     n_seeds = len(results["seeds"])
     episodes_at = {int(k): v for k, v in results.get("episodes_at", {}).items()}
     episodes = results["episodes"]
-    at = "".join(f", {v} at T={format_length(k)}" for k, v in sorted(episodes_at.items()))
+    at = "".join(
+        f", {v} at T={format_length(k)}" for k, v in sorted(episodes_at.items()) if k in lengths
+    )
     quick = " (quick run: small dataset, short training; not comparable to the paper)"
     lines = [
         f"# T-Maze: success rate vs. episode length{quick if results.get('quick') else ''}",

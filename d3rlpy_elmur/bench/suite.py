@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime
+import hashlib
 import json
 import os
 import time
@@ -38,6 +39,7 @@ import yaml
 
 from ..datasets import get_recipe, open_minari
 from ..datasets.spaces import is_discrete_action_space
+from ..io import atomic_write
 from .configs import ConfigError, load_run_config, resolve_config_path
 from .popgym import evaluate_popgym
 from .report import write_report
@@ -257,8 +259,12 @@ def execute_unit(
         return {**base, "results": [{"task": unit.env, "skipped": unit.skipped}]}
     run_dir = Path(unit.run_dir)
     cached = run_dir / "result.json"
+    fingerprint = _fingerprint(unit)
     if resume and cached.is_file():
-        return dict(json.loads(cached.read_text()))
+        record = dict(json.loads(cached.read_text()))
+        if record.get("fingerprint") == fingerprint:
+            return record
+        # the config, budget or evaluation changed since: run it again
     log = _print if announce else None
     if log is not None:
         log(f"{unit.label}{', ' + unit.task if unit.task else ''}, seed {unit.seed}: training ...")
@@ -276,6 +282,7 @@ def execute_unit(
     algo = load_model(trained.model_path)  # evaluate what was saved
     record = {
         **base,
+        "fingerprint": fingerprint,
         "eval_seed": unit.eval_seed,
         "run_dir": str(run_dir),
         "train": {
@@ -287,8 +294,19 @@ def execute_unit(
         },
         "results": _evaluate_unit(unit, algo, show_progress, None if show_progress else log),
     }
-    cached.write_text(json.dumps(record, indent=2) + "\n")
+    with atomic_write(cached, "w") as f:
+        f.write(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def _fingerprint(unit: RunUnit) -> str:
+    """What a cached result depends on: the resolved config, budget, data and evaluation."""
+    fields = dataclasses.asdict(unit)
+    for key in ("index", "label", "run_dir"):
+        fields.pop(key)
+    fields["config"] = load_run_config(unit.config).to_dict()
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
 
 
 def _print(line: str) -> None:
