@@ -169,55 +169,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- eval
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .bench.baselines import evaluate_algo
-    from .bench.envs import is_tmaze, make_eval_env
-    from .bench.popgym import evaluate_popgym
+    from .bench.evaluate import evaluate_model
     from .bench.runinfo import run_info
-    from .bench.tmaze import QUICK_LENGTHS, evaluate_tmaze, format_length
+    from .bench.tmaze import format_length
     from .bench.train import load_model
 
     _setup(args)
     algo = load_model(args.model)
-    progress = not args.quiet
-    if is_tmaze(args.env):
-        corridors = args.corridor or [n - 2 for n in QUICK_LENGTHS]
-        rows = evaluate_tmaze(
-            algo,
-            [c + 2 for c in corridors],
-            args.episodes,
-            args.seed,
-            target_return=args.target_return,
-            show_progress=progress,
-        )
-    elif args.env.startswith("popgym-"):
-        rows = [
-            evaluate_popgym(
-                algo,
-                args.env,
-                args.episodes,
-                args.seed,
-                target_return=args.target_return,
-                show_progress=progress,
-            )
-        ]
-    else:
-        env = make_eval_env(args.env, min(args.episodes, 100))
-        try:
-            rows = [
-                {
-                    "env": args.env,
-                    **evaluate_algo(
-                        algo,
-                        env,
-                        args.episodes,
-                        args.seed,
-                        args.target_return,
-                        show_progress=progress,
-                    ),
-                }
-            ]
-        finally:
-            env.close()
+    rows = evaluate_model(
+        algo,
+        args.env,
+        args.episodes,
+        args.seed,
+        corridors=args.corridor,
+        target_return=args.target_return,
+        show_progress=not args.quiet,
+    )
     report = {
         "model": str(args.model),
         "algo": algo.config.get_type(),
@@ -242,9 +209,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             )
         )
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    print(f"{args.model} on {args.env}, seed {args.seed}:")
+    out = sys.stderr if args.json == "-" else sys.stdout  # keep stdout pure JSON
+    print(f"{args.model} on {args.env}, seed {args.seed}:", file=out)
     for r in table:
-        print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
+        print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)), file=out)
     if args.json:
         _write_json(report, args.json)
         if args.json != "-":
@@ -441,7 +409,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = None if argv is None else list(argv)
     try:
         return int(args.func(args))
-    except (DatasetError, ConfigError, ModelFileError, FileExistsError, FileNotFoundError) as e:
+    except (
+        DatasetError,
+        ConfigError,
+        ModelFileError,
+        FileExistsError,
+        FileNotFoundError,
+        ValueError,
+    ) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except ImportError as e:  # an optional extra (popgym) is missing

@@ -329,7 +329,6 @@ def test_bench_popgym_one_model_per_task(roots: Path, capsys) -> None:
     model = elmur["runs"][0]["run_dir"] + "/model.d3"
     args = ["eval", model, "--env", "popgym-RepeatPreviousEasy-v0", "--episodes", "2"]
     assert main([*args, "--json", "-", "--quiet"]) == 0
-    printed = capsys.readouterr().out
-    report = json.loads(printed[printed.index("{") :])
+    report = json.loads(capsys.readouterr().out)  # the table goes to stderr
     assert report["rows"][0]["task"] == "popgym-RepeatPreviousEasy-v0"
     assert report["rows"][0]["episodes"] == 2

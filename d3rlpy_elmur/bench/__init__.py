@@ -5,14 +5,16 @@
 - :mod:`.envs`: the evaluation vector envs (built in one function)
 - :mod:`.baselines`: batched greedy evaluation of d3rlpy's DT / BC / CQL next to ELMURDT's
 - :mod:`.tmaze`, :mod:`.popgym`: evaluation per T-Maze length / POPGym task
+- :mod:`.evaluate`: a saved model on any env id (``elmur eval``)
 - :mod:`.suite`: a comparison (algorithms x seeds x tasks) -> ``results.json``
 - :mod:`.report`: ``results.json`` -> ``results.md`` and plots (pure, regenerable)
 """
 
-from . import baselines, configs, envs, popgym, report, runinfo, suite, tmaze, train
+from . import baselines, configs, envs, evaluate, popgym, report, runinfo, suite, tmaze, train
 from .baselines import *
 from .configs import *
 from .envs import *
+from .evaluate import *
 from .popgym import *
 from .report import *
 from .runinfo import *
@@ -24,6 +26,7 @@ __all__ = [
     *baselines.__all__,
     *configs.__all__,
     *envs.__all__,
+    *evaluate.__all__,
     *popgym.__all__,
     *report.__all__,
     *runinfo.__all__,
