@@ -494,12 +494,16 @@ class ELMUR(SequenceEncoder):
         """Read biases [B, H, T, M] and write biases [B, H, M, T] per memory layer."""
         read_table = getattr(self, "read_time_bias", None)
         write_table = getattr(self, "write_time_bias", None)
-        reads, writes = [], []
-        for i in range(self.memory_layers):
-            reads.append(self._time_bias(read_table, steps, anchors[:, i]))
-            wb = self._time_bias(write_table, steps, anchors[:, i])
-            writes.append(None if wb is None else wb.transpose(-1, -2))
-        return reads, writes
+        if read_table is None or write_table is None:
+            none: list[torch.Tensor | None] = [None] * self.memory_layers
+            return none, list(none)
+        # Read and write index their tables with the same offsets: bucket once, all layers.
+        offset = steps[:, None, :, None] - anchors[:, :, None, :]  # [B, Lm, T, M]
+        bucket = time_bucket(offset, self.cfg.time_buckets)
+        bucket = torch.where(anchors[:, :, None, :] < 0, self.cfg.time_buckets, bucket)
+        reads = read_table(bucket).permute(1, 0, 4, 2, 3)  # [Lm, B, H, T, M]
+        writes = write_table(bucket).permute(1, 0, 4, 3, 2)  # [Lm, B, H, M, T]
+        return list(reads.unbind(0)), list(writes.unbind(0))
 
     @torch.no_grad()
     def memory_norm_bound(self) -> float:
