@@ -241,7 +241,7 @@ def _pyplot() -> Any:
 def plot_tmaze(results: dict[str, Any], path: str | Path) -> Path:
     """Success rate vs. length (log x), one line per algorithm with a ±std band."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
     for algo in results["algorithms"]:
         cells = aggregate(algo, "success_rate")
         points = [(n, cells[n]) for n in results["lengths"] if n in cells and cells[n]["values"]]
@@ -259,7 +259,7 @@ def plot_tmaze(results: dict[str, Any], path: str | Path) -> Path:
     ax.set_ylabel("success rate")
     ax.set_title(f"T-Maze, trained on {results.get('dataset', '?')}")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # off the curves
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
