@@ -1,0 +1,178 @@
+"""Shared pieces of the benchmark scripts: seeding, threads, machine info, T-Maze data and model.
+
+Benchmarks compare ratios measured in one process (alternating runs), never absolute numbers
+across processes: the machine is shared and timings are noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "TMAZE_PRESET",
+    "add_common_arguments",
+    "alternate",
+    "emit",
+    "gemm_gflops",
+    "machine_info",
+    "peak_rss_mb",
+    "rss_mb",
+    "setup",
+    "tmaze_dataset",
+    "tmaze_preset_algo",
+]
+
+# The T-Maze model: the paper's shape (K=10, S=3, 2 layers, 2 heads, width 128), the
+# project's default 4 memory slots, one observation token per step.
+TMAZE_PRESET: dict[str, Any] = dict(
+    context_size=10,
+    num_segments=3,
+    num_layers=2,
+    num_heads=2,
+    embed_dim=128,
+    memory_slots=4,
+    lru_blend=0.79,
+    batch_size=64,
+)
+
+
+def add_common_arguments(parser: Any) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def setup(threads: int, seed: int) -> None:
+    """Threads and every seed (torch, numpy, random)."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def machine_info(threads: int) -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    import d3rlpy
+
+    return {
+        "gemm_gflops_now": gemm_gflops(threads),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": threads,
+        "torch": torch.__version__,
+        "d3rlpy": d3rlpy.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "load_average_at_start": list(os.getloadavg()),
+    }
+
+
+def gemm_gflops(threads: int) -> float:
+    """A float32 GEMM rate measured now with ``threads`` threads: how much of the shared machine
+    this process gets (compare runs by it; the cores peak near 145 GFLOP/s each)."""
+    a, b = torch.randn(640, 128), torch.randn(128, 512)
+    for _ in range(20):
+        a @ b
+    n = 200
+    start = time.perf_counter()
+    for _ in range(n):
+        a @ b
+    return round(2 * 640 * 128 * 512 * n / (time.perf_counter() - start) / 1e9, 1)
+
+
+def rss_mb() -> float:
+    """Current resident set size (MB)."""
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (MB; Linux reports KB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def alternate(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Calls every run in turn ``repeats`` times (A B A B ...), so that load changes on the
+    shared machine hit all of them alike; returns each run's measurements."""
+    out: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            out[name].append(run())
+    return out
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def tmaze_dataset(n_episodes: int, max_corridor: int, seed: int) -> Any:
+    """Expert T-Maze episodes (as the Minari recipe, built in memory): balanced goals,
+    corridors uniform in 1..max_corridor, observations [y, hint, flag, noise]."""
+    from d3rlpy.constants import ActionSpace
+    from d3rlpy.dataset import Episode, InfiniteBuffer, ReplayBuffer
+
+    from d3rlpy_elmur.envs import DOWN, RIGHT, UP
+
+    rng = np.random.default_rng(seed)
+    episodes = []
+    for i in range(n_episodes):
+        length = int(rng.integers(1, max_corridor + 1))
+        goal = 1 if i % 2 == 0 else -1
+        n = length + 1
+        obs = np.zeros((n, 4), np.float32)
+        obs[0, 1] = goal
+        obs[length, 2] = 1.0
+        obs[:, 3] = rng.integers(-1, 2, n)
+        actions = np.full((n, 1), RIGHT, np.int64)
+        actions[length, 0] = UP if goal == 1 else DOWN
+        rewards = np.zeros((n, 1), np.float32)
+        rewards[-1] = 1.0
+        episodes.append(Episode(obs, actions, rewards, True))
+    return ReplayBuffer(
+        InfiniteBuffer(), episodes=episodes, action_space=ActionSpace.DISCRETE, action_size=4
+    )
+
+
+def tmaze_preset_algo(model: str | None = None, **overrides: Any) -> Any:
+    """The T-Maze preset DiscreteELMURDT, built for obs (4,) and 4 actions (random init),
+    or loaded from a ``.d3`` file."""
+    import d3rlpy
+
+    from d3rlpy_elmur import DiscreteELMURDTConfig
+
+    if model is not None:
+        return d3rlpy.load_learnable(model, device="cpu:0")
+    algo = DiscreteELMURDTConfig(**{**TMAZE_PRESET, **overrides}).create(device="cpu:0")
+    algo.create_impl((4,), 4)
+    return algo
+
+
+def emit(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=1))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value}")
+    sys.stdout.flush()
+
+
+def now() -> float:
+    return time.perf_counter()

@@ -1,0 +1,133 @@
+"""Inference: per-step latency at two horizons of one episode, and batched evaluation throughput.
+
+The T-Maze preset model (benchmarks/_common.py; random weights unless ``--model`` gives a
+``.d3`` file: speed does not depend on them), greedy actions.
+
+* Single episode, through the stateful wrapper (``algo.as_stateful_wrapper()``): one T-Maze
+  episode whose corridor is longer than the measured horizon, stepped 10^5 + 10^3 times. Reports
+  the mean wall-clock (and CPU) time of ``predict`` over steps [10^3, 2*10^3) and
+  [10^5, 10^5 + 10^3), their ratio, and the growth of peak and current RSS between the end of
+  the two windows. Environment steps are not timed.
+* Batched: ``d3rlpy_elmur.evaluate`` over a TMazeVectorEnv of 100 episodes (balanced goals),
+  env-steps/s, and the projected time of a 10^6-step T-Maze evaluation of 100 episodes.
+
+    python benchmarks/inference.py --json [--threads 1] [--far 100000] [--compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from _common import (
+    TMAZE_PRESET,
+    add_common_arguments,
+    emit,
+    machine_info,
+    peak_rss_mb,
+    rss_mb,
+    setup,
+    tmaze_preset_algo,
+)
+
+
+def single_episode(algo: Any, near: int, far: int, window: int, seed: int) -> dict[str, Any]:
+    from d3rlpy_elmur.envs import TMazeEnv
+
+    wrapper = algo.as_stateful_wrapper()
+    env = TMazeEnv(corridor_length=far + window + 10)  # never reaches the junction in time
+    obs, _ = env.reset(seed=seed, options={"goal": 1})
+    reward = 0.0
+    windows = {"near": (near, near + window), "far": (far, far + window)}
+    wall = {name: 0.0 for name in windows}
+    cpu = {name: 0.0 for name in windows}
+    rss: dict[str, tuple[float, float]] = {}
+    end = far + window
+    started = time.perf_counter()
+    for t in range(end):
+        inside = next((n for n, (a, b) in windows.items() if a <= t < b), None)
+        if inside is None:
+            action = wrapper.predict(obs, reward)
+        else:
+            w0, c0 = time.perf_counter(), time.thread_time()
+            action = wrapper.predict(obs, reward)
+            wall[inside] += time.perf_counter() - w0
+            cpu[inside] += time.thread_time() - c0
+            if t == windows[inside][1] - 1:
+                rss[inside] = (peak_rss_mb(), rss_mb())
+        obs, reward, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            raise RuntimeError(f"the episode ended at step {t}: lengthen the corridor")
+    out: dict[str, Any] = {"steps": end, "seconds_total": round(time.perf_counter() - started, 1)}
+    for name, (a, b) in windows.items():
+        out[f"{name}_window"] = [a, b]
+        out[f"{name}_us_per_step"] = round(wall[name] / window * 1e6, 1)
+        out[f"{name}_cpu_us_per_step"] = round(cpu[name] / window * 1e6, 1)
+    out["latency_ratio_far_over_near"] = round(wall["far"] / wall["near"], 3)
+    out["cpu_ratio_far_over_near"] = round(cpu["far"] / cpu["near"], 3)
+    out["peak_rss_growth_mb"] = round(rss["far"][0] - rss["near"][0], 3)
+    out["rss_growth_mb"] = round(rss["far"][1] - rss["near"][1], 3)
+    out["peak_rss_mb"] = round(rss["far"][0], 1)
+    return out
+
+
+def batched(algo: Any, episodes: int, corridor: int, seed: int) -> dict[str, Any]:
+    from d3rlpy_elmur import evaluate
+    from d3rlpy_elmur.envs import TMazeVectorEnv, balanced_goal_options
+
+    venv = TMazeVectorEnv(episodes, corridor_length=corridor)
+    evaluate(algo, venv, n_episodes=episodes, seed=seed, max_steps=50)  # warm-up
+    result = evaluate(
+        algo,
+        venv,
+        n_episodes=episodes,
+        seed=seed,
+        reset_options=balanced_goal_options(corridor),
+    )
+    rate = result["env_steps_per_second"]
+    return {
+        "episodes": episodes,
+        "corridor_length": corridor,
+        "env_steps": result["env_steps"],
+        "seconds": round(result["seconds"], 2),
+        "env_steps_per_s": round(rate),
+        "projected_minutes_1e6_tmaze_100_episodes": round(100 * (10**6 + 2) / rate / 60, 1),
+        "success_rate": result["success_rate"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_common_arguments(parser)
+    parser.add_argument("--model", default=None, help="a .d3 file (default: random weights)")
+    parser.add_argument("--near", type=int, default=10**3)
+    parser.add_argument("--far", type=int, default=10**5)
+    parser.add_argument("--window", type=int, default=10**3)
+    parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--corridor", type=int, default=2000, help="batched T-Maze corridor")
+    parser.add_argument("--skip-single", action="store_true")
+    parser.add_argument("--skip-batched", action="store_true")
+    args = parser.parse_args()
+    setup(args.threads, args.seed)
+    logging.disable(logging.WARNING)
+    algo = tmaze_preset_algo(args.model)
+    result: dict[str, Any] = {
+        "benchmark": "inference",
+        "machine": machine_info(args.threads),
+        "model": args.model or {"preset": TMAZE_PRESET, "weights": f"random (seed {args.seed})"},
+    }
+    if not args.skip_single:
+        np.random.seed(args.seed)
+        result["single_episode"] = single_episode(algo, args.near, args.far, args.window, args.seed)
+    if not args.skip_batched:
+        torch.manual_seed(args.seed)
+        result["batched"] = batched(algo, args.episodes, args.corridor, args.seed)
+    emit(result, args.json)
+
+
+if __name__ == "__main__":
+    main()
