@@ -20,6 +20,7 @@ before it reads the config, hence two classes.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 import torch
@@ -75,7 +76,11 @@ class _ELMURDTConfigBase(TransformerConfig):
             are run without gradient, so the window starts from the episode's real memory.
         embed_dim: width of tokens, memory slots and every layer.
         num_layers, num_heads, dropout: the sequence encoder's transformer (or GRU) shape.
-        memory_slots: M, slots per layer.
+        memory_slots: M, slots per layer. Keep M <= S - 2: a slot is then blended and read
+            again inside every training window, so the blend path (what carries memory past
+            the training length) is trained. With M >= S - 1 a window only fills empty slots
+            or never reads its last blend; on T-Maze that falls to chance after a few hundred
+            steps, while M = 1 with S = 3 holds to 10^6.
         lru_blend: lambda of the blend into the least recently used slot, in [0, 1].
         memory_init_std: std of the learned initial memory.
         token_format: "obs" (one observation token per step, the paper's), "rtg_obs" (plus
@@ -98,7 +103,7 @@ class _ELMURDTConfigBase(TransformerConfig):
     num_layers: int = 2
     num_heads: int = 2
     dropout: float = 0.0
-    memory_slots: int = 4
+    memory_slots: int = 1
     lru_blend: float = 0.79
     memory_init_std: float = 0.1
     token_format: str = "obs"
@@ -163,6 +168,15 @@ class _ELMURDTConfigBase(TransformerConfig):
                 f"[0, 1]; token_format in {TOKEN_FORMATS}."
             )
         self.sequence_encoder.check(self.encoder_args())
+        if self.memory_slots > self.num_segments - 2:
+            warnings.warn(
+                f"memory_slots={self.memory_slots} with num_segments={self.num_segments}: no "
+                "training window reads a blended slot, so the LRU blend is never trained and "
+                "memory may not hold past the training length (use memory_slots <= "
+                "num_segments - 2)",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def encoder_args(self) -> SequenceEncoderArgs:
         return SequenceEncoderArgs(

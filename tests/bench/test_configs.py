@@ -33,7 +33,7 @@ def test_every_published_config_and_suite_loads() -> None:
 def test_tmaze_preset_and_its_ablations() -> None:
     preset = load_run_config("tmaze_elmur").make_config()
     assert isinstance(preset, DiscreteELMURDTConfig)
-    assert (preset.context_size, preset.num_segments, preset.memory_slots) == (10, 3, 4)
+    assert (preset.context_size, preset.num_segments, preset.memory_slots) == (10, 3, 1)
     assert (preset.embed_dim, preset.num_layers, preset.num_heads) == (128, 2, 2)
     assert (preset.lru_blend, preset.batch_size) == (0.79, 64)
     assert load_run_config("tmaze_elmur").dataset == "tmaze-c28"
@@ -42,12 +42,12 @@ def test_tmaze_preset_and_its_ablations() -> None:
     assert no_lru.sequence_encoder == ELMURFactory(use_lru=False)
     detached = load_run_config("tmaze_elmur_detached").make_config()
     assert detached.sequence_encoder == ELMURFactory(detach_memory=True)
-    m2 = load_run_config("tmaze_elmur_m2").make_config()
-    assert m2.memory_slots == 2 < m2.num_segments
+    m3 = load_run_config("tmaze_elmur_m3").make_config()
+    assert m3.memory_slots == 3 == m3.num_segments
     gru = load_run_config("tmaze_bc_gru").make_config()
     assert isinstance(gru.sequence_encoder, GRUFactory)
     # the ablations inherit everything else from the preset
-    assert (no_lru.context_size, m2.lru_blend, gru.embed_dim) == (10, 0.79, 128)
+    assert (no_lru.context_size, m3.lru_blend, gru.embed_dim) == (10, 0.79, 128)
 
 
 def test_dt_baselines() -> None:
