@@ -109,14 +109,20 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=10**3)
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--corridor", type=int, default=2000, help="batched T-Maze corridor")
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the step's token path"
+    )
     parser.add_argument("--skip-single", action="store_true")
     parser.add_argument("--skip-batched", action="store_true")
     args = parser.parse_args()
     setup(args.threads, args.seed)
     logging.disable(logging.WARNING)
     algo = tmaze_preset_algo(args.model)
+    if args.compile:
+        algo.impl.policy.sequence.compile_step()
     result: dict[str, Any] = {
         "benchmark": "inference",
+        "compiled": args.compile,
         "machine": machine_info(args.threads),
         "model": args.model or {"preset": TMAZE_PRESET, "weights": f"random (seed {args.seed})"},
     }

@@ -389,15 +389,11 @@ class ELMURLayer(nn.Module):  # type: ignore[misc]
         dh = D // H
         kv = ra.kv_proj(self.ln_read_mem(memory)).view(B, M, 2, H, dh)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, M, dh]
-        scale = dh**-0.5
-        A = torch.einsum("bhmd,hde->behm", k, ra.q_proj.weight.view(H, dh, D))
-        c = torch.einsum("bhmd,hd->bhm", k, ra.q_proj.bias.view(H, dh))
+        scale = dh**-0.5  # applied to the (small) query weights, not to A
+        A = torch.einsum("bhmd,hde->behm", k, ra.q_proj.weight.view(H, dh, D) * scale)
+        c = torch.einsum("bhmd,hd->bhm", k, ra.q_proj.bias.view(H, dh) * scale)
         P = torch.einsum("bhmd,ehd->bhme", v, ra.out_proj.weight.view(D, H, dh))
-        return (
-            (A * scale).reshape(B, D, H * M),
-            (c * scale).reshape(B, H * M),
-            P.reshape(B, H * M, D),
-        )
+        return A.reshape(B, D, H * M), c.reshape(B, H * M), P.reshape(B, H * M, D)
 
     def candidate_one(
         self, slot: torch.Tensor, tokens: torch.Tensor, write_bias: torch.Tensor | None
@@ -795,14 +791,24 @@ class ELMUR(SequenceEncoder):
             mi = self._memory_index(i)
             if not layer.reads or mi not in written:
                 continue
+            A, c, P = (state[f"{name}.{i}"] for name in ("read_A", "read_c", "read_P"))
+            if cfg.use_lru:
+                # only the written slot changed: refresh its columns of the plan
+                t = target[:, mi]
+                B, D, HM = A.shape
+                H, M = self.cfg.num_heads, HM // self.cfg.num_heads
+                a, b, p = layer.read_plan(written[mi][:, None])  # one slot: [Bw, D, H], ...
+                A.view(B, D, H, M)[full_rows, :, :, t] = a
+                c.view(B, H, M)[full_rows, :, t] = b
+                P.view(B, H, M, D)[full_rows, :, t] = p
+                continue
             memory = state["memory"][:, mi]
             rows_memory = memory if index is None else memory.index_select(0, index)
-            plan = layer.read_plan(rows_memory)
-            for name, value in zip(("read_A", "read_c", "read_P"), plan, strict=True):
+            for old, new in zip((A, c, P), layer.read_plan(rows_memory), strict=True):
                 if index is None:
-                    state[f"{name}.{i}"].copy_(value)
+                    old.copy_(new)
                 else:
-                    state[f"{name}.{i}"].index_copy_(0, index, value)
+                    old.index_copy_(0, index, new)
 
     # Tables the step path reads instead of recomputing them every step. They are derived
     # from parameters, so each is keyed by its parameters' storage and version counter (an

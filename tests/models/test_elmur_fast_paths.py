@@ -120,3 +120,18 @@ def test_step_cache_follows_parameter_updates() -> None:
         ref = two_steps(fresh)
     assert torch.equal(after, ref)
     assert not torch.equal(before, after)
+
+
+@pytest.mark.slow
+def test_compiled_step_equals_eager_step() -> None:
+    eager, compiled = make(), make()
+    compiled.compile_step()
+    tokens = torch.randn(3, 2 * K + 1, D)
+    with torch.inference_mode():
+        states = eager.initial_step_state(3), compiled.initial_step_state(3)
+        for t in range(tokens.shape[1]):  # through a memory write
+            steps = torch.full((3,), t)
+            a = eager.step(tokens[:, t], steps, states[0])[0]
+            b = compiled.step(tokens[:, t], steps, states[1])[0]
+            assert (a - b).abs().max() <= 1e-5, t
+        assert torch.equal(states[0]["anchors"], states[1]["anchors"])
