@@ -32,10 +32,12 @@ __all__ = [
     "setup",
     "tmaze_dataset",
     "tmaze_preset_algo",
+    "tmaze_preset_params",
 ]
 
-# The T-Maze model: the paper's shape (K=10, S=3, 2 layers, 2 heads, width 128), the
-# project's default 4 memory slots, one observation token per step.
+# The training-throughput model of issue 6: the paper's shape (K=10, S=3, 2 layers, 2 heads,
+# width 128, batch 64) with M=4 slots. Inference benchmarks use the T-Maze preset config
+# (examples/configs/tmaze_elmur.yaml) instead.
 TMAZE_PRESET: dict[str, Any] = dict(
     context_size=10,
     num_segments=3,
@@ -151,16 +153,23 @@ def tmaze_dataset(n_episodes: int, max_corridor: int, seed: int) -> Any:
     )
 
 
-def tmaze_preset_algo(model: str | None = None, **overrides: Any) -> Any:
-    """The T-Maze preset DiscreteELMURDT, built for obs (4,) and 4 actions (random init),
-    or loaded from a ``.d3`` file."""
+def tmaze_preset_params() -> dict[str, Any]:
+    """The params of the project's T-Maze preset (examples/configs/tmaze_elmur.yaml)."""
+    from d3rlpy_elmur.bench.configs import load_run_config
+
+    return dict(load_run_config("tmaze_elmur").params)
+
+
+def tmaze_preset_algo(model: str | None = None) -> Any:
+    """The T-Maze preset DiscreteELMURDT (tmaze_elmur.yaml), built for obs (4,) and 4
+    actions with random weights (speed does not depend on them), or loaded from a ``.d3``."""
     import d3rlpy
 
-    from d3rlpy_elmur import DiscreteELMURDTConfig
+    from d3rlpy_elmur.bench.configs import load_run_config
 
     if model is not None:
         return d3rlpy.load_learnable(model, device="cpu:0")
-    algo = DiscreteELMURDTConfig(**{**TMAZE_PRESET, **overrides}).create(device="cpu:0")
+    algo = load_run_config("tmaze_elmur").make_config().create(device="cpu:0")
     algo.create_impl((4,), 4)
     return algo
 

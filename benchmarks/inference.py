@@ -1,7 +1,7 @@
 """Inference: per-step latency at two horizons of one episode, and batched evaluation throughput.
 
-The T-Maze preset model (benchmarks/_common.py; random weights unless ``--model`` gives a
-``.d3`` file: speed does not depend on them), greedy actions.
+The T-Maze preset model (examples/configs/tmaze_elmur.yaml; random weights unless ``--model``
+gives a ``.d3`` file: speed does not depend on them), greedy actions.
 
 * Single episode, through the stateful wrapper (``algo.as_stateful_wrapper()``): one T-Maze
   episode whose corridor is longer than the measured horizon, stepped 10^5 + 10^3 times. Reports
@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 from _common import (
-    TMAZE_PRESET,
     add_common_arguments,
     emit,
     machine_info,
@@ -32,6 +31,7 @@ from _common import (
     rss_mb,
     setup,
     tmaze_preset_algo,
+    tmaze_preset_params,
 )
 
 
@@ -124,7 +124,8 @@ def main() -> None:
         "benchmark": "inference",
         "compiled": args.compile,
         "machine": machine_info(args.threads),
-        "model": args.model or {"preset": TMAZE_PRESET, "weights": f"random (seed {args.seed})"},
+        "model": args.model
+        or {"preset": tmaze_preset_params(), "weights": f"random (seed {args.seed})"},
     }
     if not args.skip_single:
         np.random.seed(args.seed)

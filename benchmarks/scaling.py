@@ -1,9 +1,9 @@
 """Per-step inference cost against the horizon: ELMURDT (flat) vs Decision Transformer (growing).
 
-* ELMURDT (the T-Maze preset, benchmarks/_common.py): one episode through the stateful wrapper,
-  run to the largest horizon; at each horizon h of the grid the next ``--window`` steps are
-  timed. Memory is written once per segment and the caches are fixed-size, so the cost does
-  not depend on h.
+* ELMURDT (the T-Maze preset, examples/configs/tmaze_elmur.yaml): one episode through the
+  stateful wrapper, run to the largest horizon; at each horizon h of the grid the next
+  ``--window`` steps are timed. Memory is written once per segment and the caches are
+  fixed-size, so the cost does not depend on h.
 * d3rlpy's DiscreteDecisionTransformer with context = horizon (same layers, heads, width): at
   horizon h a step of its stateful wrapper runs the model over the last h steps (3h tokens), so
   its per-step cost is timed as ``predict`` on an h-step input (filling the wrapper step by step
@@ -31,6 +31,7 @@ from _common import (
     machine_info,
     setup,
     tmaze_preset_algo,
+    tmaze_preset_params,
 )
 
 GRID = [100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000]
@@ -162,7 +163,7 @@ def main() -> None:
     parser.add_argument("--max-horizon", type=int, default=10**6)
     parser.add_argument("--window", type=int, default=200, help="ELMUR steps timed per horizon")
     parser.add_argument("--dt-repeats", type=int, default=20)
-    parser.add_argument("--dt-memory-gb", type=float, default=1.0)
+    parser.add_argument("--dt-memory-gb", type=float, default=2.0)
     parser.add_argument("--png", default=None, help="write the plot here")
     args = parser.parse_args()
     setup(args.threads, args.seed)
@@ -171,7 +172,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "benchmark": "scaling",
         "machine": machine_info(args.threads),
-        "model": {"preset": TMAZE_PRESET, "weights": f"random (seed {args.seed})"},
+        "model": {"preset": tmaze_preset_params(), "weights": f"random (seed {args.seed})"},
         "dt": dt_latency(horizons, args.dt_repeats, args.dt_memory_gb, args.seed),
         "elmur": elmur_latency(horizons, args.window, args.seed),
     }
