@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Union
+from typing import Any, Protocol, Union
 
 import gymnasium as gym
 import numpy as np
@@ -21,7 +21,7 @@ from .algos.elmur_dt import _ELMURDTBase
 from .envs.registration import TMAZE_ID
 from .envs.tmaze_vector import TMazeVectorEnv
 
-__all__ = ["evaluate", "EnvLike"]
+__all__ = ["evaluate", "run_episodes", "BatchPolicy", "ELMURBatchPolicy", "EnvLike"]
 
 EnvLike = Union[gym.Env, gym.vector.VectorEnv, str]
 
@@ -45,6 +45,139 @@ def _as_vector_env(env: EnvLike, n_envs: int) -> tuple[gym.vector.VectorEnv, boo
             return fast, True
         return gym.vector.SyncVectorEnv([lambda: env]), True
     raise TypeError(f"env must be a gymnasium Env, VectorEnv or env id, got {type(env)!r}")
+
+
+class BatchPolicy(Protocol):
+    """A policy over a batch of episodes that advance in lock step."""
+
+    def reset(self, n_envs: int) -> None: ...
+
+    def act(self, observations: np.ndarray, rewards: np.ndarray) -> np.ndarray:
+        """Actions for the newest observations; ``rewards`` came with them (0 at t=0)."""
+        ...
+
+
+ResetOptions = Union[dict[str, Any], Callable[[int, int], dict[str, Any]], None]
+
+
+class ELMURBatchPolicy:
+    """ELMURDT's step path over a batch: memory per row, one model call per step."""
+
+    def __init__(self, algo: _ELMURDTBase, target_return: float, greedy: bool, seed: int) -> None:
+        impl = algo.impl
+        if impl is None:
+            raise ValueError("the algorithm is not built: fit it or call build_with_env first")
+        self._impl = impl
+        self._config = algo.config
+        self._target_return = float(target_return)
+        self._greedy = greedy
+        self._rng = torch.Generator(device="cpu").manual_seed(seed)
+
+    def reset(self, n_envs: int) -> None:
+        impl, device = self._impl, self._impl.device
+        self._state = impl.initial_step_state(n_envs)
+        self._rtg = np.full(n_envs, self._target_return)
+        self._t = 0
+        self._previous = (
+            torch.full((n_envs, 1), -1.0)
+            if impl.discrete
+            else torch.zeros(n_envs, impl.action_size)
+        ).to(device)
+
+    def act(self, observations: np.ndarray, rewards: np.ndarray) -> np.ndarray:
+        impl, config, device = self._impl, self._config, self._impl.device
+        n_envs = observations.shape[0]
+        self._rtg = self._rtg - rewards
+        obs_t = torch.as_tensor(observations, dtype=torch.float32, device=device)
+        if config.observation_scaler is not None:
+            obs_t = config.observation_scaler.transform(obs_t)
+        rtg_t = torch.as_tensor(self._rtg, dtype=torch.float32, device=device)[:, None]
+        if config.reward_scaler is not None:
+            rtg_t = config.reward_scaler.transform(rtg_t)
+        steps = torch.full((n_envs,), self._t, dtype=torch.long, device=device)
+        out, self._state = impl.step(obs_t, rtg_t, self._previous, steps, self._state)
+        self._t += 1
+        if impl.discrete:
+            if self._greedy:
+                action_t = out.argmax(-1)
+            else:
+                probs = out.softmax(-1).cpu()
+                action_t = torch.multinomial(probs, 1, generator=self._rng)[:, 0]
+            self._previous = action_t.to(device, torch.float32)[:, None]
+            return action_t.cpu().numpy()  # type: ignore[no-any-return]
+        self._previous = out
+        actions = out.cpu().numpy()
+        if config.action_scaler is not None:
+            actions = config.action_scaler.reverse_transform_numpy(actions)
+        return actions  # type: ignore[no-any-return]
+
+
+def run_episodes(
+    policy: BatchPolicy,
+    env: gym.vector.VectorEnv,
+    n_episodes: int,
+    seed: int = 0,
+    reset_options: ResetOptions = None,
+    max_steps: int | None = None,
+    show_progress: bool = False,
+) -> dict[str, Any]:
+    """Runs ``n_episodes`` episodes of ``policy`` in rounds of ``env.num_envs``.
+
+    Episode i is reset with seed ``seed + i``. Returns the keys described in ``evaluate``.
+    """
+    if n_episodes <= 0:
+        raise ValueError(f"n_episodes={n_episodes} must be positive")
+    n_envs = env.num_envs
+    returns: list[float] = []
+    successes: list[float] = []
+    env_steps = 0
+    start = time.perf_counter()
+    bar = tqdm(disable=not show_progress, unit="step", desc="evaluate")
+    try:
+        first = 0
+        while first < n_episodes:
+            active = min(n_envs, n_episodes - first)
+            options = reset_options(first, n_envs) if callable(reset_options) else reset_options
+            obs, _ = env.reset(seed=[seed + first + i for i in range(n_envs)], options=options)
+            policy.reset(n_envs)
+            done = np.arange(n_envs) >= active
+            ep_return = np.zeros(n_envs)
+            ep_success = np.full(n_envs, np.nan)
+            reward = np.zeros(n_envs)
+            t = 0
+            while not done.all() and (max_steps is None or t < max_steps):
+                actions = policy.act(np.asarray(obs), reward)
+                obs, reward, terminated, truncated, info = env.step(actions)
+                reward = np.asarray(reward, dtype=np.float64)
+                running = ~done
+                ep_return[running] += reward[running]
+                env_steps += int(running.sum())
+                finished = (np.asarray(terminated) | np.asarray(truncated)) & running
+                if finished.any() and "success" in info:
+                    has = info.get("_success", np.ones(n_envs, dtype=bool))
+                    got = finished & has
+                    ep_success[got] = np.asarray(info["success"], dtype=np.float64)[got]
+                done |= finished
+                t += 1
+                if t % 1000 == 0:
+                    bar.update(1000)
+            returns.extend(ep_return[:active].tolist())
+            successes.extend(ep_success[:active].tolist())
+            first += active
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+    success = np.array(successes)
+    reported = ~np.isnan(success)
+    return {
+        "return_mean": float(np.mean(returns)),
+        "return_std": float(np.std(returns)),
+        "success_rate": float(np.nan_to_num(success, nan=0.0).mean()) if reported.any() else None,
+        "episodes": len(returns),
+        "env_steps": env_steps,
+        "seconds": seconds,
+        "env_steps_per_second": env_steps / max(seconds, 1e-9),
+    }
 
 
 def evaluate(
@@ -81,90 +214,12 @@ def evaluate(
         ``{"return_mean", "return_std", "success_rate" (None when the env reports no
         ``info["success"]``), "episodes", "env_steps", "seconds", "env_steps_per_second"}``.
     """
-    impl = algo.impl
-    if impl is None:
-        raise ValueError("the algorithm is not built: fit it or call build_with_env first")
+    policy = ELMURBatchPolicy(algo, float(target_return or 0.0), greedy, seed)
     if n_episodes <= 0:
         raise ValueError(f"n_episodes={n_episodes} must be positive")
     venv, owned = _as_vector_env(env, min(n_episodes, 100))
-    config = algo.config
-    device = impl.device
-    rng = torch.Generator(device="cpu").manual_seed(seed)
-    n_envs = venv.num_envs
-    returns: list[float] = []
-    successes: list[float] = []
-    env_steps = 0
-    start = time.perf_counter()
-    bar = tqdm(disable=not show_progress, unit="step", desc="evaluate")
     try:
-        first = 0
-        while first < n_episodes:
-            active = min(n_envs, n_episodes - first)
-            options = reset_options(first, n_envs) if callable(reset_options) else reset_options
-            obs, _ = venv.reset(seed=[seed + first + i for i in range(n_envs)], options=options)
-            state = impl.initial_step_state(n_envs)
-            done = np.arange(n_envs) >= active
-            ep_return = np.zeros(n_envs)
-            ep_success = np.full(n_envs, np.nan)
-            rtg = np.full(n_envs, float(target_return or 0.0))
-            previous = (
-                torch.full((n_envs, 1), -1.0)
-                if impl.discrete
-                else torch.zeros(n_envs, impl.action_size)
-            ).to(device)
-            t = 0
-            while not done.all() and (max_steps is None or t < max_steps):
-                obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=device)
-                if config.observation_scaler is not None:
-                    obs_t = config.observation_scaler.transform(obs_t)
-                rtg_t = torch.as_tensor(rtg, dtype=torch.float32, device=device)[:, None]
-                if config.reward_scaler is not None:
-                    rtg_t = config.reward_scaler.transform(rtg_t)
-                steps = torch.full((n_envs,), t, dtype=torch.long, device=device)
-                out, state = impl.step(obs_t, rtg_t, previous, steps, state)
-                if impl.discrete:
-                    if greedy:
-                        action_t = out.argmax(-1)
-                    else:
-                        action_t = torch.multinomial(out.softmax(-1).cpu(), 1, generator=rng)[:, 0]
-                    previous = action_t.to(device, torch.float32)[:, None]
-                    actions = action_t.cpu().numpy()
-                else:
-                    previous = out
-                    actions = out.cpu().numpy()
-                    if config.action_scaler is not None:
-                        actions = config.action_scaler.reverse_transform_numpy(actions)
-                obs, reward, terminated, truncated, info = venv.step(actions)
-                reward = np.asarray(reward, dtype=np.float64)
-                running = ~done
-                ep_return[running] += reward[running]
-                rtg -= reward
-                env_steps += int(running.sum())
-                finished = (np.asarray(terminated) | np.asarray(truncated)) & running
-                if finished.any() and "success" in info:
-                    has = info.get("_success", np.ones(n_envs, dtype=bool))
-                    got = finished & has
-                    ep_success[got] = np.asarray(info["success"], dtype=np.float64)[got]
-                done |= finished
-                t += 1
-                if t % 1000 == 0:
-                    bar.update(1000)
-            returns.extend(ep_return[:active].tolist())
-            successes.extend(ep_success[:active].tolist())
-            first += active
+        return run_episodes(policy, venv, n_episodes, seed, reset_options, max_steps, show_progress)
     finally:
-        bar.close()
         if owned:
             venv.close()
-    seconds = time.perf_counter() - start
-    success = np.array(successes)
-    reported = ~np.isnan(success)
-    return {
-        "return_mean": float(np.mean(returns)),
-        "return_std": float(np.std(returns)),
-        "success_rate": float(np.nan_to_num(success, nan=0.0).mean()) if reported.any() else None,
-        "episodes": len(returns),
-        "env_steps": env_steps,
-        "seconds": seconds,
-        "env_steps_per_second": env_steps / max(seconds, 1e-9),
-    }

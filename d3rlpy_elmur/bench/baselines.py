@@ -13,46 +13,29 @@ d3rlpy's own algorithms have no batched, stateful evaluation, so we give them on
   ``GreedyTransformerActionSampler``. It costs O(context) per step, hence the harness's
   horizon cap.
 
-:func:`run_episodes` is the episode loop for these policies; it follows
-:func:`d3rlpy_elmur.evaluate` (seeds, rounds, success, returned keys) so rows are comparable.
+:func:`d3rlpy_elmur.evaluation.run_episodes` runs the episodes of every policy, ELMURDT's
+included, so rows are comparable (seeds, rounds, success, returned keys).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 from d3rlpy.algos import QLearningAlgoBase, TransformerAlgoBase
 from d3rlpy.constants import ActionSpace
-from tqdm.auto import tqdm
 
 from ..algos.elmur_dt import _ELMURDTBase
-from ..evaluation import evaluate
+from ..evaluation import BatchPolicy, ResetOptions, evaluate, run_episodes
 
 __all__ = [
-    "BatchPolicy",
     "GreedyQLearningPolicy",
     "BatchedDecisionTransformerPolicy",
     "evaluate_algo",
     "make_batch_policy",
-    "run_episodes",
 ]
-
-ResetOptions = dict[str, Any] | Callable[[int, int], dict[str, Any]] | None
-
-
-class BatchPolicy(Protocol):
-    """A policy over a batch of episodes that advance in lock step."""
-
-    def reset(self, n_envs: int) -> None: ...
-
-    def act(self, observations: np.ndarray, rewards: np.ndarray) -> np.ndarray:
-        """Actions for the newest observations; ``rewards`` came with them (0 at t=0)."""
-        ...
 
 
 class GreedyQLearningPolicy:
@@ -150,74 +133,6 @@ def make_batch_policy(algo: Any, target_return: float = 0.0) -> BatchPolicy:
     if isinstance(algo, TransformerAlgoBase) and hasattr(algo.impl.modules, "transformer"):
         return BatchedDecisionTransformerPolicy(algo, target_return)
     raise TypeError(f"no batched evaluation for {type(algo).__name__}")
-
-
-def run_episodes(
-    policy: BatchPolicy,
-    env: gym.vector.VectorEnv,
-    n_episodes: int,
-    seed: int = 0,
-    reset_options: ResetOptions = None,
-    max_steps: int | None = None,
-    show_progress: bool = False,
-) -> dict[str, Any]:
-    """Runs ``n_episodes`` episodes in rounds of ``env.num_envs``; episode i uses seed
-    ``seed + i``. Same keys as :func:`d3rlpy_elmur.evaluate`."""
-    if n_episodes <= 0:
-        raise ValueError(f"n_episodes={n_episodes} must be positive")
-    n_envs = env.num_envs
-    returns: list[float] = []
-    successes: list[float] = []
-    env_steps = 0
-    start = time.perf_counter()
-    bar = tqdm(disable=not show_progress, unit="step", desc="evaluate")
-    try:
-        first = 0
-        while first < n_episodes:
-            active = min(n_envs, n_episodes - first)
-            options = reset_options(first, n_envs) if callable(reset_options) else reset_options
-            obs, _ = env.reset(seed=[seed + first + i for i in range(n_envs)], options=options)
-            policy.reset(n_envs)
-            # Sub-envs beyond `active` and finished ones are stepped on (their autoreset
-            # episodes are ignored): every model call keeps the same batch shape.
-            done = np.arange(n_envs) >= active
-            ep_return = np.zeros(n_envs)
-            ep_success = np.full(n_envs, np.nan)
-            reward = np.zeros(n_envs)
-            t = 0
-            while not done.all() and (max_steps is None or t < max_steps):
-                actions = policy.act(np.asarray(obs), reward)
-                obs, reward, terminated, truncated, info = env.step(actions)
-                reward = np.asarray(reward, dtype=np.float64)
-                running = ~done
-                ep_return[running] += reward[running]
-                env_steps += int(running.sum())
-                finished = (np.asarray(terminated) | np.asarray(truncated)) & running
-                if finished.any() and "success" in info:
-                    has = info.get("_success", np.ones(n_envs, dtype=bool))
-                    got = finished & has
-                    ep_success[got] = np.asarray(info["success"], dtype=np.float64)[got]
-                done |= finished
-                t += 1
-                if t % 1000 == 0:
-                    bar.update(1000)
-            returns.extend(ep_return[:active].tolist())
-            successes.extend(ep_success[:active].tolist())
-            first += active
-    finally:
-        bar.close()
-    seconds = time.perf_counter() - start
-    success = np.array(successes)
-    reported = ~np.isnan(success)
-    return {
-        "return_mean": float(np.mean(returns)),
-        "return_std": float(np.std(returns)),
-        "success_rate": float(np.nan_to_num(success, nan=0.0).mean()) if reported.any() else None,
-        "episodes": len(returns),
-        "env_steps": env_steps,
-        "seconds": seconds,
-        "env_steps_per_second": env_steps / max(seconds, 1e-9),
-    }
 
 
 def evaluate_algo(

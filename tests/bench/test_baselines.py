@@ -11,9 +11,9 @@ from d3rlpy_elmur.bench.baselines import (
     BatchedDecisionTransformerPolicy,
     GreedyQLearningPolicy,
     evaluate_algo,
-    run_episodes,
 )
 from d3rlpy_elmur.bench.envs import make_eval_env
+from d3rlpy_elmur.evaluation import run_episodes
 
 OBS_DIM = 3
 
