@@ -83,18 +83,8 @@ class ELMURFactory(SequenceEncoderFactory):
         self.model_config(args)  # ELMURConfig validates itself
 
     def model_config(self, args: SequenceEncoderArgs) -> ELMURConfig:
-        return ELMURConfig(
-            embed_dim=args.embed_dim,
-            num_layers=args.num_layers,
-            num_heads=args.num_heads,
-            context_size=args.context_size,
-            memory_slots=args.memory_slots,
-            lru_blend=args.lru_blend,
-            memory_init_std=args.memory_init_std,
-            dropout=args.dropout,
-            bptt_segments=args.bptt_segments,
-            **dataclasses.asdict(self),
-        )
+        # the shared fields and the factory's own options are both ELMURConfig fields
+        return ELMURConfig(**dataclasses.asdict(args), **dataclasses.asdict(self))
 
     @staticmethod
     def get_type() -> str:

@@ -10,21 +10,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from d3rlpy_elmur.models import ELMUR, ELMURConfig, lru_update
+from d3rlpy_elmur.models import ELMUR, lru_update
 from d3rlpy_elmur.models.elmur import _LUT_SIZE, lru_target, time_bucket
-
-D, K = 16, 4
+from tests.models.test_elmur import D, K
+from tests.models.test_elmur import make as make_model
 
 
 def make(**overrides: object) -> ELMUR:
-    torch.manual_seed(0)
-    cfg = dict(embed_dim=D, num_layers=2, num_heads=2, context_size=K, memory_slots=3)
-    cfg.update(overrides)
-    model = ELMUR(ELMURConfig(**cfg))  # type: ignore[arg-type]
-    for name, param in model.named_parameters():
-        if "time_bias" in name or "rel_bias" in name:
-            torch.nn.init.normal_(param, std=0.5)
-    return model.eval()
+    return make_model(**{"memory_slots": 3, **overrides})
 
 
 @pytest.mark.parametrize("norm", ["post", "pre"])
