@@ -45,6 +45,7 @@ def single_episode(algo: Any, near: int, far: int, window: int, seed: int) -> di
     windows = {"near": (near, near + window), "far": (far, far + window)}
     wall = {name: 0.0 for name in windows}
     cpu = {name: 0.0 for name in windows}
+    each: dict[str, list[float]] = {name: [] for name in windows}  # per-step wall times
     rss: dict[str, tuple[float, float]] = {}
     end = far + window
     started = time.perf_counter()
@@ -55,7 +56,8 @@ def single_episode(algo: Any, near: int, far: int, window: int, seed: int) -> di
         else:
             w0, c0 = time.perf_counter(), time.thread_time()
             action = wrapper.predict(obs, reward)
-            wall[inside] += time.perf_counter() - w0
+            each[inside].append(time.perf_counter() - w0)
+            wall[inside] += each[inside][-1]
             cpu[inside] += time.thread_time() - c0
             if t == windows[inside][1] - 1:
                 rss[inside] = (peak_rss_mb(), rss_mb())
@@ -67,8 +69,13 @@ def single_episode(algo: Any, near: int, far: int, window: int, seed: int) -> di
         out[f"{name}_window"] = [a, b]
         out[f"{name}_us_per_step"] = round(wall[name] / window * 1e6, 1)
         out[f"{name}_cpu_us_per_step"] = round(cpu[name] / window * 1e6, 1)
+        # the median is robust to the preemptions of a shared machine
+        out[f"{name}_median_us_per_step"] = round(float(np.median(each[name])) * 1e6, 1)
     out["latency_ratio_far_over_near"] = round(wall["far"] / wall["near"], 3)
     out["cpu_ratio_far_over_near"] = round(cpu["far"] / cpu["near"], 3)
+    out["median_ratio_far_over_near"] = round(
+        float(np.median(each["far"]) / np.median(each["near"])), 3
+    )
     out["peak_rss_growth_mb"] = round(rss["far"][0] - rss["near"][0], 3)
     out["rss_growth_mb"] = round(rss["far"][1] - rss["near"][1], 3)
     out["peak_rss_mb"] = round(rss["far"][0], 1)
