@@ -473,17 +473,6 @@ class ELMUR(SequenceEncoder):
     def _memory_index(self, layer: int) -> int:
         return 0 if self.cfg.shared_memory else layer
 
-    def _time_bias(
-        self, table: nn.Embedding | None, steps: torch.Tensor, anchors: torch.Tensor
-    ) -> torch.Tensor | None:
-        """Bias [B, H, T, M] from token steps [B, T] and slot anchors [B, M]."""
-        if table is None:
-            return None
-        offset = steps[:, :, None] - anchors[:, None, :]  # [B, T, M]
-        bucket = time_bucket(offset, self.cfg.time_buckets)
-        bucket = torch.where(anchors[:, None, :] < 0, self.cfg.time_buckets, bucket)
-        return table(bucket).permute(0, 3, 1, 2)
-
     def _biases(
         self, steps: torch.Tensor, anchors: torch.Tensor
     ) -> tuple[list[torch.Tensor | None], list[torch.Tensor | None]]:
