@@ -147,21 +147,36 @@ def _write_json(data: Any, target: str) -> None:
 # ---------------------------------------------------------------- train
 def cmd_train(args: argparse.Namespace) -> int:
     from .bench.configs import load_run_config
-    from .bench.train import train_run
+    from .bench.train import resume_run, train_run
 
     _setup(args)
-    run = load_run_config(args.config)
-    result = train_run(
-        run,
-        args.out,
-        dataset=args.dataset,
-        steps=args.steps,
-        seed=args.seed,
-        show_progress=not args.quiet,
-        overwrite=args.overwrite,
-    )
+    if args.resume:
+        given = [f"--{k}" for k in ("dataset", "steps", "seed", "checkpoint_every", "out")]
+        given = [flag for flag in given if getattr(args, flag[2:]) is not None]
+        if args.config or given or args.overwrite:
+            extra = ", ".join(([args.config] if args.config else []) + given)
+            raise ValueError(
+                "--resume continues with the folder's own config.yaml; "
+                f"drop {extra or '--overwrite'}"
+            )
+        out = args.resume
+        result = resume_run(out, show_progress=not args.quiet)
+    else:
+        if not args.config or not args.out:
+            raise ValueError("give a CONFIG and --out DIR, or --resume DIR")
+        out = args.out
+        result = train_run(
+            load_run_config(args.config),
+            out,
+            dataset=args.dataset,
+            steps=args.steps,
+            seed=args.seed,
+            checkpoint_every=args.checkpoint_every,
+            show_progress=not args.quiet,
+            overwrite=args.overwrite,
+        )
     if args.json:
-        _write_json(json.loads((Path(args.out) / "train.json").read_text()), "-")
+        _write_json(json.loads((Path(out) / "train.json").read_text()), "-")
     else:
         print(result.summary())
     return 0
@@ -308,12 +323,26 @@ def _add_train(commands: argparse._SubParsersAction[Any]) -> None:
         "train",
         help="train one config (examples/configs/*.yaml); builds its dataset if needed",
     )
-    train.add_argument("config", help="run config: a path, or a name in examples/configs")
+    train.add_argument(
+        "config", nargs="?", help="run config: a path, or a name in examples/configs"
+    )
     train.add_argument("--dataset", help="recipe name or local Minari id (default: config's)")
     train.add_argument("--steps", type=int, help="training updates (default: config's)")
     train.add_argument("--seed", type=int, help="training seed (default: config's)")
-    train.add_argument("--out", required=True, help="output folder (model.d3, config.yaml, logs)")
+    train.add_argument("--out", help="output folder (model.d3, config.yaml, checkpoint, logs)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing model")
+    train.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="N",
+        help="save checkpoint.pt every N steps, a multiple of the epoch (default: every "
+        "epoch; 0: never)",
+    )
+    train.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the interrupted run in DIR from its last checkpoint (exactly)",
+    )
     train.add_argument("--json", action="store_true", help="print the summary as JSON")
     _common(train)
     train.set_defaults(func=cmd_train)
@@ -423,5 +452,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted: nothing was written", file=sys.stderr)
+        if args.command == "train":
+            folder = args.resume or args.out
+            print(
+                f"interrupted: `elmur train --resume {folder}` continues from the last checkpoint",
+                file=sys.stderr,
+            )
+        elif args.command == "bench":
+            print(
+                f"interrupted: finished runs are kept; `--resume` reuses them ({args.out})",
+                file=sys.stderr,
+            )
+        else:
+            print("interrupted", file=sys.stderr)
         return 130

@@ -46,6 +46,7 @@ __all__ = [
     "atomic_path",
     "atomic_write",
     "atomic_save_learnable",
+    "remove_stale_temps",
 ]
 
 PathLike: TypeAlias = Union[str, "os.PathLike[str]"]
@@ -287,6 +288,16 @@ def atomic_save_learnable(algo: Learnable, path: PathLike) -> Path:
     with atomic_path(path) as temp:
         algo.save(str(temp))
     return Path(path)
+
+
+def remove_stale_temps(path: PathLike) -> list[Path]:
+    """Delete the temporary files a killed writer of ``path`` left behind (a SIGKILL skips the
+    cleanup of :func:`atomic_path`). Only for a target that no other process is writing now."""
+    target = Path(path)
+    stale = sorted(target.parent.glob(f".{target.stem}.????????.tmp{target.suffix}"))
+    for temp in stale:
+        temp.unlink(missing_ok=True)
+    return stale
 
 
 def _create_temp(target: Path) -> Path:

@@ -17,80 +17,12 @@ import d3rlpy_elmur
 from d3rlpy_elmur.bench.configs import load_run_config
 from d3rlpy_elmur.cli import build_parser, main
 
-RECIPE = """\
-name: tiny
-id: test/tiny-tmaze-v0
-kind: tmaze
-env: d3rlpy_elmur/TMaze-v0
-expert: tmaze
-n_episodes: 24
-seed: 0
-max_corridor_length: 6
-expected_return: 1.0
-description: tiny
-"""
-CONFIGS = {
-    "toy_elmur.yaml": """\
-algo: discrete_elmur_dt
-dataset: tiny
-params: {context_size: 4, num_segments: 2, burn_in_segments: 1, embed_dim: 16, num_layers: 1,
-         num_heads: 1, memory_slots: 2, batch_size: 8}
-train: {steps: 4, steps_per_epoch: 2, seed: 0}
-""",
-    "toy_gru.yaml": """\
-base: toy_elmur.yaml
-params: {sequence_encoder: gru}
-""",
-    "toy_dt.yaml": """\
-algo: discrete_decision_transformer
-dataset: tiny
-params: {context_size: 4, num_layers: 1, num_heads: 1, batch_size: 8, max_timestep: 16,
-         encoder_factory: {type: vector, params: {hidden_units: [16]}}}
-train: {steps: 4, steps_per_epoch: 2}
-eval: {max_length: 30}
-""",
-    "toy_bc.yaml": """\
-algo: discrete_bc
-dataset: tiny
-params: {batch_size: 8, encoder_factory: {type: vector, params: {hidden_units: [16]}}}
-train: {steps: 4, steps_per_epoch: 2}
-""",
-    "bench_toy.yaml": """\
-kind: tmaze
-dataset: tiny
-lengths: [9, 30, 90]
-episodes: 4
-episodes_at: {90: 2}
-algorithms:
-  - {label: ELMURDT, config: toy_elmur.yaml}
-  - {label: BC-GRU, config: toy_gru.yaml}
-  - {label: DT, config: toy_dt.yaml}
-  - {label: BC, config: toy_bc.yaml}
-quick: {steps: 2, lengths: [9, 90]}
-""",
-    "demo.yaml": """\
-kind: tmaze
-dataset: tiny
-lengths: [30, 90]
-episodes: 4
-algorithms:
-  - {label: ELMURDT, config: toy_elmur.yaml, steps: 2}
-  - {label: "DT (K=4)", config: toy_dt.yaml, steps: 2}
-""",
-}
+from .toy_roots import CONFIGS, make_toy_roots
 
 
 @pytest.fixture(autouse=True)
 def roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "recipes").mkdir()
-    (tmp_path / "recipes" / "tiny.yaml").write_text(RECIPE)
-    (tmp_path / "configs").mkdir()
-    for name, text in CONFIGS.items():
-        (tmp_path / "configs" / name).write_text(text)
-    monkeypatch.setenv("ELMUR_RECIPES_DIR", str(tmp_path / "recipes"))
-    monkeypatch.setenv("ELMUR_CONFIGS_DIR", str(tmp_path / "configs"))
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
-    return tmp_path
+    return make_toy_roots(tmp_path, monkeypatch)
 
 
 def test_train_builds_the_dataset_and_writes_a_loadable_model(roots: Path, capsys) -> None:
@@ -245,8 +177,8 @@ def test_parsers() -> None:
     assert (args.seeds, args.quick, args.jobs, args.threads) == (None, False, 1, 1)
     args = parser.parse_args(["demo"])
     assert (args.out, args.jobs) == ("results/demo", 2)
-    with pytest.raises(SystemExit):
-        parser.parse_args(["train", "cfg"])  # --out is required
+    args = parser.parse_args(["train", "--resume", "run"])
+    assert (args.config, args.resume, args.out) == (None, "run", None)
 
 
 POPGYM_RECIPES = {

@@ -305,11 +305,15 @@ class _ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, _ELMURDTConfigBase]):
     ) -> None:
         """d3rlpy's ``fit`` on segment-recurrent windows; trains exactly ``n_steps`` updates.
 
-        ``seed`` seeds window sampling (model init follows torch's global seed, as in d3rlpy).
+        ``seed`` seeds window sampling (model init follows torch's global seed, as in d3rlpy);
+        a :class:`SegmentRecurrentView` from :meth:`segment_view` is used as it is.
         Other keyword arguments (logger_adapter, eval_env, save_interval, callback, ...) are
         d3rlpy's.
         """
-        view = self.segment_view(dataset, seed)
+        if isinstance(dataset, SegmentRecurrentView):  # a view built (or restored) by the caller
+            view = dataset
+        else:
+            view = self.segment_view(dataset, seed)
         per_epoch = plan_epochs(n_steps, n_steps_per_epoch)
         super().fit(view, n_steps, n_steps_per_epoch=per_epoch, **kwargs)  # type: ignore[arg-type]
 

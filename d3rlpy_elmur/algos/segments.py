@@ -72,6 +72,15 @@ class SegmentRecurrentView:
     def longest_episode(self) -> int:
         return int(self._lengths.max())
 
+    @property
+    def rng_state(self) -> dict[str, Any]:
+        """The window sampler's generator state (checkpoints save and restore it)."""
+        return dict(self._rng.bit_generator.state)
+
+    @rng_state.setter
+    def rng_state(self, state: dict[str, Any]) -> None:
+        self._rng.bit_generator.state = state
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._dataset, name)
 

@@ -53,11 +53,16 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class TrainSpec:
-    """Training budget: exactly ``steps`` updates, logged every ``steps_per_epoch``."""
+    """Training budget: exactly ``steps`` updates, logged every ``steps_per_epoch``.
+
+    ``checkpoint_every`` steps (a multiple of the epoch; default: every epoch, 0: never) the
+    run saves ``checkpoint.pt``, from which ``elmur train --resume`` continues exactly.
+    """
 
     steps: int = 1000
     steps_per_epoch: int = 500
     seed: int = 0
+    checkpoint_every: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,7 +205,7 @@ def _spec(cls: type[Any], data: Any, where: str) -> Any:
     values = dict(data)
     if "lengths" in values:
         values["lengths"] = _int_tuple(values["lengths"], f"{where}.lengths")
-    for key in ("steps", "steps_per_epoch", "seed", "episodes", "max_length"):
+    for key in ("steps", "steps_per_epoch", "seed", "checkpoint_every", "episodes", "max_length"):
         if values.get(key) is not None:
             values[key] = int(float(values[key]))
     return cls(**values)

@@ -2,20 +2,26 @@
 
 Output folder::
 
-    model.d3      the trained algorithm (d3rlpy_elmur.load_learnable / d3rlpy.load_learnable)
-    config.yaml   the resolved run config: every d3rlpy field spelled out; `elmur train` reads it
-    train.json    the summary: algorithm, dataset, steps, seed, seconds, updates/s, final loss
-    logs/         d3rlpy's FileAdapter logs (params.json, loss.csv, time_*.csv)
+    config.yaml    the resolved run config: every d3rlpy field spelled out; `elmur train` reads
+                   it, `elmur train --resume` continues from it (written first)
+    checkpoint.pt  the training state every ``train.checkpoint_every`` steps (see
+                   d3rlpy_elmur.checkpoint)
+    logs/          d3rlpy's FileAdapter logs (params.json, loss.csv, time_*.csv)
+    train.json     the summary: algorithm, dataset, steps, seed, seconds, updates/s, final loss
+    model.d3       the trained algorithm (d3rlpy_elmur.load_learnable / d3rlpy.load_learnable);
+                   written last, so its presence marks a finished run
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,21 +34,33 @@ from d3rlpy.logging import FileAdapter, FileAdapterFactory
 from d3rlpy.logging.logger import AlgProtocol, SaveProtocol
 
 from ..algos.elmur_dt import _ELMURDTBase, plan_epochs
+from ..algos.segments import SegmentRecurrentView
+from ..checkpoint import (
+    CheckpointError,
+    build_impl,
+    read_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
+)
 from ..datasets import build_recipe, find_recipe_by_id, load_minari, load_recipes
 from ..datasets.errors import DatasetNotFoundError
 from ..datasets.writer import dataset_exists, datasets_root
-from .configs import ConfigError, RunConfig
+from ..io import remove_stale_temps
+from .configs import ConfigError, RunConfig, load_run_config
 
 __all__ = [
     "OutputExistsError",
     "TrainResult",
     "ensure_dataset",
     "load_model",
+    "resume_run",
     "save_model",
     "train_run",
 ]
 
 MODEL_FILE = "model.d3"
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_FILE = "checkpoint.pt"
 
 
 class OutputExistsError(FileExistsError):
@@ -61,11 +79,14 @@ class TrainResult:
     seconds: float
     updates_per_second: float
     final_loss: float | None
+    resumed_from: int | None = None  # the checkpoint step a resumed run continued from
 
     def summary(self) -> str:
         loss = "n/a" if self.final_loss is None else f"{self.final_loss:.4g}"
+        resumed = "" if self.resumed_from is None else f" (resumed at step {self.resumed_from})"
         return (
-            f"trained {self.config_name} ({self.algo}) on {self.dataset}: {self.steps} steps, "
+            f"trained {self.config_name} ({self.algo}) on {self.dataset}: {self.steps} steps"
+            f"{resumed}, "
             f"seed {self.seed}, {self.seconds:.1f} s ({self.updates_per_second:.1f} updates/s), "
             f"final loss {loss} -> {self.model_path}"
         )
@@ -111,7 +132,16 @@ def ensure_dataset(name_or_id: str, progress: bool = True) -> str:
 # ----------------------------------------------------------------- logging
 class _RunFileAdapter(FileAdapter):
     """d3rlpy's CSV logs without the per-parameter gradient files (about fifty per run)
-    and without intermediate ``model_<step>.d3`` copies (we save ``model.d3`` once)."""
+    and without intermediate ``model_<step>.d3`` copies (we save ``model.d3`` once). A resumed
+    run's d3rlpy loop counts from 0 again: the offsets continue the numbering."""
+
+    def __init__(self, algo: AlgProtocol, logdir: str, epoch_offset: int, step_offset: int):
+        super().__init__(algo, logdir)
+        self._epoch_offset = epoch_offset
+        self._step_offset = step_offset
+
+    def write_metric(self, epoch: int, step: int, name: str, value: float) -> None:
+        super().write_metric(epoch + self._epoch_offset, step + self._step_offset, name, value)
 
     def watch_model(self, epoch: int, step: int) -> None:
         pass
@@ -121,10 +151,16 @@ class _RunFileAdapter(FileAdapter):
 
 
 class _RunFileAdapterFactory(FileAdapterFactory):
+    def __init__(self, root_dir: str, epoch_offset: int = 0, step_offset: int = 0):
+        super().__init__(root_dir)
+        self._epoch_offset = epoch_offset
+        self._step_offset = step_offset
+
     def create(
         self, algo: AlgProtocol, experiment_name: str, n_steps_per_epoch: int
     ) -> FileAdapter:
-        return _RunFileAdapter(algo, os.path.join(self._root_dir, experiment_name))
+        logdir = os.path.join(self._root_dir, experiment_name)
+        return _RunFileAdapter(algo, logdir, self._epoch_offset, self._step_offset)
 
 
 def _final_loss(log_dir: Path) -> float | None:
@@ -172,16 +208,18 @@ def train_run(
     dataset: str | None = None,
     steps: int | None = None,
     seed: int | None = None,
+    checkpoint_every: int | None = None,
     show_progress: bool = True,
     overwrite: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Fit ``run`` for exactly ``steps`` updates and write the output folder.
 
-    ``dataset``, ``steps`` and ``seed`` override the config; ``log`` receives one line per
-    epoch (for worker processes, where progress bars would garble the terminal). The seed
-    seeds Python, numpy and torch (``d3rlpy.seed``: model init and d3rlpy's batch sampling)
-    and ELMURDT's window sampler.
+    ``dataset``, ``steps``, ``seed`` and ``checkpoint_every`` override the config; ``log``
+    receives one line per epoch (for worker processes, where progress bars would garble the
+    terminal). The seed seeds Python, numpy and torch (``d3rlpy.seed``: model init and d3rlpy's
+    batch sampling) and ELMURDT's window sampler. ``config.yaml`` is written first and
+    ``model.d3`` last, so an interrupted run can be continued with :func:`resume_run`.
     """
     out = Path(out_dir)
     model_path = out / MODEL_FILE
@@ -190,65 +228,188 @@ def train_run(
     dataset_name = dataset or run.dataset
     if not dataset_name:
         raise ValueError(f"config {run.name} names no dataset; pass --dataset")
-    n_steps = run.train.steps if steps is None else steps
-    train_seed = run.train.seed if seed is None else seed
+    train = run.train
     run = run.replace(
-        train=dataclasses.replace(run.train, steps=n_steps, seed=train_seed),
+        train=dataclasses.replace(
+            train,
+            steps=train.steps if steps is None else steps,
+            seed=train.seed if seed is None else seed,
+            checkpoint_every=train.checkpoint_every
+            if checkpoint_every is None
+            else checkpoint_every,
+        ),
         dataset=dataset_name,
     )
-
     dataset_id = ensure_dataset(dataset_name, progress=show_progress)
     buffer = load_minari(dataset_id)
     config = run.make_config()
     _check_max_timestep(config, buffer, run.name)
-    d3rlpy.seed(train_seed)
-    algo = config.create(device="cpu:0")
+    _epoch_plan(run)  # refuse a bad checkpoint interval before touching the folder
 
     out.mkdir(parents=True, exist_ok=True)
-    log_dir = out / "logs"
-    if log_dir.exists():  # d3rlpy appends to its CSVs: a rerun must start them afresh
-        shutil.rmtree(log_dir)
-    per_epoch = plan_epochs(n_steps, min(run.train.steps_per_epoch, n_steps))
-    fit_args: dict[str, Any] = dict(
-        n_steps=n_steps,
-        n_steps_per_epoch=per_epoch,
-        experiment_name="logs",
-        with_timestamp=False,
-        logger_adapter=_RunFileAdapterFactory(root_dir=str(out)),
-        show_progress=show_progress,
-    )
-    if isinstance(algo, _ELMURDTBase):
-        fit_args["seed"] = train_seed
-    start = time.perf_counter()
-    if log is not None:
-
-        def report(_algo: Any, epoch: int, step: int) -> None:
-            if step % per_epoch == 0:
-                rate = step / max(time.perf_counter() - start, 1e-9)
-                log(f"{run.name}, seed {train_seed}: step {step}/{n_steps} ({rate:.1f} updates/s)")
-
-        fit_args["callback"] = report
-    algo.fit(buffer, **fit_args)
-    seconds = time.perf_counter() - start
-
-    save_model(algo, model_path)
+    for stale in (model_path, out / CHECKPOINT_FILE):
+        stale.unlink(missing_ok=True)
+    if (out / "logs").exists():  # d3rlpy appends to its CSVs: a rerun must start them afresh
+        shutil.rmtree(out / "logs")
     _write_text(
-        out / "config.yaml",
+        out / CONFIG_FILE,
         f"# resolved from {run.path or run.name}\n"
         + yaml.safe_dump(resolved_config(run, config, dataset_id), sort_keys=False),
     )
+    return _fit(run, config, buffer, dataset_id, out, None, show_progress, log)
+
+
+def resume_run(
+    out_dir: str | os.PathLike[str],
+    *,
+    show_progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Continue the interrupted :func:`train_run` in ``out_dir`` from its ``checkpoint.pt``
+    (from step 0 when it stopped before the first one), with its own ``config.yaml``.
+
+    The result equals the uninterrupted run: same parameters, bit for bit, on the same device
+    with the same number of torch threads.
+    """
+    out = Path(out_dir)
+    config_path = out / CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{out} holds no {CONFIG_FILE}: not an `elmur train` folder")
+    if (out / MODEL_FILE).exists():
+        raise OutputExistsError(f"{out} is finished ({MODEL_FILE} exists): nothing to resume")
+    run = load_run_config(config_path)
+    assert run.dataset is not None  # train_run writes the dataset id
+    dataset_id = ensure_dataset(run.dataset, progress=show_progress)
+    buffer = load_minari(dataset_id)
+    config = run.make_config()
+    checkpoint = out / CHECKPOINT_FILE
+    state = read_checkpoint(checkpoint) if checkpoint.is_file() else None
+    if state is not None:
+        expected = _identity(run, config, dataset_id)
+        found = {key: state["meta"].get(key) for key in expected}
+        if found != expected:
+            raise CheckpointError(
+                f"{checkpoint} belongs to another run: {found} != {config_path}'s {expected}"
+            )
+        threads = state["meta"].get("torch_threads")
+        if threads != torch.get_num_threads():
+            warnings.warn(
+                f"the checkpoint was written with {threads} torch threads, this process has "
+                f"{torch.get_num_threads()}: the result may differ from an uninterrupted run "
+                "in the last bits",
+                stacklevel=2,
+            )
+    return _fit(run, config, buffer, dataset_id, out, state, show_progress, log)
+
+
+def _identity(run: RunConfig, config: Any, dataset_id: str) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed into a run."""
+    digest = hashlib.sha256(config.serialize().encode()).hexdigest()[:16]
+    return {
+        "algo": run.algo,
+        "dataset": dataset_id,
+        "steps": run.train.steps,
+        "seed": run.train.seed,
+        "config_digest": digest,
+    }
+
+
+def _epoch_plan(run: RunConfig) -> tuple[int, int]:
+    """(steps per epoch, checkpoint interval in steps; 0 = none)."""
+    n_steps = run.train.steps
+    per_epoch = plan_epochs(n_steps, min(run.train.steps_per_epoch, n_steps))
+    every = run.train.checkpoint_every
+    if every is None:
+        return per_epoch, per_epoch
+    if every < 0 or every % per_epoch:
+        raise ConfigError(
+            f"config {run.name}: train.checkpoint_every={every} must be 0 (no checkpoints) or "
+            f"a multiple of the epoch length {per_epoch} steps (d3rlpy's loop runs in epochs)"
+        )
+    return per_epoch, every
+
+
+def _fit(
+    run: RunConfig,
+    config: Any,
+    buffer: Any,
+    dataset_id: str,
+    out: Path,
+    state: dict[str, Any] | None,
+    show_progress: bool,
+    log: Callable[[str], None] | None,
+) -> TrainResult:
+    n_steps, seed = run.train.steps, run.train.seed
+    per_epoch, every = _epoch_plan(run)
+    d3rlpy.seed(seed)
+    algo = config.create(device="cpu:0")
+    data = algo.segment_view(buffer, seed) if isinstance(algo, _ELMURDTBase) else buffer
+    sampler = data if isinstance(data, SegmentRecurrentView) else None
+    done, seconds_before = 0, 0.0
+    if state is not None:
+        build_impl(algo, data)
+        done = restore_checkpoint(state, algo, sampler=sampler)
+        seconds_before = float(state["meta"].get("seconds", 0.0))
+        _truncate_logs(out / "logs", done)
+    elif (out / "logs").exists():
+        shutil.rmtree(out / "logs")
+    for name in (CHECKPOINT_FILE, MODEL_FILE, "train.json"):  # one run per folder: ours
+        remove_stale_temps(out / name)
+    meta = {**_identity(run, config, dataset_id), "torch_threads": torch.get_num_threads()}
+    start = time.perf_counter()
+
+    def after_update(algo: Any, epoch: int, step: int) -> None:
+        total = done + step
+        if every and total % every == 0:
+            seconds = seconds_before + time.perf_counter() - start
+            save_checkpoint(
+                out / CHECKPOINT_FILE,
+                algo,
+                total,
+                sampler=sampler,
+                meta={**meta, "seconds": seconds},
+            )
+        if log is not None and total % per_epoch == 0:
+            rate = step / max(time.perf_counter() - start, 1e-9)
+            log(f"{run.name}, seed {seed}: step {total}/{n_steps} ({rate:.1f} updates/s)")
+
+    if done < n_steps:
+        algo.fit(
+            data,
+            n_steps=n_steps - done,
+            n_steps_per_epoch=per_epoch,
+            experiment_name="logs",
+            with_timestamp=False,
+            logger_adapter=_RunFileAdapterFactory(str(out), done // per_epoch, done),
+            show_progress=show_progress,
+            callback=after_update,
+        )
+    seconds = seconds_before + time.perf_counter() - start
     result = TrainResult(
         out_dir=str(out),
-        model_path=str(model_path),
+        model_path=str(out / MODEL_FILE),
         algo=run.algo,
         config_name=run.name,
         dataset=dataset_id,
         steps=n_steps,
-        seed=train_seed,
+        seed=seed,
         seconds=seconds,
         updates_per_second=n_steps / max(seconds, 1e-9),
-        final_loss=_final_loss(log_dir),
+        final_loss=_final_loss(out / "logs"),
+        resumed_from=done if state is not None else None,
     )
     summary = {**dataclasses.asdict(result), "torch_threads": torch.get_num_threads()}
     _write_text(out / "train.json", json.dumps(summary, indent=2) + "\n")
+    save_model(algo, out / MODEL_FILE)  # last: its presence marks a finished run
     return result
+
+
+def _truncate_logs(log_dir: Path, step: int) -> None:
+    """Drop the CSV rows logged after ``step``: the resumed run logs those steps again."""
+    if not log_dir.is_dir():
+        return
+    for path in log_dir.glob("*.csv"):
+        rows = path.read_text().splitlines()
+        kept = [row for row in rows if int(row.split(",")[1]) <= step]
+        if len(kept) != len(rows):
+            _write_text(path, "".join(row + "\n" for row in kept))

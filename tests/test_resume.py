@@ -1,0 +1,199 @@
+"""Checkpoints and `elmur train --resume`: a resumed run ends where an uninterrupted one does.
+
+The reference is always an uninterrupted run of the same config in this process; the
+interrupted one is stopped by an exception after an update (in process) or by SIGKILL at
+random moments (a real `elmur train` subprocess).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import d3rlpy_elmur
+from d3rlpy_elmur.bench.configs import ConfigError, load_run_config
+from d3rlpy_elmur.bench.train import ensure_dataset, resume_run, train_run
+from d3rlpy_elmur.checkpoint import CheckpointError, read_checkpoint
+from d3rlpy_elmur.cli import main
+
+from .toy_roots import make_toy_roots
+
+
+@pytest.fixture(autouse=True)
+def roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return make_toy_roots(tmp_path, monkeypatch)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_at(step: int):
+    """A per-epoch log callback that fails once the run has logged ``step``."""
+
+    def log(line: str) -> None:
+        if f"step {step}/" in line:
+            raise _Stop(line)
+
+    return log
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    algo = d3rlpy_elmur.load_learnable(path)
+    modules = algo.impl.modules.create_checkpointer("cpu:0").modules
+    return {
+        f"{name}.{key}": value
+        for name, module in modules.items()
+        if isinstance(module, torch.nn.Module)
+        for key, value in module.state_dict().items()
+    }
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    different = [key for key in wa if not torch.equal(wa[key], wb[key])]
+    assert not different, f"parameters differ: {different[:5]}"
+
+
+@pytest.mark.parametrize("config", ["toy_elmur", "toy_dt", "toy_cql"])
+def test_resumed_run_has_the_parameters_of_an_uninterrupted_one(roots: Path, config: str) -> None:
+    run = load_run_config(config)
+    whole = train_run(run, roots / "whole", steps=12, checkpoint_every=4, show_progress=False)
+
+    # stopped at step 6: steps 5-6 are lost, the checkpoint of step 4 remains
+    out = roots / "stopped"
+    with pytest.raises(_Stop):
+        train_run(run, out, steps=12, checkpoint_every=4, show_progress=False, log=_stop_at(6))
+    assert not (out / "model.d3").exists()
+    assert read_checkpoint(out / "checkpoint.pt")["step"] == 4
+
+    resumed = resume_run(out, show_progress=False)
+    assert resumed.resumed_from == 4 and resumed.steps == 12
+    _assert_same_weights(Path(whole.model_path), Path(resumed.model_path))
+    # the optimizer and step counter went on too: so did the logged losses, row for row
+    loss = (out / "logs" / "loss.csv").read_text()
+    assert loss == (roots / "whole" / "logs" / "loss.csv").read_text()
+    assert [row.split(",")[:2] for row in loss.splitlines()] == [
+        [str(e), str(2 * e)] for e in range(1, 7)
+    ]
+
+
+def test_a_stop_before_the_first_checkpoint_resumes_from_scratch(roots: Path) -> None:
+    run = load_run_config("toy_bc")
+    whole = train_run(run, roots / "whole", steps=8, checkpoint_every=4, show_progress=False)
+    out = roots / "early"
+    with pytest.raises(_Stop):
+        train_run(run, out, steps=8, checkpoint_every=4, show_progress=False, log=_stop_at(2))
+    assert not (out / "checkpoint.pt").exists()
+    resumed = resume_run(out, show_progress=False)
+    assert resumed.resumed_from is None
+    _assert_same_weights(Path(whole.model_path), Path(resumed.model_path))
+
+
+def test_resume_refuses_what_it_cannot_continue(roots: Path, capsys) -> None:
+    run = load_run_config("toy_bc")
+    out = roots / "run"
+    # a checkpoint interval that is not a multiple of the epoch fails before anything is written
+    with pytest.raises(ConfigError, match="checkpoint_every=3"):
+        train_run(run, out, steps=8, checkpoint_every=3, show_progress=False)
+    assert not out.exists()
+
+    assert main(["train", "--resume", str(roots / "nothing")]) == 1
+    assert "not an `elmur train` folder" in capsys.readouterr().err
+    assert main(["train", "toy_bc", "--resume", str(out)]) == 1
+    assert "drop toy_bc" in capsys.readouterr().err
+    assert main(["train", "toy_bc"]) == 1
+    assert "--out" in capsys.readouterr().err
+
+    with pytest.raises(_Stop):
+        train_run(run, out, steps=8, checkpoint_every=4, show_progress=False, log=_stop_at(6))
+    # a checkpoint from another run (other seed) is refused, naming what differs
+    other = roots / "other"
+    with pytest.raises(_Stop):
+        train_run(run, other, steps=8, seed=5, checkpoint_every=4, show_progress=False,
+                  log=_stop_at(6))  # fmt: skip
+    (other / "checkpoint.pt").replace(out / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="another run"):
+        resume_run(out, show_progress=False)
+
+    # a checkpoint whose unpickling would run code is refused, and the code does not run
+    marker = roots / "ran"
+    (out / "checkpoint.pt").write_bytes(
+        pickle.dumps(_RunsCode(f"open({str(marker)!r}, 'w').close()"))
+    )
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        resume_run(out, show_progress=False)
+    assert not marker.exists()
+
+    # a finished run has nothing to resume
+    (out / "checkpoint.pt").unlink()
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    assert "(resumed" not in capsys.readouterr().out  # no checkpoint: it started again
+    assert main(["train", "--resume", str(out)]) == 1
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+class _RunsCode:
+    def __init__(self, code: str):
+        self.code = code
+
+    def __reduce__(self):
+        return (exec, (self.code,))
+
+
+def _cli(args: list[str], roots: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = [sys.executable, "-m", "d3rlpy_elmur", *args, "--quiet", "--threads", "1"]
+    return subprocess.Popen(command, env=env, cwd=roots, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)  # fmt: skip
+
+
+def _checkpoint_step(path: Path) -> int:
+    return read_checkpoint(path)["step"] if path.exists() else 0
+
+
+def test_sigkill_at_random_moments_then_resume(roots: Path) -> None:
+    """Kill `elmur train` four times at random moments: the last checkpoint always loads, each
+    life continues from it, and the finished model equals an uninterrupted run's."""
+    ensure_dataset("tiny", progress=False)  # the subprocesses find it built
+    steps = 600
+    out = roots / "killed"
+    rng = random.Random(0)
+    previous = 0
+    for life in range(4):
+        args = (
+            ["train", "--resume", str(out)] if life else ["train", "toy_elmur", "--out", str(out)]
+        )
+        if not life:
+            args += ["--steps", str(steps), "--checkpoint-every", "2"]
+        process = _cli(args, roots)
+        deadline = time.monotonic() + 120
+        # let it get past the last checkpoint, then kill it somewhere in the next updates
+        while _checkpoint_step(out / "checkpoint.pt") <= previous:
+            assert process.poll() is None, process.stderr.read().decode()
+            assert time.monotonic() < deadline, "no new checkpoint within 120 s"
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.4))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        step = _checkpoint_step(out / "checkpoint.pt")  # loads: never a torn file
+        assert previous < step < steps and step % 2 == 0
+        assert not (out / "model.d3").exists()
+        previous = step
+    finished = _cli(["train", "--resume", str(out)], roots)
+    assert finished.wait(timeout=300) == 0, finished.stderr.read().decode()
+    assert not list(out.glob(".*.tmp*")), "a temporary file was left behind"
+
+    whole = train_run(load_run_config("toy_elmur"), roots / "whole", steps=steps,
+                      checkpoint_every=2, show_progress=False)  # fmt: skip
+    _assert_same_weights(Path(whole.model_path), out / "model.d3")
