@@ -8,6 +8,8 @@ with the episode.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
@@ -123,3 +125,9 @@ class ELMURStatefulWrapper(StatefulTransformerWrapper):  # type: ignore[type-arg
     def step_count(self) -> int:
         """Steps taken in the current episode."""
         return self._step
+
+    @property
+    def recurrent_state(self) -> Mapping[str, torch.Tensor]:
+        """The model's state now (memory, anchors, segment caches), for inspection: a read-only
+        view of tensors the next ``predict`` updates in place."""
+        return MappingProxyType(self._state)

@@ -261,7 +261,14 @@ def plot_tmaze(results: dict[str, Any], path: str | Path) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # off the curves
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    return _save_figure(plt, fig, path)
+
+
+def _save_figure(plt: Any, fig: Any, path: str | Path) -> Path:
+    from ..io import atomic_path
+
+    with atomic_path(path) as temp:  # keeps the .png suffix matplotlib reads the format from
+        fig.savefig(temp, dpi=120)
     plt.close(fig)
     return Path(path)
 
@@ -295,9 +302,7 @@ def plot_popgym(results: dict[str, Any], path: str | Path) -> Path:
     ax.set_title("POPGym")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save_figure(plt, fig, path)
 
 
 def write_report(results: dict[str, Any], out_dir: str | Path) -> list[Path]:
