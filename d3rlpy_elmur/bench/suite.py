@@ -304,7 +304,9 @@ def _fingerprint(unit: RunUnit) -> str:
     fields = dataclasses.asdict(unit)
     for key in ("index", "label", "run_dir"):
         fields.pop(key)
-    fields["config"] = load_run_config(unit.config).to_dict()
+    config = load_run_config(unit.config).to_dict()
+    config["train"].pop("checkpoint_every")  # checkpointing does not change the model
+    fields["config"] = config
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
 
