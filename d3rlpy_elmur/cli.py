@@ -151,16 +151,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     _setup(args)
     if args.resume:
-        given = [f"--{k}" for k in ("dataset", "steps", "seed", "checkpoint_every", "out")]
-        given = [flag for flag in given if getattr(args, flag[2:]) is not None]
-        if args.config or given or args.overwrite:
-            extra = ", ".join(([args.config] if args.config else []) + given)
+        flags = {"dataset": "--dataset", "steps": "--steps", "seed": "--seed", "out": "--out"}
+        flags["checkpoint_every"] = "--checkpoint-every"
+        extra = [flag for name, flag in flags.items() if getattr(args, name) is not None]
+        extra += ["--overwrite"] if args.overwrite else []
+        extra = ([args.config] if args.config else []) + extra
+        if extra:
             raise ValueError(
-                "--resume continues with the folder's own config.yaml; "
-                f"drop {extra or '--overwrite'}"
+                f"--resume continues with the folder's own config.yaml; drop {', '.join(extra)}"
             )
         out = args.resume
-        result = resume_run(out, show_progress=not args.quiet)
+        result = resume_run(out, device=args.device, show_progress=not args.quiet)
     else:
         if not args.config or not args.out:
             raise ValueError("give a CONFIG and --out DIR, or --resume DIR")
@@ -172,6 +173,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             steps=args.steps,
             seed=args.seed,
             checkpoint_every=args.checkpoint_every,
+            device=args.device,
             show_progress=not args.quiet,
             overwrite=args.overwrite,
         )
@@ -339,6 +341,9 @@ def _add_train(commands: argparse._SubParsersAction[Any]) -> None:
         "epoch; 0: never)",
     )
     train.add_argument(
+        "--device", default="cpu:0", help="torch device, e.g. cuda:0 (default cpu:0)"
+    )
+    train.add_argument(
         "--resume",
         metavar="DIR",
         help="continue the interrupted run in DIR from its last checkpoint (exactly)",
@@ -453,9 +458,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         if args.command == "train":
-            folder = args.resume or args.out
+            folder = Path(args.resume or args.out or ".")
+            where = (
+                "from the last checkpoint"
+                if (folder / "checkpoint.pt").is_file()
+                else "from step 0 (no checkpoint yet)"
+            )
             print(
-                f"interrupted: `elmur train --resume {folder}` continues from the last checkpoint",
+                f"interrupted: `elmur train --resume {folder}` continues {where}",
                 file=sys.stderr,
             )
         elif args.command == "bench":

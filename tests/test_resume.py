@@ -7,6 +7,7 @@ random moments (a real `elmur train` subprocess).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pickle
 import random
@@ -16,14 +17,17 @@ import sys
 import time
 from pathlib import Path
 
+import d3rlpy
+import numpy as np
 import pytest
 import torch
 
 import d3rlpy_elmur
 from d3rlpy_elmur.bench.configs import ConfigError, load_run_config
 from d3rlpy_elmur.bench.train import ensure_dataset, resume_run, train_run
-from d3rlpy_elmur.checkpoint import CheckpointError, read_checkpoint
+from d3rlpy_elmur.checkpoint import CheckpointError, build_impl, read_checkpoint
 from d3rlpy_elmur.cli import main
+from d3rlpy_elmur.datasets import load_minari
 
 from .toy_roots import make_toy_roots
 
@@ -70,12 +74,13 @@ def test_resumed_run_has_the_parameters_of_an_uninterrupted_one(roots: Path, con
     run = load_run_config(config)
     whole = train_run(run, roots / "whole", steps=12, checkpoint_every=4, show_progress=False)
 
-    # stopped at step 6: steps 5-6 are lost, the checkpoint of step 4 remains
+    # stopped during step 8: steps 5-8 are lost (step 6 was logged), step 4's checkpoint remains
     out = roots / "stopped"
     with pytest.raises(_Stop):
-        train_run(run, out, steps=12, checkpoint_every=4, show_progress=False, log=_stop_at(6))
+        train_run(run, out, steps=12, checkpoint_every=4, show_progress=False, log=_stop_at(8))
     assert not (out / "model.d3").exists()
     assert read_checkpoint(out / "checkpoint.pt")["step"] == 4
+    assert _logged_steps(out) == [2, 4, 6]  # the resumed run must drop step 6's row
 
     resumed = resume_run(out, show_progress=False)
     assert resumed.resumed_from == 4 and resumed.steps == 12
@@ -83,9 +88,45 @@ def test_resumed_run_has_the_parameters_of_an_uninterrupted_one(roots: Path, con
     # the optimizer and step counter went on too: so did the logged losses, row for row
     loss = (out / "logs" / "loss.csv").read_text()
     assert loss == (roots / "whole" / "logs" / "loss.csv").read_text()
-    assert [row.split(",")[:2] for row in loss.splitlines()] == [
-        [str(e), str(2 * e)] for e in range(1, 7)
-    ]
+    assert _logged_steps(out) == [2, 4, 6, 8, 10, 12]
+    assert not (out / "checkpoint.pt").exists()  # a finished run keeps only its model
+
+
+def _logged_steps(out: Path) -> list[int]:
+    return [int(row.split(",")[1]) for row in (out / "logs" / "loss.csv").read_text().split()]
+
+
+def test_a_kill_after_the_last_checkpoint_resumes_to_the_model(
+    roots: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after the final checkpoint but before model.d3: resuming trains nothing and
+    saves the finished model."""
+    run = load_run_config("toy_bc")
+    whole = train_run(run, roots / "whole", steps=8, show_progress=False)
+    out = roots / "late"
+
+    def crash(algo: object, path: object) -> None:
+        raise _Stop("killed before model.d3")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("d3rlpy_elmur.bench.train.save_model", crash)
+        with pytest.raises(_Stop):
+            train_run(run, out, steps=8, show_progress=False)
+    assert read_checkpoint(out / "checkpoint.pt")["step"] == 8
+    resumed = resume_run(out, show_progress=False)
+    assert resumed.resumed_from == 8
+    _assert_same_weights(Path(whole.model_path), out / "model.d3")
+
+
+def test_build_impl_fits_scalers_as_fit_does(roots: Path) -> None:
+    """A resume that trains no step still saves fitted scalers (fit would have fitted them)."""
+    buffer = load_minari(ensure_dataset("tiny", progress=False))
+    scaler = d3rlpy.preprocessing.StandardObservationScaler()
+    algo = d3rlpy.algos.DiscreteBCConfig(observation_scaler=scaler).create()
+    build_impl(algo, buffer)
+    observations = np.concatenate([episode.observations for episode in buffer.episodes])
+    assert scaler.built and algo.impl is not None
+    assert np.allclose(scaler.mean, observations.mean(axis=0), atol=1e-5)
 
 
 def test_a_stop_before_the_first_checkpoint_resumes_from_scratch(roots: Path) -> None:
@@ -110,13 +151,21 @@ def test_resume_refuses_what_it_cannot_continue(roots: Path, capsys) -> None:
 
     assert main(["train", "--resume", str(roots / "nothing")]) == 1
     assert "not an `elmur train` folder" in capsys.readouterr().err
-    assert main(["train", "toy_bc", "--resume", str(out)]) == 1
-    assert "drop toy_bc" in capsys.readouterr().err
+    assert main(["train", "toy_bc", "--resume", str(out), "--checkpoint-every", "2"]) == 1
+    assert "drop toy_bc, --checkpoint-every" in capsys.readouterr().err
     assert main(["train", "toy_bc"]) == 1
     assert "--out" in capsys.readouterr().err
 
     with pytest.raises(_Stop):
         train_run(run, out, steps=8, checkpoint_every=4, show_progress=False, log=_stop_at(6))
+    # a fresh run does not wipe the unfinished one, and --resume refuses a second trainer
+    assert main(["train", "toy_bc", "--out", str(out), "--quiet"]) == 1
+    assert f"`elmur train --resume {out}` continues it" in capsys.readouterr().err
+    with open(out / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        assert main(["train", "--resume", str(out), "--quiet"]) == 1
+        assert "another process is training" in capsys.readouterr().err
+    assert read_checkpoint(out / "checkpoint.pt")["step"] == 4
     # a checkpoint from another run (other seed) is refused, naming what differs
     other = roots / "other"
     with pytest.raises(_Stop):
@@ -197,3 +246,7 @@ def test_sigkill_at_random_moments_then_resume(roots: Path) -> None:
     whole = train_run(load_run_config("toy_elmur"), roots / "whole", steps=steps,
                       checkpoint_every=2, show_progress=False)  # fmt: skip
     _assert_same_weights(Path(whole.model_path), out / "model.d3")
+    # the logs were cut back to each checkpoint and continued: the same rows, torn ones gone
+    assert (out / "logs" / "loss.csv").read_text() == (
+        roots / "whole" / "logs" / "loss.csv"
+    ).read_text()

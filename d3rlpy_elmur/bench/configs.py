@@ -284,7 +284,13 @@ def _check_params(cls: type[Any], params: Any, where: str) -> dict[str, Any]:
             f"{where}: unknown field(s) {', '.join(unknown)} of {cls.__name__}; known: "
             f"{', '.join(sorted(fields))}"
         )
-    completed: dict[str, Any] = cls().serialize_to_dict()
+    try:
+        completed: dict[str, Any] = cls().serialize_to_dict()
+    except AttributeError as e:  # d3rlpy cannot serialize an unfitted standard/min_max scaler
+        raise ConfigError(
+            f"{where}: {cls.__name__} needs statistics fitted on data, and d3rlpy cannot write "
+            "it in a config before that; scale the dataset beforehand instead"
+        ) from e
     for key, value in params.items():
         registry = _registry_of(fields[key])
         if registry is not None and value is not None:

@@ -274,6 +274,7 @@ def execute_unit(
         dataset=unit.dataset_id,
         steps=unit.steps,
         seed=unit.seed,
+        checkpoint_every=0,  # a cut run is trained again (minutes): no checkpoints to write
         show_progress=show_progress,
         overwrite=True,
         # a line per epoch where there are no progress bars (worker processes)

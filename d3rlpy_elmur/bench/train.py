@@ -14,7 +14,7 @@ Output folder::
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -22,7 +22,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,16 +132,32 @@ def ensure_dataset(name_or_id: str, progress: bool = True) -> str:
 # ----------------------------------------------------------------- logging
 class _RunFileAdapter(FileAdapter):
     """d3rlpy's CSV logs without the per-parameter gradient files (about fifty per run)
-    and without intermediate ``model_<step>.d3`` copies (we save ``model.d3`` once). A resumed
-    run's d3rlpy loop counts from 0 again: the offsets continue the numbering."""
+    and without intermediate ``model_<step>.d3`` copies (we save ``model.d3`` once).
 
-    def __init__(self, algo: AlgProtocol, logdir: str, epoch_offset: int, step_offset: int):
+    A resumed run's d3rlpy loop counts from 0 again: the offsets continue the numbering.
+    ``on_commit(step)`` runs after an epoch's rows are written: the checkpoint is taken there,
+    so the logs of every step it covers are already on disk.
+    """
+
+    def __init__(
+        self,
+        algo: AlgProtocol,
+        logdir: str,
+        epoch_offset: int,
+        step_offset: int,
+        on_commit: Callable[[int], None] | None,
+    ):
         super().__init__(algo, logdir)
         self._epoch_offset = epoch_offset
         self._step_offset = step_offset
+        self._on_commit = on_commit
 
     def write_metric(self, epoch: int, step: int, name: str, value: float) -> None:
         super().write_metric(epoch + self._epoch_offset, step + self._step_offset, name, value)
+
+    def after_write_metric(self, epoch: int, step: int) -> None:
+        if self._on_commit is not None:
+            self._on_commit(step + self._step_offset)
 
     def watch_model(self, epoch: int, step: int) -> None:
         pass
@@ -151,24 +167,39 @@ class _RunFileAdapter(FileAdapter):
 
 
 class _RunFileAdapterFactory(FileAdapterFactory):
-    def __init__(self, root_dir: str, epoch_offset: int = 0, step_offset: int = 0):
+    def __init__(
+        self,
+        root_dir: str,
+        epoch_offset: int = 0,
+        step_offset: int = 0,
+        on_commit: Callable[[int], None] | None = None,
+    ):
         super().__init__(root_dir)
         self._epoch_offset = epoch_offset
         self._step_offset = step_offset
+        self._on_commit = on_commit
 
     def create(
         self, algo: AlgProtocol, experiment_name: str, n_steps_per_epoch: int
     ) -> FileAdapter:
         logdir = os.path.join(self._root_dir, experiment_name)
-        return _RunFileAdapter(algo, logdir, self._epoch_offset, self._step_offset)
+        return _RunFileAdapter(algo, logdir, self._epoch_offset, self._step_offset, self._on_commit)
+
+
+def _log_rows(path: Path) -> list[tuple[int, str]]:
+    """(step, row) of a d3rlpy CSV log; a torn last line (a killed writer) is skipped."""
+    rows = []
+    for line in path.read_text().splitlines(keepends=True):
+        fields = line.split(",")
+        if line.endswith("\n") and len(fields) == 3 and fields[1].isdigit():
+            rows.append((int(fields[1]), line))
+    return rows
 
 
 def _final_loss(log_dir: Path) -> float | None:
     path = log_dir / "loss.csv"
-    if not path.is_file():
-        return None
-    rows = list(csv.reader(path.read_text().splitlines()))
-    return float(rows[-1][2]) if rows else None
+    rows = _log_rows(path) if path.is_file() else []
+    return float(rows[-1][1].split(",")[2]) if rows else None
 
 
 # ----------------------------------------------------------------- training
@@ -209,22 +240,21 @@ def train_run(
     steps: int | None = None,
     seed: int | None = None,
     checkpoint_every: int | None = None,
+    device: str = "cpu:0",
     show_progress: bool = True,
     overwrite: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Fit ``run`` for exactly ``steps`` updates and write the output folder.
+    """Fit ``run`` for exactly ``steps`` updates on ``device`` and write the output folder.
 
     ``dataset``, ``steps``, ``seed`` and ``checkpoint_every`` override the config; ``log``
     receives one line per epoch (for worker processes, where progress bars would garble the
     terminal). The seed seeds Python, numpy and torch (``d3rlpy.seed``: model init and d3rlpy's
     batch sampling) and ELMURDT's window sampler. ``config.yaml`` is written first and
-    ``model.d3`` last, so an interrupted run can be continued with :func:`resume_run`.
+    ``model.d3`` last, so an interrupted run can be continued with :func:`resume_run`; a
+    folder holding a model or an unfinished run is replaced only with ``overwrite``.
     """
     out = Path(out_dir)
-    model_path = out / MODEL_FILE
-    if model_path.exists() and not overwrite:
-        raise OutputExistsError(f"{model_path} exists; pass --overwrite to replace it")
     dataset_name = dataset or run.dataset
     if not dataset_name:
         raise ValueError(f"config {run.name} names no dataset; pass --dataset")
@@ -234,34 +264,36 @@ def train_run(
             train,
             steps=train.steps if steps is None else steps,
             seed=train.seed if seed is None else seed,
-            checkpoint_every=train.checkpoint_every
-            if checkpoint_every is None
-            else checkpoint_every,
+            checkpoint_every=(
+                train.checkpoint_every if checkpoint_every is None else checkpoint_every
+            ),
         ),
         dataset=dataset_name,
     )
+    _epoch_plan(run)  # a bad checkpoint interval fails before anything is built or written
+    _refuse_to_replace(out, overwrite)
     dataset_id = ensure_dataset(dataset_name, progress=show_progress)
     buffer = load_minari(dataset_id)
     config = run.make_config()
     _check_max_timestep(config, buffer, run.name)
-    _epoch_plan(run)  # refuse a bad checkpoint interval before touching the folder
-
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in (model_path, out / CHECKPOINT_FILE):
-        stale.unlink(missing_ok=True)
-    if (out / "logs").exists():  # d3rlpy appends to its CSVs: a rerun must start them afresh
-        shutil.rmtree(out / "logs")
-    _write_text(
-        out / CONFIG_FILE,
-        f"# resolved from {run.path or run.name}\n"
-        + yaml.safe_dump(resolved_config(run, config, dataset_id), sort_keys=False),
-    )
-    return _fit(run, config, buffer, dataset_id, out, None, show_progress, log)
+    with _exclusive(out):
+        _refuse_to_replace(out, overwrite)  # again, now that no other process can start
+        for stale in (MODEL_FILE, CHECKPOINT_FILE, "train.json"):
+            (out / stale).unlink(missing_ok=True)
+        if (out / "logs").exists():  # d3rlpy appends to its CSVs: a rerun starts them afresh
+            shutil.rmtree(out / "logs")
+        _write_text(
+            out / CONFIG_FILE,
+            f"# resolved from {run.path or run.name}\n"
+            + yaml.safe_dump(resolved_config(run, config, dataset_id), sort_keys=False),
+        )
+        return _fit(run, config, buffer, dataset_id, out, None, device, show_progress, log)
 
 
 def resume_run(
     out_dir: str | os.PathLike[str],
     *,
+    device: str = "cpu:0",
     show_progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
@@ -269,37 +301,69 @@ def resume_run(
     (from step 0 when it stopped before the first one), with its own ``config.yaml``.
 
     The result equals the uninterrupted run: same parameters, bit for bit, on the same device
-    with the same number of torch threads.
+    with the same number of torch threads (another device or thread count is allowed, with
+    a warning).
     """
     out = Path(out_dir)
     config_path = out / CONFIG_FILE
     if not config_path.is_file():
         raise FileNotFoundError(f"{out} holds no {CONFIG_FILE}: not an `elmur train` folder")
-    if (out / MODEL_FILE).exists():
-        raise OutputExistsError(f"{out} is finished ({MODEL_FILE} exists): nothing to resume")
     run = load_run_config(config_path)
     assert run.dataset is not None  # train_run writes the dataset id
     dataset_id = ensure_dataset(run.dataset, progress=show_progress)
     buffer = load_minari(dataset_id)
     config = run.make_config()
-    checkpoint = out / CHECKPOINT_FILE
-    state = read_checkpoint(checkpoint) if checkpoint.is_file() else None
-    if state is not None:
-        expected = _identity(run, config, dataset_id)
-        found = {key: state["meta"].get(key) for key in expected}
-        if found != expected:
-            raise CheckpointError(
-                f"{checkpoint} belongs to another run: {found} != {config_path}'s {expected}"
-            )
-        threads = state["meta"].get("torch_threads")
-        if threads != torch.get_num_threads():
-            warnings.warn(
-                f"the checkpoint was written with {threads} torch threads, this process has "
-                f"{torch.get_num_threads()}: the result may differ from an uninterrupted run "
-                "in the last bits",
-                stacklevel=2,
-            )
-    return _fit(run, config, buffer, dataset_id, out, state, show_progress, log)
+    with _exclusive(out):
+        if (out / MODEL_FILE).exists():
+            raise OutputExistsError(f"{out} is finished ({MODEL_FILE} exists): nothing to resume")
+        checkpoint = out / CHECKPOINT_FILE
+        state = read_checkpoint(checkpoint, device) if checkpoint.is_file() else None
+        if state is not None:
+            expected = _identity(run, config, dataset_id)
+            found = {key: state["meta"].get(key) for key in expected}
+            if found != expected:
+                raise CheckpointError(
+                    f"{checkpoint} belongs to another run: {found} != {config_path}'s {expected}"
+                )
+            now = {"torch_threads": torch.get_num_threads(), "device": device}
+            then = {key: state["meta"].get(key) for key in now}
+            if then != now:
+                warnings.warn(
+                    f"the checkpoint was written with {then}, this run has {now}: the result "
+                    "may differ from an uninterrupted run in the last bits",
+                    stacklevel=2,
+                )
+        return _fit(run, config, buffer, dataset_id, out, state, device, show_progress, log)
+
+
+def _refuse_to_replace(out: Path, overwrite: bool) -> None:
+    if overwrite:
+        return
+    if (out / MODEL_FILE).exists():
+        raise OutputExistsError(f"{out / MODEL_FILE} exists; pass --overwrite to replace it")
+    unfinished = [name for name in (CHECKPOINT_FILE, CONFIG_FILE) if (out / name).exists()]
+    if unfinished:
+        raise OutputExistsError(
+            f"{out} holds an unfinished run ({', '.join(unfinished)}): `elmur train --resume "
+            f"{out}` continues it, --overwrite starts again"
+        )
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """One training process per folder: two would interleave checkpoints and logs."""
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows has no flock: one process per folder is up to the user
+        yield
+        return
+    with open(out / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputExistsError(f"another process is training in {out}") from None
+        yield
 
 
 def _identity(run: RunConfig, config: Any, dataset_id: str) -> dict[str, Any]:
@@ -321,10 +385,11 @@ def _epoch_plan(run: RunConfig) -> tuple[int, int]:
     every = run.train.checkpoint_every
     if every is None:
         return per_epoch, per_epoch
-    if every < 0 or every % per_epoch:
+    if every < 0 or every % per_epoch or every > n_steps:
         raise ConfigError(
             f"config {run.name}: train.checkpoint_every={every} must be 0 (no checkpoints) or "
-            f"a multiple of the epoch length {per_epoch} steps (d3rlpy's loop runs in epochs)"
+            f"a multiple of the epoch length {per_epoch} steps (d3rlpy's loop runs in epochs) "
+            f"up to the {n_steps} steps of the run"
         )
     return per_epoch, every
 
@@ -336,13 +401,14 @@ def _fit(
     dataset_id: str,
     out: Path,
     state: dict[str, Any] | None,
+    device: str,
     show_progress: bool,
     log: Callable[[str], None] | None,
 ) -> TrainResult:
     n_steps, seed = run.train.steps, run.train.seed
     per_epoch, every = _epoch_plan(run)
     d3rlpy.seed(seed)
-    algo = config.create(device="cpu:0")
+    algo = config.create(device=device)
     data = algo.segment_view(buffer, seed) if isinstance(algo, _ELMURDTBase) else buffer
     sampler = data if isinstance(data, SegmentRecurrentView) else None
     done, seconds_before = 0, 0.0
@@ -353,13 +419,16 @@ def _fit(
         _truncate_logs(out / "logs", done)
     elif (out / "logs").exists():
         shutil.rmtree(out / "logs")
-    for name in (CHECKPOINT_FILE, MODEL_FILE, "train.json"):  # one run per folder: ours
+    for name in (CHECKPOINT_FILE, MODEL_FILE, "train.json"):  # the folder is ours (locked)
         remove_stale_temps(out / name)
-    meta = {**_identity(run, config, dataset_id), "torch_threads": torch.get_num_threads()}
+    meta = {
+        **_identity(run, config, dataset_id),
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+    }
     start = time.perf_counter()
 
-    def after_update(algo: Any, epoch: int, step: int) -> None:
-        total = done + step
+    def checkpoint(total: int) -> None:  # after the epoch's log rows are written
         if every and total % every == 0:
             seconds = seconds_before + time.perf_counter() - start
             save_checkpoint(
@@ -369,6 +438,9 @@ def _fit(
                 sampler=sampler,
                 meta={**meta, "seconds": seconds},
             )
+
+    def after_update(algo: Any, epoch: int, step: int) -> None:
+        total = done + step
         if log is not None and total % per_epoch == 0:
             rate = step / max(time.perf_counter() - start, 1e-9)
             log(f"{run.name}, seed {seed}: step {total}/{n_steps} ({rate:.1f} updates/s)")
@@ -380,7 +452,7 @@ def _fit(
             n_steps_per_epoch=per_epoch,
             experiment_name="logs",
             with_timestamp=False,
-            logger_adapter=_RunFileAdapterFactory(str(out), done // per_epoch, done),
+            logger_adapter=_RunFileAdapterFactory(str(out), done // per_epoch, done, checkpoint),
             show_progress=show_progress,
             callback=after_update,
         )
@@ -400,16 +472,16 @@ def _fit(
     )
     summary = {**dataclasses.asdict(result), "torch_threads": torch.get_num_threads()}
     _write_text(out / "train.json", json.dumps(summary, indent=2) + "\n")
-    save_model(algo, out / MODEL_FILE)  # last: its presence marks a finished run
+    save_model(algo, out / MODEL_FILE)  # its presence marks a finished run
+    (out / CHECKPOINT_FILE).unlink(missing_ok=True)  # a finished run has nothing to resume
     return result
 
 
 def _truncate_logs(log_dir: Path, step: int) -> None:
-    """Drop the CSV rows logged after ``step``: the resumed run logs those steps again."""
+    """Keep the CSV rows up to ``step``: the resumed run logs the later steps again."""
     if not log_dir.is_dir():
         return
     for path in log_dir.glob("*.csv"):
-        rows = path.read_text().splitlines()
-        kept = [row for row in rows if int(row.split(",")[1]) <= step]
-        if len(kept) != len(rows):
-            _write_text(path, "".join(row + "\n" for row in kept))
+        kept = "".join(row for row_step, row in _log_rows(path) if row_step <= step)
+        if kept != path.read_text():
+            _write_text(path, kept)

@@ -92,6 +92,7 @@ def test_nested_factories_enums_and_short_forms() -> None:
         ("discrete_elmur_dt", {"sequence_encoder": {"type": "lstm"}}, "registered: elmur, gru"),
         ("no_such_algo", {}, "unknown LearnableConfig type 'no_such_algo'"),
         ("discrete_elmur_dt", {"memory_slots": 0}, "memory_slots=0"),
+        ("discrete_bc", {"observation_scaler": "standard"}, "needs statistics fitted on data"),
     ],
 )
 def test_bad_params_are_named(algo: str, params: dict, message: str) -> None:
