@@ -39,6 +39,7 @@ from d3rlpy.torch_utility import wrap_model_by_ddp
 from d3rlpy.types import Shape
 
 from ..models.factories import (
+    ELMURFactory,
     SequenceEncoderArgs,
     SequenceEncoderFactory,
     make_sequence_encoder_field,
@@ -168,15 +169,6 @@ class _ELMURDTConfigBase(TransformerConfig):
                 f"[0, 1]; token_format in {TOKEN_FORMATS}."
             )
         self.sequence_encoder.check(self.encoder_args())
-        if self.memory_slots > self.num_segments - 2:
-            warnings.warn(
-                f"memory_slots={self.memory_slots} with num_segments={self.num_segments}: no "
-                "training window reads a blended slot, so the LRU blend is never trained and "
-                "memory may not hold past the training length (use memory_slots <= "
-                "num_segments - 2)",
-                UserWarning,
-                stacklevel=3,
-            )
 
     def encoder_args(self) -> SequenceEncoderArgs:
         return SequenceEncoderArgs(
@@ -293,7 +285,34 @@ class _ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, _ELMURDTConfigBase]):
                 f"longer than every episode (the longest has {view.longest_episode} steps, "
                 f"{segments} segment(s)): lower num_segments or context_size"
             )
+        self._warn_if_blend_untrained(segments)
         return view
+
+    def _warn_if_blend_untrained(self, segments: int) -> None:
+        """The LRU blend gets gradient only where a window blends a slot and reads it back:
+        with p earlier segments written before the window (burn-in, at most the episode's
+        segments before it), segment j of the window blends once p + j >= M, and a later one
+        reads it, so some window trains the blend iff M <= max p + S - 2."""
+        cfg = self._config
+        if not isinstance(cfg.sequence_encoder, ELMURFactory) or not cfg.sequence_encoder.use_lru:
+            return
+        before = min(cfg.burn_in_segments, segments - cfg.num_segments)
+        most = before + cfg.num_segments - 2
+        if cfg.memory_slots > most:
+            advice = (
+                f"use memory_slots <= {most}"
+                if most >= 1
+                else "use num_segments >= 3, or burn-in on longer episodes"
+            )
+            warnings.warn(
+                f"memory_slots={cfg.memory_slots} with num_segments={cfg.num_segments} and at "
+                f"most {before} burn-in segment(s) on this dataset (episodes of up to "
+                f"{segments} segments): no training window reads a blended slot, so the LRU "
+                "blend is never trained and memory may not hold past the training length "
+                f"({advice})",
+                UserWarning,
+                stacklevel=4,
+            )
 
     def fit(  # type: ignore[override]
         self,

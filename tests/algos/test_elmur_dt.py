@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import d3rlpy
@@ -86,6 +87,31 @@ def test_windows_longer_than_every_episode_fail_at_fit() -> None:
     dataset = cue_recall_dataset(6, 2, 5)  # at most 6 steps: 2 segments of 4
     with pytest.raises(ValueError, match="num_segments"):
         small_algo().fit(dataset, n_steps=1, **QUIET)
+
+
+@pytest.mark.parametrize(
+    "slots, max_delay, burn_in, encoder, warns",
+    [
+        (1, 11, 8, "elmur", False),  # episodes of 3 segments: M <= S - 2 = 1
+        (2, 11, 8, "elmur", True),  # ... no window blends and reads a second slot
+        (2, 40, 8, "elmur", False),  # longer episodes: burn-in fills slots before the window
+        (2, 40, 0, "elmur", True),  # ... but not without burn-in
+        (2, 11, 8, "gru", False),  # no slots at all
+    ],
+)
+def test_warns_when_no_window_trains_the_blend(
+    slots: int, max_delay: int, burn_in: int, encoder: str, warns: bool
+) -> None:
+    dataset = cue_recall_dataset(20, max_delay - 2, max_delay)  # longest: max_delay + 1 steps
+    factory = ELMURFactory() if encoder == "elmur" else GRUFactory()
+    algo = small_algo(memory_slots=slots, burn_in_segments=burn_in, sequence_encoder=factory)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        algo.segment_view(dataset)
+    messages = [str(w.message) for w in caught if "blended slot" in str(w.message)]
+    assert bool(messages) == warns, messages
+    if warns:
+        assert f"memory_slots={slots}" in messages[0]
 
 
 # ------------------------------------------------------------------------------ sampler
