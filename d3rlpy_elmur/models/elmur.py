@@ -155,12 +155,19 @@ def _attend_one(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
     """Attention of one query per row: q [B, H, dh], k and v [B, H, T, dh], bias
-    broadcastable to [B, H, T] -> [B, H * dh]. One fused kernel: on a busy CPU the cost of a
-    step is mostly per-kernel overhead, and hand-written mat-vecs measured slower."""
+    broadcastable to [B, H, T] -> [B, H * dh]. Three batched kernels: with a float bias
+    PyTorch's scaled_dot_product_attention takes its math fallback on CPU (about ten small
+    ops), and a step's cost is mostly per-op overhead (7% less per step, measured A/B in one
+    process). Every row attends to at least its own key, so no softmax row is all -inf."""
     B, H, dh = q.shape
-    mask = None if bias is None else bias.unsqueeze(-2)  # [..., H, 1, T]
-    y = F.scaled_dot_product_attention(q.unsqueeze(2), k, v, attn_mask=mask)
-    return y.view(B, H * dh)
+    T = k.shape[2]
+    scaled = (q * dh**-0.5).reshape(B * H, 1, dh)
+    keys = k.reshape(B * H, T, dh).transpose(1, 2)
+    if bias is None:
+        scores = torch.bmm(scaled, keys)
+    else:
+        scores = torch.baddbmm(bias.expand(B, H, T).reshape(B * H, 1, T), scaled, keys)
+    return torch.bmm(scores.softmax(-1), v.reshape(B * H, T, dh)).view(B, H * dh)
 
 
 def _norm(ln: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
