@@ -405,7 +405,7 @@ def _add_bench(commands: argparse._SubParsersAction[Any]) -> None:
 
 def _add_demo(commands: argparse._SubParsersAction[Any]) -> None:
     demo = commands.add_parser(
-        "demo", help="T-Maze: ELMURDT vs DiscreteDT (K=10) at T=10^3 and 10^4 (~12 min)"
+        "demo", help="T-Maze: ELMURDT vs DiscreteDT (K=10) at T=10^3 and 10^4 (~5 min)"
     )
     demo.add_argument("--out", default="results/demo", help="output folder (results/demo)")
     demo.add_argument(
