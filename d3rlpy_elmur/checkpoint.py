@@ -98,7 +98,8 @@ def save_checkpoint(
 ) -> Path:
     """Write the training state after ``step`` updates to ``path`` (atomically).
 
-    Call it between updates (d3rlpy's ``fit`` callback runs there). ``sampler`` is ELMURDT's
+    Call it between updates: ``elmur train`` does so after d3rlpy has written an epoch's log
+    rows (a ``fit`` callback also runs between updates). ``sampler`` is ELMURDT's
     window view when it trains on one; ``meta`` is plain data kept beside the state (the run's
     identity, elapsed seconds) and checked by the caller on restore.
     """
