@@ -278,10 +278,8 @@ def train_run(
     _check_max_timestep(config, buffer, run.name)
     with _exclusive(out):
         _refuse_to_replace(out, overwrite)  # again, now that no other process can start
-        for stale in (MODEL_FILE, CHECKPOINT_FILE, "train.json"):
+        for stale in (MODEL_FILE, CHECKPOINT_FILE, "train.json"):  # _fit clears the logs
             (out / stale).unlink(missing_ok=True)
-        if (out / "logs").exists():  # d3rlpy appends to its CSVs: a rerun starts them afresh
-            shutil.rmtree(out / "logs")
         _write_text(
             out / CONFIG_FILE,
             f"# resolved from {run.path or run.name}\n"
@@ -417,7 +415,7 @@ def _fit(
         done = restore_checkpoint(state, algo, sampler=sampler)
         seconds_before = float(state["meta"].get("seconds", 0.0))
         _truncate_logs(out / "logs", done)
-    elif (out / "logs").exists():
+    elif (out / "logs").exists():  # d3rlpy appends to its CSVs: a fresh start clears them
         shutil.rmtree(out / "logs")
     for name in (CHECKPOINT_FILE, MODEL_FILE, "train.json"):  # the folder is ours (locked)
         remove_stale_temps(out / name)
