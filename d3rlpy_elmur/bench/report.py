@@ -163,7 +163,8 @@ def _render_tmaze(results: dict[str, Any]) -> list[str]:
     lines = [
         f"# T-Maze: success rate vs. episode length{quick if results.get('quick') else ''}",
         "",
-        f"Success rate, mean ± std over {n_seeds} training seed(s) {results['seeds']}; "
+        f"Success rate, mean ± std (population, ddof=0) over {n_seeds} training seed(s) "
+        f"{results['seeds']}; "
         f"{episodes} goal-balanced episodes per length{at}; greedy actions. Length T = "
         f"corridor L + 2. All algorithms trained on `{results.get('dataset', '?')}`; "
         f"{_eval_seeds(results)}",
@@ -198,7 +199,8 @@ def _render_popgym(results: dict[str, Any]) -> list[str]:
     lines = [
         f"# POPGym: mean episode return{quick if results.get('quick') else ''}",
         "",
-        f"Mean return per episode (in [-1, 1]), mean ± std over {n_seeds} training seed(s) "
+        f"Mean return per episode (in [-1, 1]), mean ± std (population, ddof=0) over {n_seeds} "
+        "training seed(s) "
         f"{results['seeds']}; {results['episodes']} episodes per task; greedy actions. "
         "Each algorithm trains one model per task on that task's privileged-expert dataset; "
         f"{_eval_seeds(results)}",
