@@ -45,7 +45,7 @@ from ..checkpoint import (
 from ..datasets import build_recipe, find_recipe_by_id, load_minari, load_recipes
 from ..datasets.errors import DatasetNotFoundError
 from ..datasets.writer import dataset_exists, datasets_root
-from ..io import remove_stale_temps
+from ..io import atomic_save_learnable, atomic_write, load_learnable, remove_stale_temps
 from .configs import ConfigError, RunConfig, load_run_config
 
 __all__ = [
@@ -95,15 +95,11 @@ class TrainResult:
 # ----------------------------------------------------------------- model files
 def save_model(algo: Any, path: str | os.PathLike[str]) -> Path:
     """Save atomically: a crash leaves the old file or the new one, never half of one."""
-    from ..io import atomic_save_learnable
-
     return atomic_save_learnable(algo, path)
 
 
 def load_model(path: str | os.PathLike[str]) -> Any:
     """Load a ``.d3`` with the package's safe loader (no code from the file is run)."""
-    from ..io import load_learnable
-
     return load_learnable(path)
 
 
@@ -186,10 +182,10 @@ class _RunFileAdapterFactory(FileAdapterFactory):
         return _RunFileAdapter(algo, logdir, self._epoch_offset, self._step_offset, self._on_commit)
 
 
-def _log_rows(path: Path) -> list[tuple[int, str]]:
+def _log_rows(text: str) -> list[tuple[int, str]]:
     """(step, row) of a d3rlpy CSV log; a torn last line (a killed writer) is skipped."""
     rows = []
-    for line in path.read_text().splitlines(keepends=True):
+    for line in text.splitlines(keepends=True):
         fields = line.split(",")
         if line.endswith("\n") and len(fields) == 3 and fields[1].isdigit():
             rows.append((int(fields[1]), line))
@@ -198,7 +194,7 @@ def _log_rows(path: Path) -> list[tuple[int, str]]:
 
 def _final_loss(log_dir: Path) -> float | None:
     path = log_dir / "loss.csv"
-    rows = _log_rows(path) if path.is_file() else []
+    rows = _log_rows(path.read_text()) if path.is_file() else []
     return float(rows[-1][1].split(",")[2]) if rows else None
 
 
@@ -217,8 +213,6 @@ def _check_max_timestep(config: Any, buffer: Any, name: str) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    from ..io import atomic_write
-
     with atomic_write(path, "w") as f:
         f.write(text)
 
@@ -480,6 +474,7 @@ def _truncate_logs(log_dir: Path, step: int) -> None:
     if not log_dir.is_dir():
         return
     for path in log_dir.glob("*.csv"):
-        kept = "".join(row for row_step, row in _log_rows(path) if row_step <= step)
-        if kept != path.read_text():
+        text = path.read_text()
+        kept = "".join(row for row_step, row in _log_rows(text) if row_step <= step)
+        if kept != text:
             _write_text(path, kept)
