@@ -460,10 +460,12 @@ def run_suite(
             results["algorithms"][units[i].index]["runs"].append(finished[i])
         _save(results, out, start)
 
+    order = _execution_order(units)
     if jobs <= 1:
-        for position, unit in enumerate(units):
+        for count, position in enumerate(order, start=1):
+            unit = units[position]
             log(
-                f"[{position + 1}/{len(units)}] {unit.label}"
+                f"[{count}/{len(units)}] {unit.label}"
                 f"{', ' + unit.task if unit.task else ''}, seed {unit.seed}: training ..."
             )
             collect(position, execute_unit(unit, resume, show_progress))
@@ -480,13 +482,27 @@ def run_suite(
             initargs=(threads, True),
         ) as pool:
             futures = {
-                pool.submit(execute_unit, unit, resume, False, True): position
-                for position, unit in enumerate(units)
+                pool.submit(execute_unit, units[position], resume, False, True): position
+                for position in order
             }
             for future in as_completed(futures):
                 collect(futures[future], future.result())
     _save(results, out, start)
     return results
+
+
+def _execution_order(units: Sequence[RunUnit]) -> list[int]:
+    """Plan positions seed by seed, then task by task, then algorithm by algorithm.
+
+    A suite cut short then has every algorithm on the same seeds and tasks, a fair
+    comparison as far as it got, rather than all seeds of the first algorithms only.
+    """
+    seeds = list(dict.fromkeys(u.seed for u in units))
+    tasks = list(dict.fromkeys(u.task for u in units))
+    return sorted(
+        range(len(units)),
+        key=lambda p: (seeds.index(units[p].seed), tasks.index(units[p].task), units[p].index),
+    )
 
 
 def _is_discrete_dataset(dataset_id: str) -> bool:
