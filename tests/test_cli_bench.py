@@ -151,10 +151,13 @@ def test_bench_quick_writes_results_table_and_plot(roots: Path, capsys) -> None:
     )
     again = json.loads((out / "results.json").read_text())
     assert again["algorithms"] == results["algorithms"]
+    assert "reused_runs" not in results and again["reused_runs"] == 8
+    assert "(8 runs reused from earlier invocations)" in (out / "results.md").read_text()
     # ... unless what a run depends on changed: then that run is trained again
     (roots / "configs" / "toy_bc.yaml").write_text(CONFIGS["toy_bc.yaml"].replace("8,", "4,"))
     assert main(["bench", "bench_toy", "--quick", "--out", str(out), "--quiet", "--resume"]) == 0
     third = json.loads((out / "results.json").read_text())
+    assert third["reused_runs"] == 3  # one seed, the changed BC run trained again
     assert third["algorithms"][0]["runs"][0] == results["algorithms"][0]["runs"][0]
     assert (
         third["algorithms"][3]["runs"][0]["fingerprint"]

@@ -112,16 +112,30 @@ def _task_name(env_id: str) -> str:
     return env_id.removeprefix("popgym-").removesuffix("-v0")
 
 
+def _run_hours(results: dict[str, Any]) -> float:
+    """Training plus evaluation time summed over runs: the suite's cost whatever its
+    wall time (runs in parallel, or reused from an earlier invocation)."""
+    seconds = 0.0
+    for algo in results["algorithms"]:
+        for run in algo["runs"]:
+            seconds += run.get("train", {}).get("seconds", 0.0)
+            seconds += sum(row.get("seconds", 0.0) for row in run["results"])
+    return seconds / 3600
+
+
 def _provenance(results: dict[str, Any]) -> list[str]:
     hw = results.get("hardware", {})
     wall = results.get("wall_seconds")
     commit = results.get("commit") or "unknown"
+    reused = results.get("reused_runs")
+    invocation = f" ({reused} runs reused from earlier invocations)" if reused else ""
     return [
         f"Generated from `results.json` by `render_markdown` (d3rlpy_elmur.bench.report); "
         f"command: `{results.get('command', '?')}`; commit `{commit}`.",
         f"Hardware: {hw.get('platform', '?')}, {hw.get('cpu_count', '?')} CPUs, "
-        f"torch threads {hw.get('torch_threads', '?')}; total wall time "
-        f"{_fmt(None if wall is None else wall / 60, '.1f')} min; started "
+        f"torch threads {hw.get('torch_threads', '?')}; wall time of this invocation "
+        f"{_fmt(None if wall is None else wall / 60, '.1f')} min{invocation}; training and "
+        f"evaluation time summed over runs {_run_hours(results):.2f} h; started "
         f"{results.get('started', '?')}.",
     ]
 

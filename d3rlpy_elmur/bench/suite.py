@@ -263,7 +263,7 @@ def execute_unit(
     if resume and cached.is_file():
         record = dict(json.loads(cached.read_text()))
         if record.get("fingerprint") == fingerprint:
-            return record
+            return {**record, "reused": True}
         # the config, budget or evaluation changed since: run it again
     log = _print if announce else None
     if log is not None:
@@ -450,6 +450,8 @@ def run_suite(
     finished: dict[int, dict[str, Any]] = {}
 
     def collect(position: int, record: dict[str, Any]) -> None:
+        if record.pop("reused", False):
+            results["reused_runs"] = results.get("reused_runs", 0) + 1
         finished[position] = record
         unit = units[position]
         log(f"[{len(finished)}/{len(units)}] {_describe(unit, record)}")

@@ -39,6 +39,9 @@ def test_tmaze_cells_are_mean_and_std_over_seeds() -> None:
     # provenance: command, commit, hardware
     assert "elmur bench tmaze --seeds 2" in text and "0123456789abcdef" in text
     assert "2 CPUs, torch threads 1" in text
+    # cost however the suite was invoked: 300+400+200 s training, 2200.7 s evaluation
+    assert "(2 runs reused from earlier invocations)" in text
+    assert "training and evaluation time summed over runs 1.00 h" in text
 
 
 def test_popgym_sum_only_when_every_task_has_a_number() -> None:
