@@ -267,7 +267,9 @@ def plot_tmaze(results: dict[str, Any], path: str | Path) -> Path:
         mean = np.array([c["mean"] for _, c in points])
         std = np.array([c["std"] for _, c in points])
         (line,) = ax.plot(x, mean, marker="o", label=algo["label"])
-        ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+        # a success rate lives in [0, 1]; so does its band
+        low, high = np.clip(mean - std, 0.0, 1.0), np.clip(mean + std, 0.0, 1.0)
+        ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15)
     ax.set_xscale("log")
     ax.set_ylim(-0.02, 1.02)
     ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")  # memoryless policy
