@@ -284,8 +284,17 @@ def _check_params(cls: type[Any], params: Any, where: str) -> dict[str, Any]:
             f"{where}: unknown field(s) {', '.join(unknown)} of {cls.__name__}; known: "
             f"{', '.join(sorted(fields))}"
         )
+    # fields without a default (a warm-up's steps, a cosine schedule's T_max) come from params
+    required = [
+        name
+        for name, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [name for name in required if name not in params]
+    if missing:
+        raise ConfigError(f"{where}: {cls.__name__} needs {', '.join(missing)}")
     try:
-        completed: dict[str, Any] = cls().serialize_to_dict()
+        completed: dict[str, Any] = cls(**{k: params[k] for k in required}).serialize_to_dict()
     except AttributeError as e:  # d3rlpy cannot serialize an unfitted standard/min_max scaler
         raise ConfigError(
             f"{where}: {cls.__name__} needs statistics fitted on data, and d3rlpy cannot write "

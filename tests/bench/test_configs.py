@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from d3rlpy.algos import DiscreteDecisionTransformerConfig
 from d3rlpy.constants import PositionEncodingType
+from d3rlpy.optimizers import WarmupSchedulerFactory
 
 from d3rlpy_elmur import DiscreteELMURDTConfig
 from d3rlpy_elmur.bench.configs import (
@@ -78,6 +79,20 @@ def test_nested_factories_enums_and_short_forms() -> None:
     assert config.optim_factory.weight_decay == 0.1
     gru = make_learnable_config("discrete_elmur_dt", {"sequence_encoder": "gru"})
     assert isinstance(gru.sequence_encoder, GRUFactory)
+    # a factory with a required field (the warm-up's length) inside another factory
+    warm = make_learnable_config(
+        "discrete_elmur_dt",
+        {
+            "optim_factory": {
+                "type": "adam_w",
+                "params": {
+                    "lr_scheduler_factory": {"type": "warmup", "params": {"warmup_steps": 7}}
+                },
+            }
+        },
+    )
+    assert isinstance(warm.optim_factory.lr_scheduler_factory, WarmupSchedulerFactory)
+    assert warm.optim_factory.lr_scheduler_factory.warmup_steps == 7
 
 
 @pytest.mark.parametrize(
@@ -93,6 +108,11 @@ def test_nested_factories_enums_and_short_forms() -> None:
         ("no_such_algo", {}, "unknown LearnableConfig type 'no_such_algo'"),
         ("discrete_elmur_dt", {"memory_slots": 0}, "memory_slots=0"),
         ("discrete_bc", {"observation_scaler": "standard"}, "needs statistics fitted on data"),
+        (
+            "discrete_bc",
+            {"optim_factory": {"type": "adam", "params": {"lr_scheduler_factory": "warmup"}}},
+            "WarmupSchedulerFactory needs warmup_steps",
+        ),
     ],
 )
 def test_bad_params_are_named(algo: str, params: dict, message: str) -> None:
