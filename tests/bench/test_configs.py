@@ -145,3 +145,22 @@ def test_base_chain_merges_and_rejects_cycles(tmp_path: Path) -> None:
     (tmp_path / "typo.yaml").write_text("algo: discrete_bc\ntrian: {steps: 1}\n")
     with pytest.raises(ConfigError, match="unknown key.*trian"):
         load_run_config(tmp_path / "typo.yaml")
+
+
+def test_popgym_dt_timestep_table_covers_every_task() -> None:
+    """d3rlpy's DT indexes a table of max_timestep + 2 steps: a task whose episodes run
+    longer is refused at training time, hours into a suite (CartPole Medium: 400)."""
+    pytest.importorskip("popgym")
+    from d3rlpy_elmur.datasets.recipes import get_recipe
+    from d3rlpy_elmur.envs.popgym_experts import make_popgym_env
+
+    suite = load_suite("bench_popgym")
+    longest = max(
+        make_popgym_env(get_recipe(task).env).unwrapped.max_episode_length for task in suite.tasks
+    )
+    assert longest == 400
+    for entry in suite.algorithms:
+        for name in (entry.config, entry.continuous_config):
+            run = load_run_config(name)
+            if run.algo.endswith("decision_transformer"):
+                assert run.make_config().max_timestep >= longest, name
