@@ -266,6 +266,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         f"{results['seeds']}, {results['wall_seconds'] / 60:.1f} min"
     )
     print(f"results: {Path(args.out) / 'results.md'}")
+    if results.get("failed_runs"):
+        print(
+            f"{results['failed_runs']} run(s) failed: their errors are in results.json; "
+            "fix and rerun with --resume",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

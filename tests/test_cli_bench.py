@@ -270,3 +270,30 @@ def test_bench_popgym_one_model_per_task(roots: Path, capsys) -> None:
     report = json.loads(capsys.readouterr().out)  # the table goes to stderr
     assert report["rows"][0]["task"] == "popgym-RepeatPreviousEasy-v0"
     assert report["rows"][0]["episodes"] == 2
+
+
+def test_a_failing_run_is_reported_and_the_others_finish(roots: Path, capsys) -> None:
+    pytest.importorskip("popgym")
+    (roots / "recipes" / "rp.yaml").write_text(POPGYM_RECIPES["rp.yaml"])
+    # toy_dt's timestep table (16) is too short for RepeatPrevious: d3rlpy's DT is refused
+    (roots / "configs" / "bench_toy_fail.yaml").write_text(
+        "kind: popgym\ntasks: [rp]\nepisodes: 2\nalgorithms:\n"
+        "  - {label: DT, config: toy_dt.yaml}\n  - {label: BC, config: toy_bc.yaml}\n"
+    )
+    out = roots / "fail"
+    args = ["bench", "bench_toy_fail", "--seeds", "1", "--out", str(out), "--quiet"]
+    assert main(args) == 1
+    assert "1 run(s) failed" in capsys.readouterr().err
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["failed_runs"] == 1
+    (dt_run,) = results["algorithms"][0]["runs"]
+    assert "max_timestep=16" in dt_run["error"]
+    assert dt_run["results"] == [{"task": "popgym-RepeatPreviousEasy-v0", "skipped": "run failed"}]
+    (bc_run,) = results["algorithms"][1]["runs"]
+    assert bc_run["results"][0]["episodes"] == 2  # the run after the failure still ran
+    assert "not evaluated (run failed)" in (out / "results.md").read_text()
+    # the failure is not cached: --resume tries it again (and reuses the BC run)
+    assert main([*args, "--resume"]) == 1
+    again = json.loads((out / "results.json").read_text())
+    assert again["reused_runs"] == 1 and again["failed_runs"] == 1

@@ -254,7 +254,7 @@ def execute_unit(
 ) -> dict[str, Any]:
     """Train (or, with ``resume``, reuse) one model and evaluate it; cached in
     ``run_dir/result.json``. ``announce`` prints a line when training starts."""
-    base = {"seed": unit.seed, **({"task": unit.task} if unit.task else {})}
+    base = _base_record(unit)
     if unit.skipped:
         return {**base, "results": [{"task": unit.env, "skipped": unit.skipped}]}
     run_dir = Path(unit.run_dir)
@@ -300,6 +300,20 @@ def execute_unit(
     return record
 
 
+def _base_record(unit: RunUnit) -> dict[str, Any]:
+    return {"seed": unit.seed, **({"task": unit.task} if unit.task else {})}
+
+
+def _failed_record(unit: RunUnit, error: Exception) -> dict[str, Any]:
+    """A run that raised: every cell says so, and no result.json is written, so
+    ``--resume`` tries it again."""
+    if unit.task is None:
+        rows = [{"length": n, "skipped": "run failed"} for n in unit.lengths]
+    else:
+        rows = [{"task": unit.env, "skipped": "run failed"}]
+    return {**_base_record(unit), "error": f"{type(error).__name__}: {error}", "results": rows}
+
+
 def _fingerprint(unit: RunUnit) -> str:
     """What a cached result depends on: the resolved config, budget, data and evaluation."""
     fields = dataclasses.asdict(unit)
@@ -339,6 +353,8 @@ def _describe(unit: RunUnit, record: dict[str, Any]) -> str:
         else:
             parts.append(f"return {row['return_mean']:.3f}")
     where = f"{unit.label}, {unit.task + ', ' if unit.task else ''}seed {unit.seed}"
+    if "error" in record:
+        return f"{where}: FAILED ({record['error']})"
     if "train" not in record:
         return f"{where}: skipped ({', '.join(parts)})"
     return f"{where}: trained in {record['train']['seconds']:.0f} s; {', '.join(parts)}"
@@ -452,6 +468,8 @@ def run_suite(
     def collect(position: int, record: dict[str, Any]) -> None:
         if record.pop("reused", False):
             results["reused_runs"] = results.get("reused_runs", 0) + 1
+        if "error" in record:
+            results["failed_runs"] = results.get("failed_runs", 0) + 1
         finished[position] = record
         unit = units[position]
         log(f"[{len(finished)}/{len(units)}] {_describe(unit, record)}")
@@ -470,7 +488,11 @@ def run_suite(
                 f"[{count}/{len(units)}] {unit.label}"
                 f"{', ' + unit.task if unit.task else ''}, seed {unit.seed}: training ..."
             )
-            collect(position, execute_unit(unit, resume, show_progress))
+            try:
+                record = execute_unit(unit, resume, show_progress)
+            except Exception as e:  # one bad run does not cost the others
+                record = _failed_record(unit, e)
+            collect(position, record)
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -488,7 +510,12 @@ def run_suite(
                 for position in order
             }
             for future in as_completed(futures):
-                collect(futures[future], future.result())
+                position = futures[future]
+                try:
+                    record = future.result()
+                except Exception as e:  # one bad run does not cost the others
+                    record = _failed_record(units[position], e)
+                collect(position, record)
     _save(results, out, start)
     return results
 
