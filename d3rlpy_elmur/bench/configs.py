@@ -33,6 +33,8 @@ import yaml
 from d3rlpy.base import LearnableConfig
 from d3rlpy.serializable_config import CONFIG_STORAGE, ConfigMetadata
 
+from ..datasets.recipes import required_fields
+
 __all__ = [
     "ConfigError",
     "EvalSpec",
@@ -285,11 +287,7 @@ def _check_params(cls: type[Any], params: Any, where: str) -> dict[str, Any]:
             f"{', '.join(sorted(fields))}"
         )
     # fields without a default (a warm-up's steps, a cosine schedule's T_max) come from params
-    required = [
-        name
-        for name, f in fields.items()
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
+    required = required_fields(fields)
     missing = [name for name in required if name not in params]
     if missing:
         raise ConfigError(f"{where}: {cls.__name__} needs {', '.join(missing)}")

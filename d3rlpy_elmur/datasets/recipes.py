@@ -35,6 +35,7 @@ __all__ = [
     "get_recipe",
     "load_recipes",
     "recipes_dir",
+    "required_fields",
 ]
 
 KINDS = ("tmaze", "visual-tmaze", "popgym")
@@ -72,6 +73,15 @@ def recipes_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "datasets"
 
 
+def required_fields(fields: dict[str, dataclasses.Field[Any]]) -> list[str]:
+    """Names of the dataclass fields that have neither a default nor a default factory."""
+    return [
+        name
+        for name, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+
+
 def _parse(path: Path) -> Recipe:
     try:
         data = yaml.safe_load(path.read_text())
@@ -80,12 +90,7 @@ def _parse(path: Path) -> Recipe:
     if not isinstance(data, dict):
         raise RecipeError(f"recipe {path}: expected a mapping of fields")
     fields = {f.name: f for f in dataclasses.fields(Recipe) if f.name != "path"}
-    required = [
-        name
-        for name, f in fields.items()
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
-    missing = [k for k in required if k not in data]
+    missing = [k for k in required_fields(fields) if k not in data]
     if missing:
         raise RecipeError(f"recipe {path}: missing field(s) {', '.join(missing)}")
     unknown = sorted(set(data) - set(fields))
