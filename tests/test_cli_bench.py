@@ -272,14 +272,28 @@ def test_bench_popgym_one_model_per_task(roots: Path, capsys) -> None:
     assert report["rows"][0]["episodes"] == 2
 
 
-def test_a_failing_run_is_reported_and_the_others_finish(roots: Path, capsys) -> None:
+def test_a_failing_run_is_reported_and_the_others_finish(
+    roots: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("popgym")
+    import d3rlpy_elmur.bench.suite as suite_module
+
     (roots / "recipes" / "rp.yaml").write_text(POPGYM_RECIPES["rp.yaml"])
-    # toy_dt's timestep table (16) is too short for RepeatPrevious: d3rlpy's DT is refused
     (roots / "configs" / "bench_toy_fail.yaml").write_text(
         "kind: popgym\ntasks: [rp]\nepisodes: 2\nalgorithms:\n"
-        "  - {label: DT, config: toy_dt.yaml}\n  - {label: BC, config: toy_bc.yaml}\n"
+        "  - {label: DT, config: toy_dt_long.yaml}\n  - {label: BC, config: toy_bc.yaml}\n"
     )
+    (roots / "configs" / "toy_dt_long.yaml").write_text(
+        "base: toy_dt.yaml\nparams: {max_timestep: 128}\n"
+    )
+    real_train_run = suite_module.train_run
+
+    def train_run(run, *args, **kwargs):  # a failure only training shows (say, out of memory)
+        if run.algo == "discrete_decision_transformer":
+            raise RuntimeError("simulated training failure")
+        return real_train_run(run, *args, **kwargs)
+
+    monkeypatch.setattr(suite_module, "train_run", train_run)
     out = roots / "fail"
     args = ["bench", "bench_toy_fail", "--seeds", "1", "--out", str(out), "--quiet"]
     assert main(args) == 1
@@ -288,7 +302,7 @@ def test_a_failing_run_is_reported_and_the_others_finish(roots: Path, capsys) ->
     results = json.loads((out / "results.json").read_text())
     assert results["failed_runs"] == 1
     (dt_run,) = results["algorithms"][0]["runs"]
-    assert "max_timestep=16" in dt_run["error"]
+    assert dt_run["error"] == "RuntimeError: simulated training failure"
     assert dt_run["results"] == [{"task": "popgym-RepeatPreviousEasy-v0", "skipped": "run failed"}]
     (bc_run,) = results["algorithms"][1]["runs"]
     assert bc_run["results"][0]["episodes"] == 2  # the run after the failure still ran
@@ -297,3 +311,26 @@ def test_a_failing_run_is_reported_and_the_others_finish(roots: Path, capsys) ->
     assert main([*args, "--resume"]) == 1
     again = json.loads((out / "results.json").read_text())
     assert again["reused_runs"] == 1 and again["failed_runs"] == 1
+
+
+def test_bench_checks_every_config_before_training_anything(roots: Path, capsys) -> None:
+    pytest.importorskip("popgym")
+    (roots / "recipes" / "rp.yaml").write_text(POPGYM_RECIPES["rp.yaml"])
+    # toy_dt's timestep table (16) is shorter than RepeatPrevious's episodes; the ELMURDT
+    # config asks for more segments than the episodes hold
+    (roots / "configs" / "toy_elmur_long.yaml").write_text(
+        "base: toy_elmur.yaml\nparams: {num_segments: 40}\n"
+    )
+    (roots / "configs" / "bench_toy_bad.yaml").write_text(
+        "kind: popgym\ntasks: [rp]\nepisodes: 2\nalgorithms:\n"
+        "  - {label: BC, config: toy_bc.yaml}\n  - {label: DT, config: toy_dt.yaml}\n"
+        "  - {label: ELMURDT, config: toy_elmur_long.yaml}\n"
+    )
+    out = roots / "bad"
+    assert main(["bench", "bench_toy_bad", "--seeds", "2", "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "nothing was trained" in err
+    assert "DT, rp: config toy_dt: max_timestep=16" in err
+    assert "ELMURDT, rp: config toy_elmur_long: num_segments=40" in err
+    assert "BC, rp" not in err
+    assert not (out / "runs").exists()  # BC, first in the plan, did not train either

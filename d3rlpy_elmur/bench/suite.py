@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from ..datasets import get_recipe, open_minari
+from ..datasets import get_recipe, load_minari, open_minari
 from ..datasets.spaces import is_discrete_action_space
 from ..io import atomic_write
 from .configs import ConfigError, load_run_config, resolve_config_path
@@ -45,7 +45,7 @@ from .popgym import evaluate_popgym
 from .report import write_report
 from .runinfo import run_info
 from .tmaze import evaluate_tmaze, format_length
-from .train import ensure_dataset, load_model, train_run
+from .train import check_run, ensure_dataset, load_model, train_run
 
 __all__ = ["KINDS", "RunUnit", "Suite", "SuiteAlgorithm", "execute_unit", "load_suite", "run_suite"]
 
@@ -424,6 +424,29 @@ def _plan(
     return header, units
 
 
+def _preflight(units: Sequence[RunUnit]) -> None:
+    """Checks every run's config against its dataset before the first one trains, and names
+    every problem at once."""
+    buffers: dict[str, Any] = {}
+    problems: list[str] = []
+    checked: set[tuple[str, str]] = set()
+    for unit in units:
+        if unit.skipped or (unit.config, unit.dataset_id) in checked:
+            continue
+        checked.add((unit.config, unit.dataset_id))
+        if unit.dataset_id not in buffers:
+            buffers[unit.dataset_id] = load_minari(unit.dataset_id)
+        try:
+            check_run(load_run_config(unit.config), buffers[unit.dataset_id])
+        except (ConfigError, ValueError) as e:
+            problems.append(f"{unit.label}{', ' + unit.task if unit.task else ''}: {e}")
+    if problems:
+        raise ConfigError(
+            "the suite cannot run as configured, nothing was trained:\n  - "
+            + "\n  - ".join(problems)
+        )
+
+
 def run_suite(
     suite: Suite,
     out_dir: str | os.PathLike[str],
@@ -462,6 +485,7 @@ def run_suite(
         **run_info(command),
     }
     header, units = _plan(suite, out, seeds, show_progress)
+    _preflight(units)
     results.update(header)
     finished: dict[int, dict[str, Any]] = {}
 

@@ -51,6 +51,7 @@ from .configs import ConfigError, RunConfig, load_run_config
 __all__ = [
     "OutputExistsError",
     "TrainResult",
+    "check_run",
     "ensure_dataset",
     "load_model",
     "resume_run",
@@ -210,6 +211,23 @@ def _check_max_timestep(config: Any, buffer: Any, name: str) -> None:
             f"config {name}: max_timestep={config.max_timestep} but the dataset has episodes "
             f"of {longest} steps; set params.max_timestep >= {longest}"
         )
+
+
+def check_run(run: RunConfig, buffer: Any) -> None:
+    """Raises ConfigError if ``run`` cannot train on ``buffer``, as far as that can be told
+    without training: the config builds, d3rlpy's Decision Transformers cover the longest
+    episode, ELMURDT's segments fit in it. The bench calls it for every run up front, so a
+    bad config fails in seconds instead of hours into a suite."""
+    config = run.make_config()
+    _check_max_timestep(config, buffer, run.name)
+    algo = config.create(device="cpu:0")
+    if isinstance(algo, _ELMURDTBase):
+        with warnings.catch_warnings():  # warnings come again, once, when it trains
+            warnings.simplefilter("ignore")
+            try:
+                algo.segment_view(buffer)
+            except ValueError as e:
+                raise ConfigError(f"config {run.name}: {e}") from e
 
 
 def _write_text(path: Path, text: str) -> None:
