@@ -6,16 +6,30 @@
 - :mod:`.baselines`: batched greedy evaluation of d3rlpy's DT / BC / CQL next to ELMURDT's
 - :mod:`.tmaze`, :mod:`.popgym`: evaluation per T-Maze length / POPGym task
 - :mod:`.evaluate`: a saved model on any env id (``elmur eval``)
+- :mod:`.positions`: error by position in a segment, replaying dataset episodes
 - :mod:`.suite`: a comparison (algorithms x seeds x tasks) -> ``results.json``
 - :mod:`.report`: ``results.json`` -> ``results.md`` and plots (pure, regenerable)
 """
 
-from . import baselines, configs, envs, evaluate, popgym, report, runinfo, suite, tmaze, train
+from . import (
+    baselines,
+    configs,
+    envs,
+    evaluate,
+    popgym,
+    positions,
+    report,
+    runinfo,
+    suite,
+    tmaze,
+    train,
+)
 from .baselines import *
 from .configs import *
 from .envs import *
 from .evaluate import *
 from .popgym import *
+from .positions import *
 from .report import *
 from .runinfo import *
 from .suite import *
@@ -28,6 +42,7 @@ __all__ = [
     *envs.__all__,
     *evaluate.__all__,
     *popgym.__all__,
+    *positions.__all__,
     *report.__all__,
     *runinfo.__all__,
     *suite.__all__,

@@ -28,7 +28,7 @@ from d3rlpy.algos import QLearningAlgoBase, TransformerAlgoBase
 from d3rlpy.constants import ActionSpace
 
 from ..algos.elmur_dt import _ELMURDTBase
-from ..evaluation import BatchPolicy, ResetOptions, evaluate, run_episodes
+from ..evaluation import BatchPolicy, ELMURBatchPolicy, ResetOptions, evaluate, run_episodes
 
 __all__ = [
     "GreedyQLearningPolicy",
@@ -127,7 +127,9 @@ class BatchedDecisionTransformerPolicy:
 
 
 def make_batch_policy(algo: Any, target_return: float = 0.0) -> BatchPolicy:
-    """The batched greedy policy of a d3rlpy algorithm (not ELMURDT: it has ``evaluate``)."""
+    """The batched greedy policy of any algorithm of the comparison."""
+    if isinstance(algo, _ELMURDTBase):
+        return ELMURBatchPolicy(algo, target_return, greedy=True, seed=0)
     if isinstance(algo, QLearningAlgoBase):
         return GreedyQLearningPolicy(algo)
     if isinstance(algo, TransformerAlgoBase) and hasattr(algo.impl.modules, "transformer"):

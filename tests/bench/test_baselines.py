@@ -7,13 +7,15 @@ import numpy as np
 import pytest
 from d3rlpy.algos import GreedyTransformerActionSampler
 
+from d3rlpy_elmur import DiscreteELMURDTConfig
 from d3rlpy_elmur.bench.baselines import (
     BatchedDecisionTransformerPolicy,
     GreedyQLearningPolicy,
     evaluate_algo,
+    make_batch_policy,
 )
 from d3rlpy_elmur.bench.envs import make_eval_env
-from d3rlpy_elmur.evaluation import run_episodes
+from d3rlpy_elmur.evaluation import ELMURBatchPolicy, run_episodes
 
 OBS_DIM = 3
 
@@ -86,3 +88,18 @@ def test_run_episodes_on_tmaze_counts_balanced_episodes() -> None:
     )()
     timeout = run_episodes(always_right, env, 4, reset_options={"corridor_length": 3})
     assert timeout["success_rate"] == 0.0 and timeout["env_steps"] == 4 * 5
+
+
+def test_make_batch_policy_gives_elmurdt_its_own_step_path() -> None:
+    algo = DiscreteELMURDTConfig(context_size=3, embed_dim=16, num_heads=1, num_layers=1).create()
+    algo.create_impl((OBS_DIM,), 3)
+    policy = make_batch_policy(algo)
+    assert isinstance(policy, ELMURBatchPolicy)
+    # row by row it acts like the algorithm's own stateful wrapper, across segment ends
+    rng = np.random.default_rng(2)
+    obs = rng.normal(size=(7, 2, OBS_DIM)).astype(np.float32)
+    wrappers = [algo.as_stateful_wrapper() for _ in range(2)]
+    policy.reset(2)
+    for t in range(7):
+        actions = policy.act(obs[t], np.zeros(2))
+        assert actions.tolist() == [w.predict(obs[t, i], 0.0) for i, w in enumerate(wrappers)]

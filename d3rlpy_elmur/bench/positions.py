@@ -1,0 +1,72 @@
+"""Where in a segment does a policy miss the dataset's action?
+
+A segment-recurrent model sees, at position p of a segment, the p earlier steps of that
+segment directly and everything older only through memory, so a memory path that has not
+learned yet shows as errors concentrated at the first positions. This replays dataset
+episodes through a batched policy (teacher forcing: the dataset's observations and rewards,
+whatever the policy chose) and reports the error at each position ``t mod K``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..evaluation import BatchPolicy
+
+__all__ = ["position_errors"]
+
+
+def position_errors(
+    policy: BatchPolicy, episodes: Sequence[Any], context_size: int
+) -> dict[str, Any]:
+    """Replays ``episodes`` (d3rlpy episodes, all at once) through ``policy``.
+
+    Returns ``{"by_position": [K floats], "overall": float, "steps": int, "metric": ...}``:
+    the rate of actions that differ from the dataset's (integer actions) or the mean squared
+    error (continuous actions), over the steps at each position ``t mod context_size``.
+    """
+    if context_size < 1:
+        raise ValueError(f"context_size must be >= 1, got {context_size}")
+    if not episodes:
+        raise ValueError("no episodes to replay")
+    lengths = np.array([episode.size() for episode in episodes])
+    horizon = int(lengths.max())
+
+    def padded(field: str) -> np.ndarray:  # [N, T, ...], each row's last step repeated
+        rows = []
+        for episode in episodes:
+            values = np.asarray(getattr(episode, field))
+            pad = np.repeat(values[-1:], horizon - len(values), axis=0)
+            rows.append(np.concatenate([values, pad]))
+        return np.stack(rows)
+
+    observations, actions = padded("observations"), padded("actions")
+    rewards = padded("rewards").reshape(len(episodes), horizon)
+    discrete = np.issubdtype(actions.dtype, np.integer)
+    errors = np.zeros((len(episodes), horizon))
+    policy.reset(len(episodes))
+    previous_reward = np.zeros(len(episodes))
+    for t in range(horizon):
+        predicted = np.asarray(policy.act(observations[:, t], previous_reward))
+        target = actions[:, t].reshape(len(episodes), -1)
+        predicted = predicted.reshape(target.shape)
+        if discrete:
+            errors[:, t] = (predicted != target).any(axis=1)
+        else:
+            errors[:, t] = ((predicted - target) ** 2).mean(axis=1)
+        previous_reward = rewards[:, t]
+    valid = np.arange(horizon)[None, :] < lengths[:, None]  # [N, T]
+    position = np.arange(horizon) % context_size
+    sums = np.bincount(position, (errors * valid).sum(0), minlength=context_size)
+    counts = np.bincount(position, valid.sum(0), minlength=context_size)
+    return {
+        "metric": "error rate" if discrete else "mean squared error",
+        "by_position": [
+            float(s / c) if c else float("nan") for s, c in zip(sums, counts, strict=True)
+        ],
+        "overall": float(sums.sum() / counts.sum()),
+        "steps": int(counts.sum()),
+    }
