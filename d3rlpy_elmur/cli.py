@@ -477,7 +477,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         elif args.command == "bench":
             print(
-                f"interrupted: finished runs are kept; `--resume` reuses them ({args.out})",
+                "interrupted: finished runs are kept and `--resume` reuses them; a cut run "
+                f"goes on from its last epoch's checkpoint ({args.out})",
                 file=sys.stderr,
             )
         else:

@@ -334,3 +334,39 @@ def test_bench_checks_every_config_before_training_anything(roots: Path, capsys)
     assert "ELMURDT, rp: config toy_elmur_long: num_segments=40" in err
     assert "BC, rp" not in err
     assert not (out / "runs").exists()  # BC, first in the plan, did not train either
+
+
+def test_bench_resume_continues_a_run_cut_after_a_checkpoint(
+    roots: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("popgym")
+    import d3rlpy_elmur.bench.suite as suite_module
+
+    (roots / "recipes" / "rp.yaml").write_text(POPGYM_RECIPES["rp.yaml"])
+    (roots / "configs" / "bench_toy_cut.yaml").write_text(
+        "kind: popgym\ntasks: [rp]\nepisodes: 2\n"
+        "algorithms:\n  - {label: BC, config: toy_bc.yaml}\n"
+    )
+    real_train_run = suite_module.train_run
+    resumes: list[bool] = []
+
+    def train_run(run, *args, **kwargs):
+        resumes.append(kwargs["resume"])
+
+        def cut(line: str) -> None:  # the first run dies after its step-2 checkpoint
+            if "step 4/" in line:
+                raise KeyboardInterrupt  # what a session's end looks like to the run
+
+        return real_train_run(run, *args, **{**kwargs, "log": cut if len(resumes) == 1 else None})
+
+    monkeypatch.setattr(suite_module, "train_run", train_run)
+    out = roots / "cut"
+    args = ["bench", "bench_toy_cut", "--seeds", "1", "--out", str(out), "--quiet"]
+    assert main(args) == 130
+    assert "a cut run goes on from its last epoch's checkpoint" in capsys.readouterr().err
+    assert (out / "runs" / "rp" / "toy_bc" / "seed0" / "checkpoint.pt").is_file()
+
+    assert main([*args, "--resume"]) == 0
+    (run,) = json.loads((out / "results.json").read_text())["algorithms"][0]["runs"]
+    assert run["train"]["resumed_from"] == 2 and run["train"]["steps"] == 4
+    assert resumes == [False, True]

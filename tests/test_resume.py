@@ -250,3 +250,64 @@ def test_sigkill_at_random_moments_then_resume(roots: Path) -> None:
     assert (out / "logs" / "loss.csv").read_text() == (
         roots / "whole" / "logs" / "loss.csv"
     ).read_text()
+
+
+def test_train_run_with_resume_continues_only_its_own_checkpoint(roots: Path) -> None:
+    """What the bench's --resume relies on: a cut run of the same config goes on from its
+    checkpoint (ending as an uninterrupted run does); anything else starts again."""
+    run = load_run_config("toy_elmur")
+    whole = train_run(run, roots / "whole", steps=12, checkpoint_every=4, show_progress=False)
+    out = roots / "cut"
+    with pytest.raises(_Stop):
+        train_run(run, out, steps=12, checkpoint_every=4, show_progress=False, log=_stop_at(8))
+
+    # another seed is another run: it is not continued, and without overwrite not replaced
+    with pytest.raises(FileExistsError, match="unfinished run"):
+        train_run(run, out, steps=12, seed=1, checkpoint_every=4, show_progress=False, resume=True)
+    assert read_checkpoint(out / "checkpoint.pt")["step"] == 4
+
+    resumed = train_run(
+        run, out, steps=12, checkpoint_every=4, show_progress=False, resume=True, overwrite=True
+    )
+    assert resumed.resumed_from == 4
+    _assert_same_weights(Path(whole.model_path), Path(resumed.model_path))
+
+    # a finished folder is not "resumed": with overwrite it is trained again from step 0
+    again = train_run(
+        run, out, steps=12, checkpoint_every=4, show_progress=False, resume=True, overwrite=True
+    )
+    assert again.resumed_from is None
+    _assert_same_weights(Path(whole.model_path), Path(again.model_path))
+
+    # a different config in a cut folder starts over (overwrite) instead of continuing
+    with pytest.raises(_Stop):
+        train_run(
+            run,
+            out,
+            steps=12,
+            checkpoint_every=4,
+            show_progress=False,
+            log=_stop_at(8),
+            overwrite=True,
+        )
+    fresh = train_run(
+        run,
+        out,
+        steps=12,
+        seed=1,
+        checkpoint_every=4,
+        show_progress=False,
+        resume=True,
+        overwrite=True,
+    )
+    assert fresh.resumed_from is None and fresh.seed == 1
+
+
+@pytest.mark.parametrize("config", ["toy_elmur", "toy_dt"])
+def test_checkpointing_does_not_change_the_model(roots: Path, config: str) -> None:
+    """The bench reuses a cached run whatever its checkpoint interval (it is left out of the
+    fingerprint): writing checkpoints must not touch any random stream or parameter."""
+    run = load_run_config(config)
+    never = train_run(run, roots / "never", steps=12, checkpoint_every=0, show_progress=False)
+    often = train_run(run, roots / "often", steps=12, checkpoint_every=2, show_progress=False)
+    _assert_same_weights(Path(never.model_path), Path(often.model_path))

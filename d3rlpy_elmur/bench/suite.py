@@ -274,9 +274,10 @@ def execute_unit(
         dataset=unit.dataset_id,
         steps=unit.steps,
         seed=unit.seed,
-        checkpoint_every=0,  # a cut run is trained again (minutes): no checkpoints to write
+        checkpoint_every=None,  # the config's (every epoch): --resume continues a cut run
         show_progress=show_progress,
         overwrite=True,
+        resume=resume,
         # a line per epoch where there are no progress bars (worker processes)
         log=None if show_progress else log,
     )
@@ -292,6 +293,7 @@ def execute_unit(
             "updates_per_second": trained.updates_per_second,
             "final_loss": trained.final_loss,
             "dataset": trained.dataset,
+            **({} if trained.resumed_from is None else {"resumed_from": trained.resumed_from}),
         },
         "results": _evaluate_unit(unit, algo, show_progress, None if show_progress else log),
     }

@@ -255,6 +255,7 @@ def train_run(
     device: str = "cpu:0",
     show_progress: bool = True,
     overwrite: bool = False,
+    resume: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Fit ``run`` for exactly ``steps`` updates on ``device`` and write the output folder.
@@ -264,7 +265,9 @@ def train_run(
     terminal). The seed seeds Python, numpy and torch (``d3rlpy.seed``: model init and d3rlpy's
     batch sampling) and ELMURDT's window sampler. ``config.yaml`` is written first and
     ``model.d3`` last, so an interrupted run can be continued with :func:`resume_run`; a
-    folder holding a model or an unfinished run is replaced only with ``overwrite``.
+    folder holding a model or an unfinished run is replaced only with ``overwrite``. With
+    ``resume``, an unfinished run of this very config (same resolved ``config.yaml`` and
+    checkpoint identity) is continued from its checkpoint instead of started again.
     """
     out = Path(out_dir)
     dataset_name = dataset or run.dataset
@@ -283,12 +286,16 @@ def train_run(
         dataset=dataset_name,
     )
     _epoch_plan(run)  # a bad checkpoint interval fails before anything is built or written
-    _refuse_to_replace(out, overwrite)
+    if not resume:  # a resumable folder is only known once the config is built
+        _refuse_to_replace(out, overwrite)
     dataset_id = ensure_dataset(dataset_name, progress=show_progress)
     buffer = load_minari(dataset_id)
     config = run.make_config()
     _check_max_timestep(config, buffer, run.name)
     with _exclusive(out):
+        state = _own_checkpoint(out, run, config, dataset_id, device) if resume else None
+        if state is not None:
+            return _fit(run, config, buffer, dataset_id, out, state, device, show_progress, log)
         _refuse_to_replace(out, overwrite)  # again, now that no other process can start
         for stale in (MODEL_FILE, CHECKPOINT_FILE, "train.json"):  # _fit clears the logs
             (out / stale).unlink(missing_ok=True)
@@ -298,6 +305,25 @@ def train_run(
             + yaml.safe_dump(resolved_config(run, config, dataset_id), sort_keys=False),
         )
         return _fit(run, config, buffer, dataset_id, out, None, device, show_progress, log)
+
+
+def _own_checkpoint(
+    out: Path, run: RunConfig, config: Any, dataset_id: str, device: str
+) -> dict[str, Any] | None:
+    """The checkpoint in ``out`` if it is an unfinished run of exactly this run, else None."""
+    path = out / CHECKPOINT_FILE
+    if (out / MODEL_FILE).exists() or not path.is_file() or not (out / CONFIG_FILE).is_file():
+        return None
+    if yaml.safe_load((out / CONFIG_FILE).read_text()) != resolved_config(run, config, dataset_id):
+        return None
+    try:
+        state = read_checkpoint(path, device)
+    except CheckpointError:  # torn by a kill: start again
+        return None
+    expected = _identity(run, config, dataset_id)
+    if {key: state["meta"].get(key) for key in expected} != expected:
+        return None
+    return state
 
 
 def resume_run(
