@@ -206,6 +206,16 @@ def _render_tmaze(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _best_per_column(means: Sequence[Sequence[float | None]]) -> list[set[int]]:
+    """Per column, the rows whose mean, rounded as printed, is the column's highest."""
+    best: list[set[int]] = []
+    for column in zip(*means, strict=True):
+        shown = {i: round(m, 3) for i, m in enumerate(column) if m is not None}
+        top = max(shown.values(), default=None)
+        best.append({i for i, m in shown.items() if m == top})
+    return best
+
+
 def _render_popgym(results: dict[str, Any]) -> list[str]:
     tasks = results["tasks"]
     n_seeds = len(results["seeds"])
@@ -221,19 +231,32 @@ def _render_popgym(results: dict[str, Any]) -> list[str]:
         "",
     ]
     header = ["algorithm"] + [_task_name(t["env"]) for t in tasks] + ["sum of means"]
+    algorithms = results["algorithms"]
+    cells = [aggregate(algo, "return_mean") for algo in algorithms]
+    means = [[(c.get(t["env"]) or {}).get("mean") for t in tasks] for c in cells]
+    best = _best_per_column(means)
     rows = []
-    for algo in results["algorithms"]:
-        cells = aggregate(algo, "return_mean")
+    for i, algo in enumerate(algorithms):
         row = [algo["label"]]
-        means = []
-        for task in tasks:
-            cell = cells.get(task["env"])
-            row.append(_cell(cell, n_seeds, 3))
-            means.append(None if cell is None else cell["mean"])
-        complete = all(m is not None for m in means)
-        row.append(f"{sum(means):.3f}" if complete else MISSING_CELL)  # type: ignore[arg-type]
+        for j, task in enumerate(tasks):
+            text = _cell(cells[i].get(task["env"]), n_seeds, 3)
+            row.append(f"**{text}**" if i in best[j] else text)
+        complete = all(m is not None for m in means[i])
+        row.append(f"{sum(means[i]):.3f}" if complete else MISSING_CELL)  # type: ignore[arg-type]
         rows.append(row)
     lines += _table(header, rows)
+    wins = []
+    for i, algo in enumerate(algorithms):
+        names = [_task_name(t["env"]) for j, t in enumerate(tasks) if i in best[j]]
+        wins.append(
+            f"{algo['label']} {len(names)} of {len(tasks)}"
+            + (f" ({', '.join(names)})" if names else "")
+        )
+    lines += [
+        "",
+        "**Bold**: the best mean in each task (means equal to 3 decimals tie). Best or tied "
+        "best per algorithm: " + "; ".join(wins) + ".",
+    ]
     lines += ["", "## Cost", ""] + _cost_table(results)
     return lines
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -46,7 +47,7 @@ def test_tmaze_cells_are_mean_and_std_over_seeds() -> None:
 
 def test_popgym_sum_only_when_every_task_has_a_number() -> None:
     text = render_markdown(_load("popgym"))
-    assert "| ELMURDT | 0.400 ± 0.100 | -0.100 ± 0.100 | 0.300 |" in text
+    assert "| ELMURDT | **0.400 ± 0.100** | **-0.100 ± 0.100** | 0.300 |" in text
     assert "not evaluated (continuous actions) | — |" in text
 
 
@@ -65,3 +66,23 @@ def test_write_report_and_the_report_command(tmp_path: Path, kind: str, plot: st
     assert main(["report", str(tmp_path)]) == 0
     assert (tmp_path / "results.md").read_text() == (FIXTURES / f"results_{kind}.md").read_text()
     assert "results.md" in capsys.readouterr().out
+
+
+def test_popgym_bolds_the_best_mean_per_task_and_counts_ties() -> None:
+    results = _load("popgym")
+    # a third algorithm that ties ELMURDT on RepeatPrevious (to 3 decimals) and is best alone
+    # on Pendulum; CQL has no Pendulum number and cannot win it
+    third = copy.deepcopy(results["algorithms"][0])
+    third["label"] = "GRU"
+    for run in third["runs"]:
+        for row in run["results"]:
+            row["return_mean"] += 0.0004 if "RepeatPrevious" in row["task"] else 0.5
+    results["algorithms"].append(third)
+    text = render_markdown(results)
+    assert "| ELMURDT | **0.400 ± 0.100** | -0.100 ± 0.100 | 0.300 |" in text
+    assert "| GRU | **0.400 ± 0.100** | **0.400 ± 0.100** | 0.800 |" in text
+    assert "| CQL | -0.250 ± 0.000 (n=1) | not evaluated" in text
+    assert (
+        "Best or tied best per algorithm: ELMURDT 1 of 2 (RepeatPreviousEasy); CQL 0 of 2; "
+        "GRU 2 of 2 (RepeatPreviousEasy, PositionOnlyPendulumEasy)." in text
+    )
