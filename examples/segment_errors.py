@@ -3,7 +3,8 @@
 Replays a task's dataset episodes through each model (teacher forcing) and prints the error
 at each position t mod K as a markdown table. A memory path that has not learned yet shows as
 errors at a segment's first positions, where everything older than the segment is only in
-memory. Works for every algorithm of the comparison (ELMURDT, BC-GRU, d3rlpy's DT, BC, CQL).
+memory. Any algorithm of the comparison can be put beside it (d3rlpy's DT, BC, CQL: for
+them t mod K only groups the steps; see `d3rlpy_elmur.bench.position_errors`).
 
     python examples/segment_errors.py results/popgym/runs/popgym-repeatprevious-easy/*/seed0 \
         --dataset popgym-repeatprevious-easy --episodes 100
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from d3rlpy_elmur import ELMURDT, DiscreteELMURDT
 from d3rlpy_elmur.bench import (
     ensure_dataset,
     load_model,
@@ -31,7 +33,7 @@ def main() -> None:
     parser.add_argument("models", nargs="+", help="model.d3 files or run folders holding one")
     parser.add_argument("--dataset", required=True, help="recipe name or Minari dataset id")
     parser.add_argument("--episodes", type=int, default=100, help="the dataset's first N")
-    parser.add_argument("--context", type=int, default=10, help="K, the segment length")
+    parser.add_argument("--context", type=int, help="K (default: the first ELMURDT model's)")
     parser.add_argument("--target-return", type=float, default=1.0, help="for the DTs")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--json", help="also write the rows to this file")
@@ -39,20 +41,26 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     episodes = load_minari(ensure_dataset(args.dataset)).episodes[: args.episodes]
+    paths = [Path(name) / "model.d3" if Path(name).is_dir() else Path(name) for name in args.models]
+    models = [load_model(path) for path in paths]
+    context = args.context or next(
+        (m.config.context_size for m in models if isinstance(m, ELMURDT | DiscreteELMURDT)), None
+    )
+    if context is None:
+        parser.error("no ELMURDT model among them: pass --context")
     rows = []
-    for name in args.models:
-        path = Path(name)
-        model = path / "model.d3" if path.is_dir() else path
-        policy = make_batch_policy(load_model(model), args.target_return)
-        label = "/".join(model.parent.parts[-2:])
-        rows.append({"model": label, **position_errors(policy, episodes, args.context)})
+    for path, model in zip(paths, models, strict=True):
+        policy = make_batch_policy(model, args.target_return)
+        label = "/".join(path.parent.parts[-2:])
+        rows.append({"model": label, **position_errors(policy, episodes, context)})
 
     metric = rows[0]["metric"]
     print(f"{metric} by position in the segment, {len(episodes)} episodes of {args.dataset}\n")
-    print("| model | " + " | ".join(str(p) for p in range(args.context)) + " | all |")
-    print("|---" * (args.context + 2) + "|")
+    print("| model | " + " | ".join(str(p) for p in range(context)) + " | all |")
+    print("|---" * (context + 2) + "|")
     for row in rows:
-        cells = [f"{value:.3f}" for value in [*row["by_position"], row["overall"]]]
+        values = [*row["by_position"], row["overall"]]
+        cells = ["-" if value is None else f"{value:.3f}" for value in values]
         print(f"| {row['model']} | " + " | ".join(cells) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")

@@ -370,3 +370,13 @@ def test_bench_resume_continues_a_run_cut_after_a_checkpoint(
     (run,) = json.loads((out / "results.json").read_text())["algorithms"][0]["runs"]
     assert run["train"]["resumed_from"] == 2 and run["train"]["steps"] == 4
     assert resumes == [False, True]
+
+    # cut after training, during evaluation (no result.json yet): the model is kept
+    folder = out / "runs" / "rp" / "toy_bc" / "seed0"
+    (folder / "result.json").unlink()
+    stamp = (folder / "model.d3").stat().st_mtime_ns
+    assert main([*args, "--resume"]) == 0
+    (again,) = json.loads((out / "results.json").read_text())["algorithms"][0]["runs"]
+    assert again["train"] == run["train"]  # not trained again
+    assert again["results"][0]["return_mean"] == run["results"][0]["return_mean"]
+    assert (folder / "model.d3").stat().st_mtime_ns == stamp

@@ -252,55 +252,68 @@ def test_sigkill_at_random_moments_then_resume(roots: Path) -> None:
     ).read_text()
 
 
-def test_train_run_with_resume_continues_only_its_own_checkpoint(roots: Path) -> None:
+def test_train_run_with_resume_continues_only_its_own_run(
+    roots: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What the bench's --resume relies on: a cut run of the same config goes on from its
-    checkpoint (ending as an uninterrupted run does); anything else starts again."""
+    checkpoint (ending as an uninterrupted run does), a finished one is kept, anything else
+    starts again."""
     run = load_run_config("toy_elmur")
     whole = train_run(run, roots / "whole", steps=12, checkpoint_every=4, show_progress=False)
     out = roots / "cut"
-    with pytest.raises(_Stop):
-        train_run(run, out, steps=12, checkpoint_every=4, show_progress=False, log=_stop_at(8))
 
-    # another seed is another run: it is not continued, and without overwrite not replaced
+    def cut(config=run, **kwargs) -> None:
+        with pytest.raises(_Stop):
+            train_run(
+                config,
+                out,
+                steps=12,
+                checkpoint_every=4,
+                show_progress=False,
+                log=_stop_at(8),
+                overwrite=True,
+                **kwargs,
+            )
+        assert read_checkpoint(out / "checkpoint.pt")["step"] == 4
+
+    def again(config=run, **kwargs):
+        return train_run(
+            config, out, steps=12, checkpoint_every=4, show_progress=False, resume=True, **kwargs
+        )
+
+    cut()
+    # another seed is another run: not continued, and without overwrite not replaced
     with pytest.raises(FileExistsError, match="unfinished run"):
-        train_run(run, out, steps=12, seed=1, checkpoint_every=4, show_progress=False, resume=True)
+        again(seed=1)
     assert read_checkpoint(out / "checkpoint.pt")["step"] == 4
 
-    resumed = train_run(
-        run, out, steps=12, checkpoint_every=4, show_progress=False, resume=True, overwrite=True
-    )
+    resumed = again()
     assert resumed.resumed_from == 4
     _assert_same_weights(Path(whole.model_path), Path(resumed.model_path))
+    # a finished run of the same config is kept as it is (a bench cut during evaluation)
+    stamp = (out / "model.d3").stat().st_mtime_ns
+    assert again() == resumed
+    assert (out / "model.d3").stat().st_mtime_ns == stamp
 
-    # a finished folder is not "resumed": with overwrite it is trained again from step 0
-    again = train_run(
-        run, out, steps=12, checkpoint_every=4, show_progress=False, resume=True, overwrite=True
-    )
-    assert again.resumed_from is None
-    _assert_same_weights(Path(whole.model_path), Path(again.model_path))
+    # same seed, another learning rate: the checkpoint is not this run's, so it starts over
+    cut()
+    other = run.replace(params={**run.params, "learning_rate": 1e-3})
+    fresh = again(other, overwrite=True)
+    assert fresh.resumed_from is None
+    assert load_run_config(out / "config.yaml").params["learning_rate"] == 1e-3
 
-    # a different config in a cut folder starts over (overwrite) instead of continuing
-    with pytest.raises(_Stop):
-        train_run(
-            run,
-            out,
-            steps=12,
-            checkpoint_every=4,
-            show_progress=False,
-            log=_stop_at(8),
-            overwrite=True,
-        )
-    fresh = train_run(
-        run,
-        out,
-        steps=12,
-        seed=1,
-        checkpoint_every=4,
-        show_progress=False,
-        resume=True,
-        overwrite=True,
-    )
-    assert fresh.resumed_from is None and fresh.seed == 1
+    # a checkpoint of this run that does not load any more: trained again, with a warning
+    cut()
+    import d3rlpy_elmur.bench.train as train_module
+
+    def broken(*args, **kwargs):
+        raise CheckpointError("module shapes changed")
+
+    monkeypatch.setattr(train_module, "restore_checkpoint", broken)
+    with pytest.warns(UserWarning, match="module shapes changed; training"):
+        restarted = again(overwrite=True)
+    assert restarted.resumed_from is None
+    _assert_same_weights(Path(whole.model_path), Path(restarted.model_path))
 
 
 @pytest.mark.parametrize("config", ["toy_elmur", "toy_dt"])

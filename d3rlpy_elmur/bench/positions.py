@@ -3,8 +3,12 @@
 A segment-recurrent model sees, at position p of a segment, the p earlier steps of that
 segment directly and everything older only through memory, so a memory path that has not
 learned yet shows as errors concentrated at the first positions. This replays dataset
-episodes through a batched policy (teacher forcing: the dataset's observations and rewards,
-whatever the policy chose) and reports the error at each position ``t mod K``.
+episodes through a batched policy (the dataset's observations and rewards, whatever the
+policy chose) and reports the error at each position ``t mod K``. For models whose tokens are
+observations only (ELMURDT's default, BC-GRU, BC, CQL) that is teacher forcing; models that
+also embed their previous action (d3rlpy's DT, ELMURDT with ``rtg_obs_act``) get their own,
+so one error can carry into the next steps. For models without segments, ``t mod K`` only
+groups the steps.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ def position_errors(
 ) -> dict[str, Any]:
     """Replays ``episodes`` (d3rlpy episodes, all at once) through ``policy``.
 
-    Returns ``{"by_position": [K floats], "overall": float, "steps": int, "metric": ...}``:
+    Returns ``{"by_position": [K values], "overall": float, "steps": int, "metric": ...}``:
     the rate of actions that differ from the dataset's (integer actions) or the mean squared
-    error (continuous actions), over the steps at each position ``t mod context_size``.
+    error (continuous actions), over the steps at each position ``t mod context_size`` (None
+    for a position no episode reaches).
     """
     if context_size < 1:
         raise ValueError(f"context_size must be >= 1, got {context_size}")
@@ -60,13 +65,11 @@ def position_errors(
         previous_reward = rewards[:, t]
     valid = np.arange(horizon)[None, :] < lengths[:, None]  # [N, T]
     position = np.arange(horizon) % context_size
-    sums = np.bincount(position, (errors * valid).sum(0), minlength=context_size)
+    sums = np.bincount(position, np.where(valid, errors, 0.0).sum(0), minlength=context_size)
     counts = np.bincount(position, valid.sum(0), minlength=context_size)
     return {
         "metric": "error rate" if discrete else "mean squared error",
-        "by_position": [
-            float(s / c) if c else float("nan") for s, c in zip(sums, counts, strict=True)
-        ],
+        "by_position": [float(s / c) if c else None for s, c in zip(sums, counts, strict=True)],
         "overall": float(sums.sum() / counts.sum()),
         "steps": int(counts.sum()),
     }

@@ -268,13 +268,16 @@ def execute_unit(
     log = _print if announce else None
     if log is not None:
         log(f"{unit.label}{', ' + unit.task if unit.task else ''}, seed {unit.seed}: training ...")
+    run = load_run_config(unit.config)
+    # a checkpoint every epoch (None), whatever the config says, so that it fits the suite's
+    # step budget and --resume continues a cut run from its last epoch
+    run = run.replace(train=dataclasses.replace(run.train, checkpoint_every=None))
     trained = train_run(
-        load_run_config(unit.config),
+        run,
         run_dir,
         dataset=unit.dataset_id,
         steps=unit.steps,
         seed=unit.seed,
-        checkpoint_every=None,  # the config's (every epoch): --resume continues a cut run
         show_progress=show_progress,
         overwrite=True,
         resume=resume,

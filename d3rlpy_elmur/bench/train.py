@@ -266,8 +266,9 @@ def train_run(
     batch sampling) and ELMURDT's window sampler. ``config.yaml`` is written first and
     ``model.d3`` last, so an interrupted run can be continued with :func:`resume_run`; a
     folder holding a model or an unfinished run is replaced only with ``overwrite``. With
-    ``resume``, an unfinished run of this very config (same resolved ``config.yaml`` and
-    checkpoint identity) is continued from its checkpoint instead of started again.
+    ``resume``, a run of this very config (same resolved ``config.yaml``) already in the
+    folder is not started again: a finished one is returned as it is, an unfinished one goes
+    on from its checkpoint (when it has one of this run that loads).
     """
     out = Path(out_dir)
     dataset_name = dataset or run.dataset
@@ -293,9 +294,18 @@ def train_run(
     config = run.make_config()
     _check_max_timestep(config, buffer, run.name)
     with _exclusive(out):
-        state = _own_checkpoint(out, run, config, dataset_id, device) if resume else None
-        if state is not None:
-            return _fit(run, config, buffer, dataset_id, out, state, device, show_progress, log)
+        if resume and _same_run(out, run, config, dataset_id):
+            finished = _finished(out)
+            if finished is not None:
+                return finished
+            state = _own_checkpoint(out, run, config, dataset_id, device)
+            if state is not None:
+                try:
+                    return _fit(
+                        run, config, buffer, dataset_id, out, state, device, show_progress, log
+                    )
+                except CheckpointError as e:  # it matched but does not load: start again
+                    warnings.warn(f"{e}; training {out} again from step 0", stacklevel=2)
         _refuse_to_replace(out, overwrite)  # again, now that no other process can start
         for stale in (MODEL_FILE, CHECKPOINT_FILE, "train.json"):  # _fit clears the logs
             (out / stale).unlink(missing_ok=True)
@@ -307,23 +317,43 @@ def train_run(
         return _fit(run, config, buffer, dataset_id, out, None, device, show_progress, log)
 
 
+def _same_run(out: Path, run: RunConfig, config: Any, dataset_id: str) -> bool:
+    """Whether ``out`` was started by ``train_run`` with exactly this resolved config."""
+    path = out / CONFIG_FILE
+    return path.is_file() and yaml.safe_load(path.read_text()) == resolved_config(
+        run, config, dataset_id
+    )
+
+
+def _finished(out: Path) -> TrainResult | None:
+    """The result of the finished run in ``out`` (its model and ``train.json``), if any."""
+    summary = out / "train.json"
+    if not (out / MODEL_FILE).is_file() or not summary.is_file():
+        return None
+    fields = {f.name for f in dataclasses.fields(TrainResult)}
+    data = json.loads(summary.read_text())
+    return TrainResult(**{key: value for key, value in data.items() if key in fields})
+
+
+def _foreign(state: dict[str, Any], run: RunConfig, config: Any, dataset_id: str) -> str | None:
+    """Why the checkpoint ``state`` is not one of this run (None: it is)."""
+    expected = _identity(run, config, dataset_id)
+    found = {key: state["meta"].get(key) for key in expected}
+    return None if found == expected else f"{found} != {expected}"
+
+
 def _own_checkpoint(
     out: Path, run: RunConfig, config: Any, dataset_id: str, device: str
 ) -> dict[str, Any] | None:
-    """The checkpoint in ``out`` if it is an unfinished run of exactly this run, else None."""
+    """The readable checkpoint in ``out`` if it belongs to this run, else None."""
     path = out / CHECKPOINT_FILE
-    if (out / MODEL_FILE).exists() or not path.is_file() or not (out / CONFIG_FILE).is_file():
-        return None
-    if yaml.safe_load((out / CONFIG_FILE).read_text()) != resolved_config(run, config, dataset_id):
+    if not path.is_file():
         return None
     try:
         state = read_checkpoint(path, device)
     except CheckpointError:  # torn by a kill: start again
         return None
-    expected = _identity(run, config, dataset_id)
-    if {key: state["meta"].get(key) for key in expected} != expected:
-        return None
-    return state
+    return None if _foreign(state, run, config, dataset_id) else state
 
 
 def resume_run(
@@ -355,11 +385,10 @@ def resume_run(
         checkpoint = out / CHECKPOINT_FILE
         state = read_checkpoint(checkpoint, device) if checkpoint.is_file() else None
         if state is not None:
-            expected = _identity(run, config, dataset_id)
-            found = {key: state["meta"].get(key) for key in expected}
-            if found != expected:
+            mismatch = _foreign(state, run, config, dataset_id)
+            if mismatch is not None:
                 raise CheckpointError(
-                    f"{checkpoint} belongs to another run: {found} != {config_path}'s {expected}"
+                    f"{checkpoint} belongs to another run ({config_path}): {mismatch}"
                 )
             now = {"torch_threads": torch.get_num_threads(), "device": device}
             then = {key: state["meta"].get(key) for key in now}

@@ -31,7 +31,8 @@ def make_episode(length: int, discrete: bool, offset: float) -> Episode:
 
 
 class Oracle:
-    """The dataset's action, off by ``miss`` at the positions t mod K in ``wrong``."""
+    """The dataset's action, off by ``miss`` at the positions t mod K in ``wrong``, and
+    always wrong on padding (an observation repeated after the episode's end)."""
 
     def __init__(self, episodes: list[Episode], context: int, wrong: set[int], miss: float):
         self.answers = {float(e.observations[0, 0]): e.actions for e in episodes}
@@ -40,14 +41,18 @@ class Oracle:
 
     def reset(self, n_envs: int) -> None:
         self.rewards_seen = []
+        self.previous = [None] * n_envs
 
     def act(self, observations: np.ndarray, rewards: np.ndarray) -> np.ndarray:
         self.rewards_seen.append(rewards.copy())
         rows = []
-        for episode_id, t in observations:
+        for i, (episode_id, t) in enumerate(observations):
             answers = self.answers[float(episode_id)]
             action = answers[min(int(t), len(answers) - 1)].astype(np.float64)
-            rows.append(action + (self.miss if int(t) % self.context in self.wrong else 0))
+            padding = self.previous[i] == (episode_id, t)
+            self.previous[i] = (episode_id, t)
+            wrong = padding or int(t) % self.context in self.wrong
+            rows.append(action + (self.miss if wrong else 0) + (1e6 if padding else 0))
         actions = np.stack(rows)
         return actions[:, 0].astype(np.int64) if actions.shape[1] == 1 else actions
 
@@ -74,6 +79,12 @@ def test_continuous_actions_report_mean_squared_error() -> None:
     assert result["metric"] == "mean squared error"
     assert result["by_position"] == pytest.approx([0.0, 0.0, 0.25, 0.0])
     assert result["overall"] == pytest.approx(0.25 / 4)
+
+
+def test_positions_no_episode_reaches_are_none() -> None:
+    episodes = [make_episode(3, True, 0.0)]
+    result = position_errors(Oracle(episodes, 5, set(), 1), episodes, context_size=5)
+    assert result["by_position"] == [0.0, 0.0, 0.0, None, None]
 
 
 def test_bad_input_is_refused() -> None:
