@@ -272,17 +272,24 @@ def test_bench_popgym_one_model_per_task(roots: Path, capsys) -> None:
     assert report["rows"][0]["episodes"] == 2
 
 
+def _rp_suite(roots: Path, name: str, algorithms: dict[str, str]) -> list[str]:
+    """A one-task POPGym suite (RepeatPrevious, 2 episodes) of ``algorithms`` (label: config
+    file); returns the bench command line, one seed, into ``roots / name``."""
+    (roots / "recipes" / "rp.yaml").write_text(POPGYM_RECIPES["rp.yaml"])
+    entries = "".join(f"  - {{label: {k}, config: {v}}}\n" for k, v in algorithms.items())
+    (roots / "configs" / f"bench_{name}.yaml").write_text(
+        f"kind: popgym\ntasks: [rp]\nepisodes: 2\nalgorithms:\n{entries}"
+    )
+    return ["bench", f"bench_{name}", "--seeds", "1", "--out", str(roots / name), "--quiet"]
+
+
 def test_a_failing_run_is_reported_and_the_others_finish(
     roots: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("popgym")
     import d3rlpy_elmur.bench.suite as suite_module
 
-    (roots / "recipes" / "rp.yaml").write_text(POPGYM_RECIPES["rp.yaml"])
-    (roots / "configs" / "bench_toy_fail.yaml").write_text(
-        "kind: popgym\ntasks: [rp]\nepisodes: 2\nalgorithms:\n"
-        "  - {label: DT, config: toy_dt_long.yaml}\n  - {label: BC, config: toy_bc.yaml}\n"
-    )
+    args = _rp_suite(roots, "fail", {"DT": "toy_dt_long.yaml", "BC": "toy_bc.yaml"})
     (roots / "configs" / "toy_dt_long.yaml").write_text(
         "base: toy_dt.yaml\nparams: {max_timestep: 128}\n"
     )
@@ -295,7 +302,6 @@ def test_a_failing_run_is_reported_and_the_others_finish(
 
     monkeypatch.setattr(suite_module, "train_run", train_run)
     out = roots / "fail"
-    args = ["bench", "bench_toy_fail", "--seeds", "1", "--out", str(out), "--quiet"]
     assert main(args) == 1
     assert "1 run(s) failed" in capsys.readouterr().err
 
@@ -315,19 +321,15 @@ def test_a_failing_run_is_reported_and_the_others_finish(
 
 def test_bench_checks_every_config_before_training_anything(roots: Path, capsys) -> None:
     pytest.importorskip("popgym")
-    (roots / "recipes" / "rp.yaml").write_text(POPGYM_RECIPES["rp.yaml"])
     # toy_dt's timestep table (16) is shorter than RepeatPrevious's episodes; the ELMURDT
     # config asks for more segments than the episodes hold
     (roots / "configs" / "toy_elmur_long.yaml").write_text(
         "base: toy_elmur.yaml\nparams: {num_segments: 40}\n"
     )
-    (roots / "configs" / "bench_toy_bad.yaml").write_text(
-        "kind: popgym\ntasks: [rp]\nepisodes: 2\nalgorithms:\n"
-        "  - {label: BC, config: toy_bc.yaml}\n  - {label: DT, config: toy_dt.yaml}\n"
-        "  - {label: ELMURDT, config: toy_elmur_long.yaml}\n"
-    )
+    algorithms = {"BC": "toy_bc.yaml", "DT": "toy_dt.yaml", "ELMURDT": "toy_elmur_long.yaml"}
+    args = _rp_suite(roots, "bad", algorithms)
     out = roots / "bad"
-    assert main(["bench", "bench_toy_bad", "--seeds", "2", "--out", str(out), "--quiet"]) == 1
+    assert main([*args, "--seeds", "2"]) == 1
     err = capsys.readouterr().err
     assert "nothing was trained" in err
     assert "DT, rp: config toy_dt: max_timestep=16" in err
@@ -342,11 +344,7 @@ def test_bench_resume_continues_a_run_cut_after_a_checkpoint(
     pytest.importorskip("popgym")
     import d3rlpy_elmur.bench.suite as suite_module
 
-    (roots / "recipes" / "rp.yaml").write_text(POPGYM_RECIPES["rp.yaml"])
-    (roots / "configs" / "bench_toy_cut.yaml").write_text(
-        "kind: popgym\ntasks: [rp]\nepisodes: 2\n"
-        "algorithms:\n  - {label: BC, config: toy_bc.yaml}\n"
-    )
+    args = _rp_suite(roots, "cut", {"BC": "toy_bc.yaml"})
     real_train_run = suite_module.train_run
     resumes: list[bool] = []
 
@@ -361,7 +359,6 @@ def test_bench_resume_continues_a_run_cut_after_a_checkpoint(
 
     monkeypatch.setattr(suite_module, "train_run", train_run)
     out = roots / "cut"
-    args = ["bench", "bench_toy_cut", "--seeds", "1", "--out", str(out), "--quiet"]
     assert main(args) == 130
     assert "a cut run goes on from its last epoch's checkpoint" in capsys.readouterr().err
     assert (out / "runs" / "rp" / "toy_bc" / "seed0" / "checkpoint.pt").is_file()
