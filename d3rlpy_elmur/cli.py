@@ -397,7 +397,9 @@ def _add_bench(commands: argparse._SubParsersAction[Any]) -> None:
     )
     bench.add_argument("--out", required=True, help="output folder")
     bench.add_argument(
-        "--resume", action="store_true", help="reuse runs that already have a result.json"
+        "--resume",
+        action="store_true",
+        help="reuse finished runs (same fingerprint); continue cut ones from their checkpoint",
     )
     bench.add_argument(
         "--jobs", type=int, default=1, help="models trained at once, in processes (default 1)"
