@@ -302,6 +302,15 @@ def test_train_run_with_resume_continues_only_its_own_run(
     assert fresh.resumed_from is None
     assert load_run_config(out / "config.yaml").params["learning_rate"] == 1e-3
 
+    # this run's config.yaml with another run's checkpoint (seed 1): not continued either
+    cut()
+    foreign = roots / "foreign"
+    with pytest.raises(_Stop):
+        train_run(run, foreign, steps=12, seed=1, checkpoint_every=4, show_progress=False,
+                  log=_stop_at(8))  # fmt: skip
+    (foreign / "checkpoint.pt").replace(out / "checkpoint.pt")
+    assert again(overwrite=True).resumed_from is None
+
     # a checkpoint of this run that does not load any more: trained again, with a warning
     cut()
     import d3rlpy_elmur.bench.train as train_module
