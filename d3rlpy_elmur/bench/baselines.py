@@ -1,6 +1,7 @@
 """Batched greedy evaluation of any algorithm of the comparison, ours or d3rlpy's.
 
-ELMURDT (and BC-GRU, which is ELMURDT with a GRU) use :func:`d3rlpy_elmur.evaluate`.
+ELMURDT (and BC-GRU, which is ELMURDT with a GRU) play through the
+:class:`~d3rlpy_elmur.evaluation.ELMURBatchPolicy` that :func:`d3rlpy_elmur.evaluate` uses.
 d3rlpy's own algorithms have no batched, stateful evaluation, so we give them one here:
 
 - Q-learning algorithms (DiscreteBC, DiscreteCQL, BC, CQL, ...): ``algo.predict`` on the
@@ -28,7 +29,7 @@ from d3rlpy.algos import QLearningAlgoBase, TransformerAlgoBase
 from d3rlpy.constants import ActionSpace
 
 from ..algos.elmur_dt import _ELMURDTBase
-from ..evaluation import BatchPolicy, ELMURBatchPolicy, ResetOptions, evaluate, run_episodes
+from ..evaluation import BatchPolicy, ELMURBatchPolicy, ResetOptions, run_episodes
 
 __all__ = [
     "GreedyQLearningPolicy",
@@ -148,16 +149,5 @@ def evaluate_algo(
     show_progress: bool = False,
 ) -> dict[str, Any]:
     """Greedy batched evaluation of ELMURDT or a d3rlpy baseline on a vector env."""
-    if isinstance(algo, _ELMURDTBase):
-        return evaluate(
-            algo,
-            env,
-            n_episodes=n_episodes,
-            seed=seed,
-            target_return=target_return,
-            reset_options=reset_options,
-            max_steps=max_steps,
-            show_progress=show_progress,
-        )
     policy = make_batch_policy(algo, target_return)
     return run_episodes(policy, env, n_episodes, seed, reset_options, max_steps, show_progress)
