@@ -3,14 +3,15 @@
 POPGym deals RepeatPrevious from whole decks without replacement (Medium: 2 decks, the suit
 k = 32 cards back; Hard: 3 decks, k = 64), so suit counts carry information about a card
 the policy no longer sees: by exchangeability, the card k steps back is a uniform draw
-from all cards dealt up to it. Two policies that never recall the card asked for, against
-the uniform random policy:
+from all cards dealt up to it. Policies that never recall the card asked for, each with a
+memory a recurrent model trained on W-step windows could have, against uniform guesses:
 
 - ``window``: the suit least frequent among the last W cards (W = 30, the windows the
-  bench's sequence models train on): the card asked for left the window, and the deck
-  has fewer of the suits the window holds.
-- ``count``: the suit most frequent among the cards dealt up to the one asked for (it
-  keeps suit counts of the cards at least k back, not their order).
+  bench's sequence models train on; the card asked for has left the window, and the deck
+  has fewer of the suits the window holds).
+- ``totals``: the suit most frequent among all cards dealt so far (four running counts).
+- ``totals - window``: the suit most frequent among all cards dealt except the last W
+  (four running counts and the window).
 
     python examples/repeat_previous_counting.py --episodes 300 --seed 0
 """
@@ -25,7 +26,7 @@ import numpy as np
 
 from d3rlpy_elmur.envs import make_popgym_env
 
-Policy = Callable[[Sequence[int], int, np.random.Generator], int]
+Policy = Callable[[Sequence[int], np.random.Generator], int]
 
 
 def _pick(scores: np.ndarray, rng: np.random.Generator) -> int:
@@ -33,34 +34,39 @@ def _pick(scores: np.ndarray, rng: np.random.Generator) -> int:
     return int(rng.choice(np.flatnonzero(scores == scores.max())))
 
 
-def uniform(cards: Sequence[int], k: int, rng: np.random.Generator) -> int:
+def uniform(cards: Sequence[int], rng: np.random.Generator) -> int:
     return int(rng.integers(4))
 
 
 def make_window(window: int) -> Policy:
-    def policy(cards: Sequence[int], k: int, rng: np.random.Generator) -> int:
+    def policy(cards: Sequence[int], rng: np.random.Generator) -> int:
         return _pick(-np.bincount(cards[-window:], minlength=4), rng)
 
     return policy
 
 
-def count(cards: Sequence[int], k: int, rng: np.random.Generator) -> int:
-    # cards[-k] is the one asked for (once k cards are dealt); count up to and including it
-    dealt = cards[: max(len(cards) - k + 1, 1)]
-    return _pick(np.bincount(dealt, minlength=4), rng)
+def totals(cards: Sequence[int], rng: np.random.Generator) -> int:
+    return _pick(np.bincount(cards, minlength=4), rng)
+
+
+def make_totals_minus_window(window: int) -> Policy:
+    def policy(cards: Sequence[int], rng: np.random.Generator) -> int:
+        older = cards[: max(len(cards) - window, 0)]
+        return _pick(np.bincount(older, minlength=4), rng)  # all-zero early: uniform
+
+    return policy
 
 
 def mean_return(env_id: str, policy: Policy, episodes: int, seed: int) -> tuple[float, float]:
     """Mean return and its standard error; episode i is reset with seed ``seed + i``."""
     env = make_popgym_env(env_id)
-    k = int(env.unwrapped.k)
     rng = np.random.default_rng(seed)
     returns = []
     for i in range(episodes):
         obs, _ = env.reset(seed=seed + i)
         cards, total, done = [int(obs)], 0.0, False
         while not done:
-            obs, reward, terminated, truncated, _ = env.step(policy(cards, k, rng))
+            obs, reward, terminated, truncated, _ = env.step(policy(cards, rng))
             cards.append(int(obs))
             total += float(reward)
             done = terminated or truncated
@@ -83,7 +89,8 @@ def main() -> None:
     policies: dict[str, Policy] = {
         "uniform": uniform,
         f"window (W={args.window})": make_window(args.window),
-        "count": count,
+        "totals": totals,
+        f"totals - window (W={args.window})": make_totals_minus_window(args.window),
     }
     rows = []
     for task in ("Medium", "Hard"):  # k = 32 and 64 cards back, beyond the W = 30 windows
