@@ -80,7 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--window", type=int, default=30, help="W of the window policy")
+    parser.add_argument("--window", type=int, default=30, help="W of the two window policies")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
     if args.episodes <= 0 or args.window <= 0:
