@@ -1,7 +1,8 @@
 """Where in a segment do trained models miss the expert's action?
 
-Replays a task's dataset episodes through each model (teacher forcing) and prints the error
-at each position t mod K as a markdown table. A memory path that has not learned yet shows as
+Replays a task's dataset episodes through each model (teacher forcing, except for models that
+embed their own previous action, such as d3rlpy's DT) and prints the error at each position
+t mod K as a markdown table. A memory path that has not learned yet shows as
 errors at a segment's first positions, where everything older than the segment is only in
 memory. Any algorithm of the comparison can be put beside it (d3rlpy's DT, BC, CQL: for
 them t mod K only groups the steps; see `d3rlpy_elmur.bench.position_errors`).
