@@ -160,16 +160,20 @@ def tmaze_preset_params() -> dict[str, Any]:
     return dict(load_run_config("tmaze_elmur").params)
 
 
-def tmaze_preset_algo(model: str | None = None) -> Any:
+def tmaze_preset_algo(model: str | None = None, attention_window: int | None = None) -> Any:
     """The T-Maze preset DiscreteELMURDT (tmaze_elmur.yaml), built for obs (4,) and 4
-    actions with random weights (speed does not depend on them), or loaded from a ``.d3``."""
+    actions with random weights (speed does not depend on them), or loaded from a ``.d3``;
+    ``attention_window`` replaces the preset's W."""
     import d3rlpy
 
     from d3rlpy_elmur.bench.configs import load_run_config
 
     if model is not None:
         return d3rlpy.load_learnable(model, device="cpu:0")
-    algo = load_run_config("tmaze_elmur").make_config().create(device="cpu:0")
+    run = load_run_config("tmaze_elmur")
+    if attention_window is not None:
+        run = run.replace(params={**run.params, "attention_window": attention_window})
+    algo = run.make_config().create(device="cpu:0")
     algo.create_impl((4,), 4)
     return algo
 

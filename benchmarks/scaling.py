@@ -37,10 +37,12 @@ from _common import (
 GRID = [100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000]
 
 
-def elmur_latency(horizons: list[int], window: int, seed: int) -> list[dict[str, Any]]:
+def elmur_latency(
+    horizons: list[int], window: int, seed: int, attention_window: int | None
+) -> list[dict[str, Any]]:
     from d3rlpy_elmur.envs import TMazeEnv
 
-    algo = tmaze_preset_algo()
+    algo = tmaze_preset_algo(attention_window=attention_window)
     wrapper = algo.as_stateful_wrapper()
     env = TMazeEnv(corridor_length=max(horizons) + window + 10)
     obs, _ = env.reset(seed=seed, options={"goal": 1})
@@ -162,6 +164,12 @@ def main() -> None:
     add_common_arguments(parser)
     parser.add_argument("--max-horizon", type=int, default=10**6)
     parser.add_argument("--window", type=int, default=200, help="ELMUR steps timed per horizon")
+    parser.add_argument(
+        "--attention-window",
+        type=int,
+        default=None,
+        help="ELMUR's W (default: the T-Maze preset's, 0)",
+    )
     parser.add_argument("--dt-repeats", type=int, default=20)
     parser.add_argument("--dt-memory-gb", type=float, default=2.0)
     parser.add_argument("--png", default=None, help="write the plot here")
@@ -172,9 +180,13 @@ def main() -> None:
     result: dict[str, Any] = {
         "benchmark": "scaling",
         "machine": machine_info(args.threads),
-        "model": {"preset": tmaze_preset_params(), "weights": f"random (seed {args.seed})"},
+        "model": {
+            "preset": tmaze_preset_params(),
+            "attention_window": args.attention_window,  # None: the preset's
+            "weights": f"random (seed {args.seed})",
+        },
         "dt": dt_latency(horizons, args.dt_repeats, args.dt_memory_gb, args.seed),
-        "elmur": elmur_latency(horizons, args.window, args.seed),
+        "elmur": elmur_latency(horizons, args.window, args.seed, args.attention_window),
     }
     if args.png:
         plot(result, args.png)

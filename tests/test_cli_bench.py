@@ -215,12 +215,14 @@ description: three episodes
 POPGYM_CONFIGS = {
     "toy_elmur_cont.yaml": "base: toy_elmur.yaml\nalgo: elmur_dt\n",
     "toy_dt_long.yaml": "base: toy_dt.yaml\nparams: {max_timestep: 64}\n",
+    "toy_elmur_window.yaml": "base: toy_elmur.yaml\nparams: {attention_window: 2}\n",
     "bench_toy_popgym.yaml": """\
 kind: popgym
 tasks: [rp, pend]
 episodes: 3
 algorithms:
-  - {label: ELMURDT, config: toy_elmur.yaml, continuous_config: toy_elmur_cont.yaml}
+  - {label: ELMURDT, config: toy_elmur.yaml, continuous_config: toy_elmur_cont.yaml,
+     task_configs: {rp: toy_elmur_window.yaml}}
   - {label: DT, config: toy_dt_long.yaml}
   - {label: BC, config: toy_bc.yaml}
 """,
@@ -244,9 +246,13 @@ def test_bench_popgym_one_model_per_task(roots: Path, capsys) -> None:
     elmur, dt, bc = results["algorithms"]
     # ELMURDT trains a discrete model for RepeatPrevious and a continuous one for Pendulum
     assert [run["task"] for run in elmur["runs"]] == ["rp", "pend"]
-    for run, algo in zip(elmur["runs"], ["discrete_elmur_dt", "elmur_dt"], strict=True):
+    # ... and RepeatPrevious with its task config (a preset per task)
+    for run, algo, window in zip(
+        elmur["runs"], ["discrete_elmur_dt", "elmur_dt"], [2, None], strict=True
+    ):
         config = yaml.safe_load((Path(run["run_dir"]) / "config.yaml").read_text())
         assert config["algo"] == algo
+        assert config["params"].get("attention_window") == window
         (row,) = run["results"]
         assert row["episodes"] == 3 and -1.0 <= row["return_mean"] <= 1.0
     # the discrete-only baselines are skipped on Pendulum, and say so
@@ -270,6 +276,18 @@ def test_bench_popgym_one_model_per_task(roots: Path, capsys) -> None:
     report = json.loads(capsys.readouterr().out)  # the table goes to stderr
     assert report["rows"][0]["task"] == "popgym-RepeatPreviousEasy-v0"
     assert report["rows"][0]["episodes"] == 2
+
+
+def test_task_configs_must_name_tasks_of_the_suite(roots: Path) -> None:
+    from d3rlpy_elmur.bench.configs import ConfigError
+    from d3rlpy_elmur.bench.suite import load_suite
+
+    (roots / "configs" / "bench_bad_tasks.yaml").write_text(
+        "kind: popgym\ntasks: [rp]\nalgorithms:\n"
+        "  - {config: toy_elmur.yaml, task_configs: {pend: toy_elmur.yaml}}\n"
+    )
+    with pytest.raises(ConfigError, match="task_configs names task.*pend"):
+        load_suite("bench_bad_tasks")
 
 
 def _rp_suite(roots: Path, name: str, algorithms: dict[str, str]) -> list[str]:

@@ -24,7 +24,7 @@ CONFIGS = {
     "toy_elmur.yaml": """\
 algo: discrete_elmur_dt
 dataset: tiny
-params: {context_size: 4, num_segments: 2, burn_in_segments: 1, embed_dim: 16, num_layers: 1,
+params: {context_size: 4, num_segments: 2, embed_dim: 16, num_layers: 1,
          num_heads: 1, memory_slots: 2, batch_size: 8}
 train: {steps: 4, steps_per_epoch: 2, seed: 0}
 """,

@@ -1,4 +1,5 @@
 from .elmur_dt import *
+from .replay_states import *
 from .segments import *
 from .stateful import *
 from .torch import elmur_dt_impl
@@ -6,6 +7,7 @@ from .torch.elmur_dt_impl import *
 
 __all__ = [
     *elmur_dt.__all__,
+    *replay_states.__all__,
     *segments.__all__,
     *stateful.__all__,
     *elmur_dt_impl.__all__,

@@ -32,10 +32,10 @@ from d3rlpy.algos.transformer.action_samplers import (
 from d3rlpy.algos.transformer.base import TransformerAlgoBase, TransformerConfig
 from d3rlpy.base import DeviceArg, register_learnable
 from d3rlpy.constants import ActionSpace
-from d3rlpy.dataset import ReplayBufferBase
+from d3rlpy.dataset import ReplayBufferBase, TrajectoryMiniBatch
 from d3rlpy.models.encoders import EncoderFactory, VectorEncoderFactory, make_encoder_field
 from d3rlpy.optimizers import AdamWFactory, OptimizerFactory, make_optimizer_field
-from d3rlpy.torch_utility import wrap_model_by_ddp
+from d3rlpy.torch_utility import TorchTrajectoryMiniBatch, wrap_model_by_ddp
 from d3rlpy.types import Shape
 
 from ..models.factories import (
@@ -45,7 +45,8 @@ from ..models.factories import (
     make_sequence_encoder_field,
 )
 from ..models.policy import TOKEN_FORMATS, create_sequence_policy
-from .segments import SegmentRecurrentView
+from .replay_states import BoundaryStates
+from .segments import SegmentRecurrentView, SegmentWindowBatch
 from .stateful import ELMURStatefulWrapper
 from .torch.elmur_dt_impl import ELMURDTImpl, ELMURDTModules
 
@@ -71,10 +72,16 @@ class _ELMURDTConfigBase(TransformerConfig):
     """Fields shared by both action types.
 
     Args:
-        context_size: K, steps per segment (the attention window).
+        context_size: K, steps per segment.
         num_segments: S, segments per training window; memory is carried across them.
-        burn_in_segments: at most this many segments before a window that starts mid-episode
-            are run without gradient, so the window starts from the episode's real memory.
+        attention_window: W in [0, K], tokens of the previous segment that every token also
+            attends to (Transformer-XL's cache), so a segment's first tokens have W steps of
+            direct context; None (default) is W = K. 0 is the paper's segment-local attention,
+            an ablation here.
+        memory_refresh_every: a training window that starts mid-episode starts from the
+            episode's state (memory, attention context) stored at that segment boundary;
+            the stored states are recomputed from t = 0 over the whole dataset every this
+            many updates (and at the first), and updated by every window in between.
         embed_dim: width of tokens, memory slots and every layer.
         num_layers, num_heads, dropout: the sequence encoder's transformer (or GRU) shape.
         memory_slots: M, slots per layer. Keep M <= S - 2: a slot is then blended and read
@@ -99,7 +106,8 @@ class _ELMURDTConfigBase(TransformerConfig):
     learning_rate: float = 3e-4
     context_size: int = 10
     num_segments: int = 3
-    burn_in_segments: int = 8
+    attention_window: int | None = None
+    memory_refresh_every: int = 500
     embed_dim: int = 128
     num_layers: int = 2
     num_heads: int = 2
@@ -124,7 +132,7 @@ class _ELMURDTConfigBase(TransformerConfig):
         ints = (
             "context_size",
             "num_segments",
-            "burn_in_segments",
+            "memory_refresh_every",
             "batch_size",
             "embed_dim",
             "num_layers",
@@ -139,13 +147,16 @@ class _ELMURDTConfigBase(TransformerConfig):
             for name in ints
             if type(getattr(self, name)) is not int  # bool is not a size
         ] + [name for name in floats if type(getattr(self, name)) not in (int, float)]
+        if self.attention_window is not None and type(self.attention_window) is not int:
+            wrong_type.append("attention_window")
         if wrong_type:
             values = ", ".join(f"{name}={getattr(self, name)!r}" for name in wrong_type)
             raise ValueError(f"invalid {type(self).__name__}: {values} (wrong type)")
         checks = {
             "context_size": self.context_size > 0,
             "num_segments": self.num_segments > 0,
-            "burn_in_segments": self.burn_in_segments >= 0,
+            "attention_window": 0 <= self.window <= self.context_size,
+            "memory_refresh_every": self.memory_refresh_every >= 1,
             "batch_size": self.batch_size > 0,
             "embed_dim": self.embed_dim > 0,
             "num_layers": self.num_layers > 0,
@@ -165,15 +176,22 @@ class _ELMURDTConfigBase(TransformerConfig):
             values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
             raise ValueError(
                 f"invalid {type(self).__name__}: {values}. Expected context_size, "
-                "num_segments, memory_slots >= 1; num_heads dividing embed_dim; lru_blend in "
+                "num_segments, memory_slots, memory_refresh_every >= 1; 0 <= attention_window <= "
+                "context_size; num_heads dividing embed_dim; lru_blend in "
                 f"[0, 1]; token_format in {TOKEN_FORMATS}."
             )
         self.sequence_encoder.check(self.encoder_args())
+
+    @property
+    def window(self) -> int:
+        """W, the attention window: ``attention_window``, or K when it is None."""
+        return self.context_size if self.attention_window is None else self.attention_window
 
     def encoder_args(self) -> SequenceEncoderArgs:
         return SequenceEncoderArgs(
             embed_dim=self.embed_dim,
             context_size=self.context_size,
+            attention_window=self.window,
             num_layers=self.num_layers,
             num_heads=self.num_heads,
             dropout=self.dropout,
@@ -233,6 +251,7 @@ def plan_epochs(n_steps: int, n_steps_per_epoch: int) -> int:
 
 class _ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, _ELMURDTConfigBase]):
     _discrete: bool = False
+    _replay: tuple[SegmentRecurrentView, BoundaryStates] | None = None  # set during fit
 
     def inner_create_impl(self, observation_shape: Shape, action_size: int) -> None:
         cfg = self._config
@@ -275,9 +294,7 @@ class _ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, _ELMURDTConfigBase]):
     ) -> SegmentRecurrentView:
         """The dataset as segment-recurrent windows (what ``fit`` trains on)."""
         cfg = self._config
-        view = SegmentRecurrentView(
-            dataset, cfg.context_size, cfg.num_segments, cfg.burn_in_segments, seed
-        )
+        view = SegmentRecurrentView(dataset, cfg.context_size, cfg.num_segments, seed)
         segments = -(-view.longest_episode // cfg.context_size)
         if segments < cfg.num_segments:
             raise ValueError(
@@ -290,26 +307,25 @@ class _ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, _ELMURDTConfigBase]):
 
     def _warn_if_blend_untrained(self, segments: int) -> None:
         """The LRU blend gets gradient only where a window blends a slot and reads it back:
-        with p earlier segments written before the window (burn-in, at most the episode's
-        segments before it), segment j of the window blends once p + j >= M, and a later one
-        reads it, so some window trains the blend iff M <= max p + S - 2."""
+        a window that starts at segment p starts from a memory with p slots written, so its
+        segment j blends once p + j >= M, and a later one reads it; some window trains the
+        blend iff M <= max p + S - 2, with p up to the longest episode's segments - S."""
         cfg = self._config
         if not isinstance(cfg.sequence_encoder, ELMURFactory) or not cfg.sequence_encoder.use_lru:
             return
-        before = min(cfg.burn_in_segments, segments - cfg.num_segments)
+        before = segments - cfg.num_segments
         most = before + cfg.num_segments - 2
         if cfg.memory_slots > most:
             advice = (
                 f"use memory_slots <= {most}"
                 if most >= 1
-                else "use num_segments >= 3, or burn-in on longer episodes"
+                else "use num_segments >= 3, or longer episodes"
             )
             warnings.warn(
-                f"memory_slots={cfg.memory_slots} with num_segments={cfg.num_segments} and at "
-                f"most {before} burn-in segment(s) on this dataset (episodes of up to "
-                f"{segments} segments): no training window reads a blended slot, so the LRU "
-                "blend is never trained and memory may not hold past the training length "
-                f"({advice})",
+                f"memory_slots={cfg.memory_slots} with num_segments={cfg.num_segments} on "
+                f"episodes of up to {segments} segments: no training window reads a blended "
+                "slot, so the LRU blend is never trained and memory may not hold past the "
+                f"training length ({advice})",
                 UserWarning,
                 stacklevel=4,
             )
@@ -325,16 +341,85 @@ class _ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, _ELMURDTConfigBase]):
         """d3rlpy's ``fit`` on segment-recurrent windows; trains exactly ``n_steps`` updates.
 
         ``seed`` seeds window sampling (model init follows torch's global seed, as in d3rlpy);
-        a :class:`SegmentRecurrentView` from :meth:`segment_view` is used as it is.
-        Other keyword arguments (logger_adapter, eval_env, save_interval, callback, ...) are
-        d3rlpy's.
+        a :class:`SegmentRecurrentView` from :meth:`segment_view` is used as it is. Windows
+        start from the stored boundary states of the dataset's episodes (see
+        ``memory_refresh_every``). Other keyword arguments (logger_adapter, eval_env,
+        save_interval, callback, ...) are d3rlpy's.
         """
         if isinstance(dataset, SegmentRecurrentView):  # a view built (or restored) by the caller
             view = dataset
         else:
             view = self.segment_view(dataset, seed)
         per_epoch = plan_epochs(n_steps, n_steps_per_epoch)
-        super().fit(view, n_steps, n_steps_per_epoch=per_epoch, **kwargs)  # type: ignore[arg-type]
+        self._replay = (view, BoundaryStates(view.num_boundaries))
+        try:
+            super().fit(view, n_steps, n_steps_per_epoch=per_epoch, **kwargs)  # type: ignore[arg-type]
+        finally:
+            self._replay = None  # the table belongs to this fit (it can be large)
+
+    def update(self, batch: TrajectoryMiniBatch) -> dict[str, float]:
+        """One update. A :class:`SegmentWindowBatch` (what ``fit`` samples) trains with real
+        previous actions and, inside ``fit``, from the stored boundary states; any other
+        batch of (1 + S) * K steps starts from the initial state before its context segment."""
+        assert self._impl is not None, "build the algorithm first (build_with_dataset)"
+        cfg = self._config
+        torch_batch = self._to_torch(batch)
+        if isinstance(batch, SegmentWindowBatch):
+            states, staleness = None, None
+            if self._replay is not None:
+                view, states = self._replay
+                if not states.filled or self._grad_step % cfg.memory_refresh_every == 0:
+                    fresh = BoundaryStates(states.size)
+                    self.refresh_boundary_states(view, fresh)
+                    if states.filled:
+                        staleness = states.staleness(fresh)
+                    states = fresh
+                    self._replay = (view, fresh)
+            loss = self._impl.update_window(
+                torch_batch,
+                self._previous_actions(batch),
+                torch.as_tensor(batch.boundaries, device=self._device),
+                states,
+            )
+            if staleness is not None:  # logged once per refresh
+                loss["memory_staleness"] = staleness
+        else:
+            loss = self._impl.update(torch_batch, self._grad_step)
+        self._grad_step += 1
+        return loss
+
+    def _to_torch(self, batch: TrajectoryMiniBatch) -> TorchTrajectoryMiniBatch:
+        """The batch on the device, scaled as d3rlpy's ``update`` scales it."""
+        cfg = self._config
+        return TorchTrajectoryMiniBatch.from_batch(
+            batch=batch,
+            device=self._device,
+            observation_scaler=cfg.observation_scaler,
+            action_scaler=cfg.action_scaler,
+            reward_scaler=cfg.reward_scaler,
+        )
+
+    def _previous_actions(self, batch: SegmentWindowBatch) -> torch.Tensor:
+        """The batch's previous actions as the model takes them (scaled; "none" = -1 / 0)."""
+        previous = torch.as_tensor(batch.previous_actions, device=self._device)
+        has = torch.as_tensor(batch.has_previous, device=self._device)[..., None]
+        if self._discrete:
+            return torch.where(has, previous, -1.0)
+        if self._config.action_scaler is not None:
+            previous = self._config.action_scaler.transform(previous)
+        return torch.where(has, previous, 0.0)
+
+    def refresh_boundary_states(
+        self, view: SegmentRecurrentView, states: BoundaryStates, rows: int = 256
+    ) -> None:
+        """Recomputes every stored boundary state by running each episode from t = 0 with
+        the current parameters (eval mode, no gradient)."""
+        assert self._impl is not None
+        for batch in view.episode_batches(rows):
+            trace = self._impl.trace_states(self._to_torch(batch), self._previous_actions(batch))
+            boundaries = torch.as_tensor(batch.boundaries, device=self._device)
+            for column, state in enumerate(trace, start=1):
+                states.write(boundaries[:, column], state)
 
     def as_stateful_wrapper(  # type: ignore[override]
         self,

@@ -65,7 +65,7 @@ _SUITE_KEYS = {
     "quick",
 }
 _QUICK_KEYS = {"dataset", "tasks", "lengths", "episodes", "episodes_at", "steps"}
-_ALGO_KEYS = {"label", "config", "continuous_config", "steps", "max_length"}
+_ALGO_KEYS = {"label", "config", "continuous_config", "task_configs", "steps", "max_length"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +73,8 @@ class SuiteAlgorithm:
     label: str
     config: str
     continuous_config: str | None = None
+    # popgym: a config per task instead of ``config`` / ``continuous_config`` (task presets)
+    task_configs: dict[str, str] = dataclasses.field(default_factory=dict)
     steps: int | None = None
     max_length: int | None = None
 
@@ -164,6 +166,15 @@ def load_suite(name: str | os.PathLike[str]) -> Suite:
         # configs are resolved now, relative to the suite file, so a bad name fails early
         config = str(resolve_config_path(entry["config"], path.parent))
         continuous = entry.get("continuous_config")
+        per_task = entry.get("task_configs") or {}
+        if not isinstance(per_task, dict):
+            raise ConfigError(f"{where}: algorithms[{i}].task_configs must map tasks to configs")
+        unknown = sorted(set(per_task) - set(data.get("tasks") or ()))
+        if unknown:
+            raise ConfigError(
+                f"{where}: algorithms[{i}].task_configs names task(s) not in the suite: "
+                + ", ".join(unknown)
+            )
         algorithms.append(
             SuiteAlgorithm(
                 label=str(entry.get("label") or Path(config).stem),
@@ -173,6 +184,10 @@ def load_suite(name: str | os.PathLike[str]) -> Suite:
                     if continuous is None
                     else str(resolve_config_path(continuous, path.parent))
                 ),
+                task_configs={
+                    str(task): str(resolve_config_path(name, path.parent))
+                    for task, name in per_task.items()
+                },
                 steps=None if entry.get("steps") is None else int(entry["steps"]),
                 max_length=None if entry.get("max_length") is None else int(entry["max_length"]),
             )
@@ -398,7 +413,9 @@ def _plan(
         )
         for task in tasks:
             config, skipped = entry.config, None
-            if task["name"] is not None and not _is_discrete_dataset(task["dataset"]):
+            if task["name"] in entry.task_configs:
+                config = entry.task_configs[task["name"]]
+            elif task["name"] is not None and not _is_discrete_dataset(task["dataset"]):
                 config = entry.continuous_config or entry.config
                 if entry.continuous_config is None:
                     skipped = "continuous actions"

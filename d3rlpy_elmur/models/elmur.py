@@ -4,16 +4,20 @@ The whole model, top to bottom: config, relative time buckets, attention, feed-f
 layer, and the model with its two execution paths. Per layer l, for a segment x of K tokens and the
 layer's memory m of M slots (ELMUR.md section 1):
 
-    h1 = x  + SelfAttn(x)                      causal, segment-local relative positions
+    h1 = x  + SelfAttn(x, c)                   causal, relative positions, plus the last W
+                                               tokens c of the previous segment
     h2 = h1 + CrossAttn(q=h1, kv=m, B_rd)      mem2tok: tokens read memory
     h  = h2 + FFN(h2)                          -> next layer
     u  = m  + CrossAttn(q=m, kv=h, B_wr)       tok2mem: memory reads the segment
     m~ = u  + FFN_mem(u)                       candidate memory
     m' = LRU(m, m~)                            one slot written per segment
 
-with post-norm (the paper) or pre-norm around every residual. Nothing depends on the absolute step
-index except through offsets between a token and a slot's anchor, so the model is the same at step
-10 and at step 10^6.
+with post-norm (the paper) or pre-norm around every residual. The attention window W
+(``attention_window``) is our extension: with W = 0 self-attention is segment-local, as in the
+paper; with W > 0 a token also sees the previous segment's last W tokens (Transformer-XL's cache),
+so a segment's first tokens have direct context while memory carries what lies further back.
+Nothing depends on the absolute step index except through offsets between a token and a slot's
+anchor, so the model is the same at step 10 and at step 10^6.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ class ELMURConfig:
     embed_dim: int = 128
     num_layers: int = 2
     num_heads: int = 2
-    context_size: int = 10  # K: steps per segment, the attention window
+    context_size: int = 10  # K: steps per segment
+    attention_window: int = 0  # W: previous-segment tokens every token also attends to (<= K)
     memory_slots: int = 2  # M: slots per layer
     lru_blend: float = 0.79  # lambda of the blend into the least recently used slot
     memory_init_std: float = 0.1  # std of the learned initial slots
@@ -51,6 +56,7 @@ class ELMURConfig:
     read: bool = True
     write: bool = True
     detach_memory: bool = False  # paper's code: no gradient through memory across segments
+    context_gradient: bool = True  # gradient flows into the previous segment's context
     bptt_segments: int = 0  # truncate backprop through memory every n segments (0: never)
     time_buckets: int = 64  # exact offsets below 16, log-spaced up to 10^7 beyond
 
@@ -60,6 +66,7 @@ class ELMURConfig:
             "num_layers": self.num_layers > 0,
             "num_heads": self.num_heads > 0 and self.embed_dim % self.num_heads == 0,
             "context_size": self.context_size > 0,
+            "attention_window": 0 <= self.attention_window <= self.context_size,
             "memory_slots": self.memory_slots >= 1,
             "lru_blend": 0.0 <= self.lru_blend <= 1.0,
             "memory_init_std": self.memory_init_std >= 0.0,
@@ -75,8 +82,8 @@ class ELMURConfig:
             values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
             raise ValueError(
                 f"invalid ELMUR config: {values} (num_heads must divide embed_dim, "
-                "lru_blend lies in [0, 1], memory_slots >= 1, norm is pre|post, "
-                "ffn is mlp|moe)"
+                "lru_blend lies in [0, 1], memory_slots >= 1, 0 <= attention_window <= "
+                "context_size, norm is pre|post, ffn is mlp|moe)"
             )
 
     @property
@@ -199,18 +206,20 @@ class CrossAttention(nn.Module):  # type: ignore[misc]
 
 
 class SelfAttention(nn.Module):  # type: ignore[misc]
-    """Causal attention within a segment, with a learned bias per relative offset i - j."""
+    """Causal attention over a segment and the previous segment's last W tokens (its context),
+    with a learned bias per relative offset i - j in 0 .. K + W - 1."""
 
-    def __init__(self, dim: int, num_heads: int, context_size: int, dropout: float):
+    def __init__(self, dim: int, num_heads: int, context_size: int, window: int, dropout: float):
         super().__init__()
         self.num_heads = num_heads
+        self.window = window
         self.dropout = dropout
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out_proj = nn.Linear(dim, dim)
-        self.rel_bias = nn.Parameter(torch.zeros(num_heads, context_size))
+        self.rel_bias = nn.Parameter(torch.zeros(num_heads, context_size + window))
 
     def bias(self, query_pos: torch.Tensor, key_pos: torch.Tensor) -> torch.Tensor:
-        """Additive bias [H or B.., Tq, Tk] for query and key positions in the segment."""
+        """Additive bias [H or B.., Tq, Tk] for query and key positions (context first)."""
         rel = query_pos[..., :, None] - key_pos[..., None, :]
         bias = self.rel_bias[:, rel.clamp(min=0)]  # [H, ..., Tq, Tk]
         bias = bias.masked_fill(rel < 0, float("-inf"))
@@ -227,11 +236,26 @@ class SelfAttention(nn.Module):  # type: ignore[misc]
         p = self.dropout if self.training else 0.0
         return F.dropout(self.out_proj(y.transpose(1, 2).reshape(B, T, H * dh)), p, self.training)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.project(x)
-        pos = torch.arange(x.shape[1], device=x.device)
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None, context_valid: torch.Tensor | None
+    ) -> torch.Tensor:
+        """x [B, T, D]; context [B, W, D] (normalised like x) and context_valid [B] bool, or
+        None when W = 0. A row whose context is not valid (the episode's first segment)
+        attends within the segment only."""
+        W = self.window
+        B, T, _ = x.shape
+        if W and (context is None or context_valid is None):
+            raise ValueError(f"attention_window={W} needs the previous segment's context")
+        q, k, v = self.project(torch.cat([context, x], 1) if W else x)  # type: ignore[list-item]
+        pos = torch.arange(W + T, device=x.device)
+        bias = self.bias(pos[W:], pos)  # [H, T, W + T]
+        if W:
+            q = q[:, :, W:]
+            hide = torch.zeros(B, 1, 1, W + T, dtype=bias.dtype, device=x.device)
+            hide[..., :W] = torch.where(context_valid, 0.0, float("-inf"))[:, None, None, None]  # type: ignore[arg-type]
+            bias = bias + hide
         p = self.dropout if self.training else 0.0
-        return self.output(_attend(q, k, v, self.bias(pos, pos), p))
+        return self.output(_attend(q, k, v, bias, p))
 
 
 class MLP(nn.Module):  # type: ignore[misc]
@@ -281,7 +305,7 @@ class ELMURLayer(nn.Module):  # type: ignore[misc]
         self.pre_norm = cfg.norm == "pre"
         self.reads = cfg.read
         self.writes = writes
-        self.self_attn = SelfAttention(D, H, cfg.context_size, p)
+        self.self_attn = SelfAttention(D, H, cfg.context_size, cfg.attention_window, p)
         self.ln_self = nn.LayerNorm(D)
         if cfg.read:
             self.read_attn = CrossAttention(D, H, p)
@@ -315,10 +339,20 @@ class ELMURLayer(nn.Module):  # type: ignore[misc]
         return self._residual(h1, self.ffn, self.ln_ffn)
 
     def forward(
-        self, x: torch.Tensor, memory: torch.Tensor, read_bias: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor,
+        read_bias: torch.Tensor | None,
+        context: torch.Tensor | None = None,
+        context_valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Token path of one segment: x [B, T, D] -> h [B, T, D]."""
-        h1 = self._residual(x, self.self_attn, self.ln_self)
+        """Token path of one segment: x [B, T, D] -> h [B, T, D]. ``context``: this layer's
+        inputs at the previous segment's last W tokens [B, W, D], valid rows ``context_valid``."""
+        if self.pre_norm:
+            ctx = None if context is None else self.ln_self(context)
+            h1 = x + self.self_attn(self.ln_self(x), ctx, context_valid)
+        else:
+            h1 = self.ln_self(x + self.self_attn(x, context, context_valid))
         return self.read_and_ffn(h1, memory, read_bias)
 
     def step(
@@ -333,9 +367,10 @@ class ELMURLayer(nn.Module):  # type: ignore[misc]
     ) -> torch.Tensor:
         """Token path of one step: x [B, D] at segment position ``pos`` -> h [B, D].
 
-        keys, values: this layer's cache [B, H, K, dh], written in place at ``pos`` (an int
-        when every row is at the same position, else [B] long). self_bias: the segment-local
-        bias of that position ([H, K] or [B, H, K], -inf on future keys). read_plan: this
+        keys, values: this layer's cache [B, H, W + K, dh] (the previous segment's last W
+        tokens, then the segment's), written in place at W + ``pos`` (an int when every row is
+        at the same position, else [B] long). self_bias: the bias of that position ([H, W + K]
+        or [B, H, W + K], -inf on future keys and on a missing context). read_plan: this
         layer's memory folded into the read's projections (``read_plan``), cached by the model
         since memory is frozen during a segment; read_bias [B, H, M]. Same math as ``forward``
         on one token.
@@ -345,16 +380,17 @@ class ELMURLayer(nn.Module):  # type: ignore[misc]
         H = sa.num_heads
         qkv = F.linear(_norm(self.ln_self, x) if self.pre_norm else x, sa.qkv.weight, sa.qkv.bias)
         q, k, v = qkv.view(B, 3, H, D // H).unbind(1)  # each [B, H, dh]
+        W = sa.window  # the cache holds [context W | segment K]
         if isinstance(pos, int):
-            keys[:, :, pos] = k
-            values[:, :, pos] = v
-            # Only the first pos + 1 keys are real: attend over them, no mask needed.
-            keys, values = keys[:, :, : pos + 1], values[:, :, : pos + 1]
-            self_bias = self_bias[..., : pos + 1]
+            keys[:, :, W + pos] = k
+            values[:, :, W + pos] = v
+            # Only the first W + pos + 1 keys can be seen: attend over them.
+            keys, values = keys[:, :, : W + pos + 1], values[:, :, : W + pos + 1]
+            self_bias = self_bias[..., : W + pos + 1]
         else:
             rows = torch.arange(B, device=x.device)
-            keys[rows, :, pos] = k
-            values[rows, :, pos] = v
+            keys[rows, :, W + pos] = k
+            values[rows, :, W + pos] = v
         y = F.linear(_attend_one(q, keys, values, self_bias), sa.out_proj.weight, sa.out_proj.bias)
         h1 = x + y if self.pre_norm else _norm(self.ln_self, x + y)
         if self.reads and read_plan is not None:
@@ -531,7 +567,13 @@ class ELMUR(SequenceEncoder):
             dtype=torch.long,
             device=self.memory_init.device,
         )
-        return {"memory": memory, "anchors": anchors}
+        state = {"memory": memory, "anchors": anchors}
+        W = self.cfg.attention_window
+        if W:
+            # no previous segment yet: the context is hidden from attention
+            state["context"] = memory.new_zeros(batch_size, self.cfg.num_layers, W, self.embed_dim)
+            state["context_valid"] = torch.zeros(batch_size, dtype=torch.bool, device=memory.device)
+        return state
 
     def _segment(
         self, x: torch.Tensor, valid: torch.Tensor, steps: torch.Tensor, state: State
@@ -540,38 +582,54 @@ class ELMUR(SequenceEncoder):
         memory, anchors = state["memory"], state["anchors"]
         B, T, _ = x.shape
         read_bias, write_bias = self._biases(steps, anchors)
-        # Write only rows whose segment is complete, as step inference does at step K-1.
-        writes = valid[:, -1] if T == self.context_size else torch.zeros_like(valid[:, 0])
+        # Write only rows whose segment is complete, as step inference does at step K-1; a
+        # complete segment also becomes the next one's context (the step path rolls its cache).
+        complete = valid[:, -1] if T == self.context_size else torch.zeros_like(valid[:, 0])
         key_mask = None
-        if self.cfg.write and bool(writes.any()):
+        if self.cfg.write and bool(complete.any()):
             # Padding is masked in writing rows only: a row with no real token would give NaN
             # attention, and NaN poisons gradients even where torch.where discards it.
-            hidden = (~valid & writes[:, None])[:, None, None, :]
+            hidden = (~valid & complete[:, None])[:, None, None, :]
             key_mask = torch.zeros(B, 1, 1, T, dtype=x.dtype, device=x.device)
             key_mask = key_mask.masked_fill(hidden, float("-inf"))
         new_memory, new_anchors = [], []
+        W = self.cfg.attention_window
+        contexts = []
         h = x
         for i, layer in enumerate(self.layers):
             mi = self._memory_index(i)
-            h = layer(h, memory[:, mi], read_bias[mi])
+            if W:
+                context = state["context"][:, i]
+                if T == self.context_size:
+                    contexts.append(torch.where(complete[:, None, None], h[:, -W:], context))
+                else:  # a partial segment is never a context
+                    contexts.append(context)
+                if not self.cfg.context_gradient:
+                    context = context.detach()
+                h = layer(h, memory[:, mi], read_bias[mi], context, state["context_valid"])
+            else:
+                h = layer(h, memory[:, mi], read_bias[mi])
             if layer.writes and key_mask is not None:
                 wb = key_mask if write_bias[mi] is None else write_bias[mi] + key_mask
                 mem, anc = self._lru_write(
                     layer, memory[:, mi], anchors[:, mi], h, wb, steps[:, -1]
                 )
-                new_memory.append(torch.where(writes[:, None, None], mem, memory[:, mi]))
-                new_anchors.append(torch.where(writes[:, None], anc, anchors[:, mi]))
+                new_memory.append(torch.where(complete[:, None, None], mem, memory[:, mi]))
+                new_anchors.append(torch.where(complete[:, None], anc, anchors[:, mi]))
             elif not self.cfg.shared_memory:
                 new_memory.append(memory[:, mi])
                 new_anchors.append(anchors[:, mi])
         if self.cfg.shared_memory and not new_memory:
             new_memory, new_anchors = [memory[:, 0]], [anchors[:, 0]]
         self._collect_aux()
-        state = {
+        new_state = {
             "memory": torch.stack(new_memory, 1),
             "anchors": torch.stack(new_anchors, 1),
         }
-        return self.ln_out(h), state
+        if W:
+            new_state["context"] = torch.stack(contexts, 1)
+            new_state["context_valid"] = state["context_valid"] | complete
+        return self.ln_out(h), new_state
 
     def _lru_write(
         self,
@@ -613,6 +671,7 @@ class ELMUR(SequenceEncoder):
         valid: torch.Tensor,
         steps: torch.Tensor,
         state: State,
+        trace: list[State] | None = None,
     ) -> tuple[torch.Tensor, State]:
         self._aux = None
         K = self.context_size
@@ -622,6 +681,8 @@ class ELMUR(SequenceEncoder):
             seg = slice(start, start + K)
             out, state = self._segment(tokens[:, seg], valid[:, seg], steps[:, seg], state)
             outputs.append(out)
+            if trace is not None:
+                trace.append(state)
             if truncate and (index + 1) % truncate == 0:
                 state = {key: value.detach() for key, value in state.items()}
         return torch.cat(outputs, 1), state
@@ -637,9 +698,14 @@ class ELMUR(SequenceEncoder):
         state = {key: value.clone() for key, value in self.initial_state(batch_size).items()}
         dev, dtype = self.memory_init.device, self.memory_init.dtype
         H, K, dh = cfg.num_heads, cfg.context_size, cfg.embed_dim // cfg.num_heads
+        W = cfg.attention_window
+        # the step path keeps keys and values, not the segment path's context inputs
+        context_valid = state.pop("context_valid", None)
+        state.pop("context", None)
         for i, layer in enumerate(self.layers):
-            state[f"keys.{i}"] = torch.zeros(batch_size, H, K, dh, device=dev, dtype=dtype)
-            state[f"values.{i}"] = torch.zeros(batch_size, H, K, dh, device=dev, dtype=dtype)
+            # [previous segment's last W | current segment's K]
+            state[f"keys.{i}"] = torch.zeros(batch_size, H, W + K, dh, device=dev, dtype=dtype)
+            state[f"values.{i}"] = torch.zeros(batch_size, H, W + K, dh, device=dev, dtype=dtype)
             if layer.reads:
                 with torch.no_grad():
                     A, c, P = layer.read_plan(state["memory"][:, self._memory_index(i)])
@@ -654,6 +720,10 @@ class ELMUR(SequenceEncoder):
             batch_size, cfg.num_layers, K, cfg.embed_dim, device=dev, dtype=dtype
         )
         state["position"] = torch.zeros(batch_size, dtype=torch.long, device=dev)
+        if context_valid is not None:
+            # additive mask of the cached context keys: -inf until a first segment is complete
+            state["context_bias"] = torch.zeros(batch_size, 1, W + K, device=dev, dtype=dtype)
+            state["context_bias"][..., :W] = float("-inf")
         return state
 
     def compile_step(self, enable: bool = True, **options: object) -> None:
@@ -691,14 +761,28 @@ class ELMUR(SequenceEncoder):
         if uniform:
             if p == K - 1:
                 self._write_rows(state, None, steps)
+                self._roll_context(state, None)
             position.fill_(0 if p == K - 1 else p + 1)
         else:
             done = position == K - 1
             if bool(done.any()):
-                every = bool(done.all())
-                self._write_rows(state, None if every else done.nonzero().squeeze(1), steps)
+                index = None if bool(done.all()) else done.nonzero().squeeze(1)
+                self._write_rows(state, index, steps)
+                self._roll_context(state, index)
             position.add_(1).masked_fill_(done, 0)
         return self.ln_out(x), state
+
+    def _roll_context(self, state: State, index: torch.Tensor | None) -> None:
+        """At a segment's end, its last W keys and values become the next one's context."""
+        W, K = self.cfg.attention_window, self.context_size
+        if not W:
+            return
+        rows = slice(None) if index is None else index
+        for i in range(len(self.layers)):
+            for name in (f"keys.{i}", f"values.{i}"):
+                cache = state[name]
+                cache[rows, :, :W] = cache[rows, :, K : K + W]
+        state["context_bias"][rows, :, :W] = 0.0
 
     def _step_layers(
         self,
@@ -720,12 +804,15 @@ class ELMUR(SequenceEncoder):
             plan = None
             if layer.reads:
                 plan = (state[f"read_A.{i}"], state[f"read_c.{i}"], state[f"read_P.{i}"])
+            self_bias = tables[i][pos]
+            if "context_bias" in state:
+                self_bias = self_bias + state["context_bias"]
             x = layer.step(
                 x,
                 state[f"keys.{i}"],
                 state[f"values.{i}"],
                 pos,
-                tables[i][pos],
+                self_bias,
                 plan,
                 self._read_bias_at(state, i, pos),
             )
@@ -820,11 +907,13 @@ class ELMUR(SequenceEncoder):
         return value  # type: ignore[no-any-return]
 
     def _self_bias_table(self, attn: SelfAttention) -> torch.Tensor:
-        """[K(query position), H, K(key position)]: the self-attention bias of every position."""
+        """[K (query position), H, W + K (key position, context first)]: the self-attention
+        bias of every position of a segment."""
 
         def build() -> torch.Tensor:
-            pos = torch.arange(self.context_size, device=attn.rel_bias.device)
-            return attn.bias(pos, pos).transpose(0, 1).contiguous()
+            W = attn.window
+            pos = torch.arange(W + self.context_size, device=attn.rel_bias.device)
+            return attn.bias(pos[W:], pos).transpose(0, 1).contiguous()
 
         return self._cached(f"self_bias.{id(attn)}", (attn.rel_bias,), build)
 

@@ -29,6 +29,7 @@ __all__ = [
 class SequenceEncoderArgs:
     embed_dim: int
     context_size: int
+    attention_window: int
     num_layers: int
     num_heads: int
     dropout: float
@@ -61,6 +62,8 @@ class ELMURFactory(SequenceEncoderFactory):
         read: tokens read memory (False: a memory-less transformer).
         write: memory is written at segment ends (False: memory stays at its init).
         detach_memory: paper's code: no gradient through memory between segments.
+        context_gradient: gradient flows from a segment into the previous segment's tokens it
+            attends to (with ``attention_window`` > 0); False stops it, as Transformer-XL does.
         time_buckets: log-spaced buckets of time offsets.
     """
 
@@ -74,6 +77,7 @@ class ELMURFactory(SequenceEncoderFactory):
     read: bool = True
     write: bool = True
     detach_memory: bool = False
+    context_gradient: bool = True
     time_buckets: int = 64
 
     def create(self, args: SequenceEncoderArgs) -> ELMUR:

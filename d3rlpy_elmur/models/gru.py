@@ -47,6 +47,7 @@ class GRUEncoder(SequenceEncoder):
         valid: torch.Tensor,
         steps: torch.Tensor,
         state: State,
+        trace: list[State] | None = None,
     ) -> tuple[torch.Tensor, State]:
         K = self.context_size
         hidden = state["hidden"]
@@ -57,6 +58,8 @@ class GRUEncoder(SequenceEncoder):
             has_step = valid[:, seg].any(dim=1)[:, None, None]
             hidden = torch.where(has_step, new.transpose(0, 1), hidden)
             outputs.append(out)
+            if trace is not None:
+                trace.append({"hidden": hidden})
             if self.truncate_every and (index + 1) % self.truncate_every == 0:
                 hidden = hidden.detach()
         return torch.cat(outputs, 1), {"hidden": hidden}

@@ -39,10 +39,12 @@ class SequenceEncoder(nn.Module):  # type: ignore[misc]
         valid: torch.Tensor,
         steps: torch.Tensor,
         state: State,
+        trace: list[State] | None = None,
     ) -> tuple[torch.Tensor, State]:
         """Runs ``tokens`` [B, T, D] (``valid`` [B, T] bool, absolute ``steps`` [B, T] long).
 
-        Returns features [B, T, D] and the state after the last complete segment.
+        Returns features [B, T, D] and the state after the last complete segment; ``trace``,
+        when given, receives the state after every segment (what training replays start from).
         """
         raise NotImplementedError
 

@@ -76,6 +76,10 @@ def test_registered_with_d3rlpy() -> None:
         ("lru_blend", 1.01),
         ("num_heads", 3),
         ("token_format", "act_only"),
+        ("attention_window", K + 1),
+        ("attention_window", -1),
+        ("attention_window", "all"),
+        ("memory_refresh_every", 0),
     ],
 )
 def test_invalid_config_fails_at_create_naming_the_field(field: str, value: object) -> None:
@@ -90,21 +94,20 @@ def test_windows_longer_than_every_episode_fail_at_fit() -> None:
 
 
 @pytest.mark.parametrize(
-    "slots, max_delay, burn_in, encoder, warns",
+    "slots, max_delay, encoder, warns",
     [
-        (1, 11, 8, "elmur", False),  # episodes of 3 segments: M <= S - 2 = 1
-        (2, 11, 8, "elmur", True),  # ... no window blends and reads a second slot
-        (2, 40, 8, "elmur", False),  # longer episodes: burn-in fills slots before the window
-        (2, 40, 0, "elmur", True),  # ... but not without burn-in
-        (2, 11, 8, "gru", False),  # no slots at all
+        (1, 11, "elmur", False),  # episodes of 3 segments: M <= S - 2 = 1
+        (2, 11, "elmur", True),  # ... no window blends and reads a second slot
+        (2, 40, "elmur", False),  # longer episodes: windows start from written memory
+        (2, 11, "gru", False),  # no slots at all
     ],
 )
 def test_warns_when_no_window_trains_the_blend(
-    slots: int, max_delay: int, burn_in: int, encoder: str, warns: bool
+    slots: int, max_delay: int, encoder: str, warns: bool
 ) -> None:
     dataset = cue_recall_dataset(20, max_delay - 2, max_delay)  # longest: max_delay + 1 steps
     factory = ELMURFactory() if encoder == "elmur" else GRUFactory()
-    algo = small_algo(memory_slots=slots, burn_in_segments=burn_in, sequence_encoder=factory)
+    algo = small_algo(memory_slots=slots, sequence_encoder=factory)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         algo.segment_view(dataset)
@@ -117,35 +120,57 @@ def test_warns_when_no_window_trains_the_blend(
 # ------------------------------------------------------------------------------ sampler
 def test_sampler_windows_are_segment_aligned_and_right_padded() -> None:
     dataset = cue_recall_dataset(40, 1, 30, seed=3)  # episodes shorter than K and > S*K
-    burn = 2
-    view = SegmentRecurrentView(dataset, K, S, burn, seed=0)
-    lengths = {ep.size() for ep in dataset.episodes}
+    view = SegmentRecurrentView(dataset, K, S, seed=0)
+    episodes = list(dataset.episodes)
+    lengths = [ep.size() for ep in episodes]
     assert min(lengths) < K and max(lengths) > S * K
     batch = view.sample_trajectory_batch(256, K)
-    T = (burn + S) * K
+    T = (1 + S) * K
     assert batch.observations.shape == (256, T, 3) and batch.masks.shape == (256, T)
+    assert batch.boundaries.shape == (256, S + 2)
     masks = batch.masks > 0
     steps = batch.timesteps.astype(np.int64)
+    # boundary index -> (episode, segment): the view numbers boundaries episode by episode
+    owner = [(e, j) for e, n in enumerate(lengths) for j in range(-(-n // K))]
     for row in range(256):
         real = np.flatnonzero(masks[row])
         # the training window starts on a segment boundary of its episode
-        first_train = steps[row, burn * K]
+        first_train = steps[row, K]
         assert first_train % K == 0
-        assert masks[row, burn * K]
+        assert masks[row, K]
         # real steps are contiguous and count up from an aligned step
         assert np.array_equal(real, np.arange(real[0], real[0] + len(real)))
         assert np.array_equal(steps[row, real], steps[row, real[0]] + np.arange(len(real)))
         assert steps[row, real[0]] % K == 0
-        # burn-in never exceeds `burn` segments and padding only pads
-        assert steps[row, real[0]] >= first_train - burn * K
+        # the context is the one segment before the window, or padding at t = 0
+        assert steps[row, real[0]] == max(first_train - K, 0)
+        assert masks[row, :K].any() == (first_train > 0)
         assert (batch.observations[row, ~masks[row]] == 0).all()
         # the episode's first step carries the cue; no step after the end is real
         if steps[row, real[0]] == 0:
             assert abs(batch.observations[row, real[0], 0]) == 1.0
         if batch.terminals[row].any():
             assert batch.terminals[row, real[-1], 0] == 1.0
-    # windows start mid-episode for long episodes
-    assert (steps[:, burn * K] >= K).any()
+        # the real previous action of every step, also at the window's first step
+        has = batch.has_previous[row]
+        assert np.array_equal(has, masks[row] & (steps[row] > 0))
+        shifted = batch.actions[row, real[:-1]]
+        assert np.array_equal(batch.previous_actions[row, real[1:]], shifted)
+        # boundaries name the segment starts the row crosses in its own episode
+        first_segment = first_train // K - 1
+        for column, index in enumerate(batch.boundaries[row]):
+            j = first_segment + column
+            if index < 0:
+                continue
+            episode, segment = owner[index]
+            assert segment == j >= 1
+            assert lengths[episode] > j * K
+            if column * K < T and masks[row, column * K]:  # the segment's first step
+                obs = episodes[episode].observations[j * K]
+                assert np.array_equal(batch.observations[row, column * K], obs)
+    # windows start mid-episode for long episodes, and then have a real previous action
+    late = steps[:, K] >= K
+    assert late.any() and batch.has_previous[late, K].all()
 
 
 def test_sampler_picks_episodes_in_proportion_to_length() -> None:
@@ -157,10 +182,10 @@ def test_sampler_picks_episodes_in_proportion_to_length() -> None:
         action_space=d3rlpy.constants.ActionSpace.DISCRETE,
         action_size=3,
     )
-    batch = SegmentRecurrentView(dataset, K, 1, 0, seed=1).sample_trajectory_batch(4000, K)
+    batch = SegmentRecurrentView(dataset, K, 1, seed=1).sample_trajectory_batch(4000, K)
     # episode 2 (30 steps) vs episode 1 (4 steps): its cue is -1, its windows may start late
-    from_long = np.isin(batch.timesteps[:, 0], np.arange(4, 30)) | (
-        batch.observations[:, 0, 0] == -1
+    from_long = np.isin(batch.timesteps[:, K], np.arange(4, 30)) | (
+        batch.observations[:, K, 0] == -1
     )
     assert abs(from_long.mean() - 30 / 34) < 0.03
 
@@ -202,21 +227,61 @@ def test_fit_trains_exactly_n_steps(n_steps: int, per_epoch: int) -> None:
         plan_epochs(101, 100)
 
 
+def test_fit_refreshes_the_boundary_states_on_schedule_and_logs_their_staleness(
+    tmp_path: Path,
+) -> None:
+    algo = small_algo(memory_refresh_every=3)
+    refreshed: list[int] = []
+    original = algo.refresh_boundary_states
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        refreshed.append(algo.grad_step)
+        return original(*args, **kwargs)
+
+    algo.refresh_boundary_states = spy  # type: ignore[method-assign]
+    algo.fit(
+        cue_recall_dataset(20, 20, 40),
+        n_steps=7,
+        n_steps_per_epoch=7,
+        show_progress=False,
+        logger_adapter=FileAdapterFactory(root_dir=str(tmp_path)),
+        experiment_name="run",
+        with_timestamp=False,
+    )
+    assert refreshed == [0, 3, 6]
+    rows = (tmp_path / "run" / "memory_staleness.csv").read_text().splitlines()
+    assert len(rows) == 1 and float(rows[0].split(",")[2]) > 0.0
+
+
 def step_actions(algo: d3rlpy_elmur.DiscreteELMURDT, observations: np.ndarray) -> list[int]:
     wrapper = algo.as_stateful_wrapper()
     wrapper.reset()
     return [int(wrapper.predict(obs, 0.0)) for obs in observations]
 
 
-def test_stateful_wrapper_matches_segment_forward() -> None:
-    algo = built_algo(token_format="rtg_obs_act")
-    algo.impl.policy.head.bias.data = torch.tensor([0.0, 0.05, -0.05])  # type: ignore[union-attr]
+@pytest.mark.parametrize("window", [0, 2])
+def test_stateful_wrapper_matches_segment_forward(window: int) -> None:
+    algo = built_algo(token_format="rtg_obs_act", attention_window=window)
+    impl = algo.impl
+    assert impl is not None
+    torch.manual_seed(1)
+    with torch.no_grad():  # random weights everywhere (the time biases start at zero)
+        for param in impl.policy.parameters():
+            param.add_(torch.randn_like(param) * 0.3)
+    # the logits of every wrapper step
+    logits: list[torch.Tensor] = []
+    step = impl.step
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        out, state = step(*args, **kwargs)
+        logits.append(out[0].clone())
+        return out, state
+
+    impl.step = spy  # type: ignore[method-assign]
     rng = np.random.default_rng(0)
     episode = cue_recall_episode(4 * K + 2, 1, rng)
     got = step_actions(algo, episode.observations)
     # the segment path over the same episode, feeding back the wrapper's own actions
-    impl = algo.impl
-    assert impl is not None
     T = episode.size()
     obs = torch.from_numpy(episode.observations)[None]
     actions = torch.tensor(got, dtype=torch.float32)[None, :, None]
@@ -231,6 +296,7 @@ def test_stateful_wrapper_matches_segment_forward() -> None:
             steps,
             impl.policy.sequence.initial_state(1),
         )
+    assert (torch.stack(logits) - out[0]).abs().max() <= 1e-5
     assert out[0].argmax(-1).tolist() == got
 
 
@@ -329,44 +395,79 @@ def test_evaluate_runs_batched_episodes_and_reports_success() -> None:
     assert single["episodes"] == 3 and single["env_steps"] == 12
 
 
-def test_every_parameter_learns_and_burn_in_gives_the_real_memory() -> None:
-    algo = built_algo(burn_in_segments=2)
+def test_every_parameter_gets_gradient() -> None:
+    algo = built_algo()
     impl = algo.impl
     assert impl is not None
     view = algo.segment_view(cue_recall_dataset(30, 1, 30, seed=2), seed=0)
     batch = view.sample_trajectory_batch(32, K)
     torch_batch = d3rlpy.torch_utility.TorchTrajectoryMiniBatch.from_batch(batch, "cpu:0")
     impl.compute_loss(torch_batch)["loss"].backward()
-    missing = [n for n, p in impl.policy.named_parameters() if p.grad is None]
-    assert missing == []  # memory_init included, although burn-in runs without gradient
-    # memory at the window start equals running the episode from t=0 with gradient off
-    row = int(np.flatnonzero(batch.timesteps[:, 2 * K] >= 2 * K)[0])
-    start = int(batch.timesteps[row, 2 * K])
-    seen: dict[str, torch.Tensor] = {}
-    original = impl.policy.sequence.forward
+    silent = [n for n, p in impl.policy.named_parameters() if p.grad is None or not p.grad.any()]
+    assert silent == []  # memory_init included: windows at t = 0 start from it
 
-    def spy(tokens, valid, steps, state):  # type: ignore[no-untyped-def]
-        if torch.is_grad_enabled():
-            seen.update(state)
-        return original(tokens, valid, steps, state)
 
-    impl.policy.sequence.forward = spy  # type: ignore[method-assign]
-    with torch.enable_grad():
-        impl.compute_loss(torch_batch)
-    impl.policy.sequence.forward = original  # type: ignore[method-assign]
-    episode_obs = torch_batch.observations[row : row + 1, :]
-    real = torch_batch.masks[row] > 0
-    with torch.no_grad():
-        obs = episode_obs[:, real][:, : start - int(batch.timesteps[row][real][0])]
-        assert int(batch.timesteps[row][real][0]) == start - 2 * K
-        t0 = start - 2 * K
-        # re-run only the prefix we have: it starts at t0, so compare against a t0-start run
-        _, ref = impl.policy(
-            obs,
-            torch.zeros(1, obs.shape[1], 1),
-            torch.zeros(1, obs.shape[1], 1) - 1,
-            torch.ones(1, obs.shape[1], dtype=torch.bool),
-            torch.arange(t0, start)[None],
-            impl.policy.sequence.initial_state(1),
+@pytest.mark.parametrize("window", [0, 2])
+def test_windows_start_from_the_memory_of_the_whole_episode(window: int) -> None:
+    from d3rlpy_elmur.algos.replay_states import BoundaryStates
+
+    algo = built_algo(attention_window=window, token_format="rtg_obs_act")
+    impl = algo.impl
+    assert impl is not None
+    view = algo.segment_view(cue_recall_dataset(30, 1, 30, seed=2), seed=0)
+    states = BoundaryStates(view.num_boundaries)
+    algo.refresh_boundary_states(view, states, rows=7)
+    batch = view.sample_trajectory_batch(32, K)
+    boundaries = torch.as_tensor(batch.boundaries)
+    episodes = list(view.episodes)
+    owner = [(e, j) for e, ep in enumerate(episodes) for j in range(-(-ep.size() // K))]
+    rows = [r for r in range(32) if batch.boundaries[r, 0] >= 0][:4]
+    assert rows  # some windows start two or more segments into their episode
+    for row in rows:
+        episode, j = owner[int(batch.boundaries[row, 0])]
+        ep = episodes[episode]
+        n = j * K  # the context segment starts at step j * K: run the episode up to there
+        actions = torch.as_tensor(ep.actions[:n], dtype=torch.float32).reshape(1, n, 1)
+        previous = torch.cat([torch.full((1, 1, 1), -1.0), actions[:, :-1]], 1)
+        rtg = np.cumsum(ep.rewards[::-1].reshape(-1))[::-1][:n].copy()
+        with torch.no_grad():
+            _, real = impl.policy(
+                torch.as_tensor(ep.observations[:n])[None],
+                torch.as_tensor(rtg, dtype=torch.float32).reshape(1, n, 1),
+                previous,
+                torch.ones(1, n, dtype=torch.bool),
+                torch.arange(n)[None],
+                impl.policy.sequence.initial_state(1),
+            )
+        stored = states.read(boundaries[row : row + 1, 0], impl.policy.sequence.initial_state(1))
+        assert set(stored) == set(real)
+        for key in real:
+            assert torch.allclose(stored[key].float(), real[key].float(), atol=1e-5), key
+    # an update writes back the states its windows computed, at their own boundaries:
+    # computed with the parameters of before the step, they equal the refreshed ones
+    before = {key: value.clone() for key, value in states._table.items()}
+    algo._replay = (view, states)
+    algo.set_grad_step(1)  # not a refresh step
+    try:
+        metrics = algo.update(batch)
+    finally:
+        algo._replay = None
+    assert "memory_staleness" not in metrics
+    written = boundaries[:, 1:][boundaries[:, 1:] >= 0].unique()
+    assert len(written) > 0
+    for key, value in before.items():
+        assert torch.allclose(
+            states._table[key][written].float(), value[written].float(), atol=1e-4
         )
-    assert torch.allclose(seen["memory"][row], ref["memory"][0], atol=1e-5)
+    # the update moved the parameters: recomputed states drift from the stored ones, a little
+    fresh = BoundaryStates(view.num_boundaries)
+    algo.refresh_boundary_states(view, fresh)
+    assert fresh.staleness(fresh) == 0.0
+    assert 0.0 < states.staleness(fresh) < 0.5
+
+
+def test_update_refuses_a_batch_of_the_wrong_length() -> None:
+    algo = built_algo()
+    view = SegmentRecurrentView(cue_recall_dataset(20, 1, 30, seed=2), K, S + 1, seed=0)
+    with pytest.raises(ValueError, match=str((1 + S) * K)):
+        algo.update(view.sample_trajectory_batch(4, K))

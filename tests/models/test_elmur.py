@@ -139,6 +139,10 @@ VARIANTS = [
     {"use_lru": False},
     {"relative_bias": False, "memory_slots": 3},
     {"write": False},
+    {"attention_window": 1},
+    {"attention_window": K - 1, "norm": "pre"},
+    {"attention_window": K},
+    {"attention_window": K, "context_gradient": False, "shared_memory": True},
 ]
 
 
@@ -153,8 +157,9 @@ def test_step_inference_equals_segment_forward(overrides: dict[str, object]) -> 
     assert (seg_out - step_out).abs().max() <= 1e-5
 
 
-def test_step_rows_at_different_positions_match_their_own_episodes() -> None:
-    model = make()
+@pytest.mark.parametrize("window", [0, 2, K])
+def test_step_rows_at_different_positions_match_their_own_episodes(window: int) -> None:
+    model = make(attention_window=window)
     tokens, _, _ = inputs(2, 3 * K + 2)
     with torch.no_grad():
         state = model.initial_step_state(2)

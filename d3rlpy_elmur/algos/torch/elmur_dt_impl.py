@@ -1,4 +1,4 @@
-"""ELMURDT's update math: the segment-recurrent loss over burn-in + S segments."""
+"""ELMURDT's update math: the segment-recurrent loss over a context segment + S segments."""
 
 from __future__ import annotations
 
@@ -9,11 +9,18 @@ import torch.nn.functional as F
 from d3rlpy.algos.transformer.base import TransformerAlgoImplBase
 from d3rlpy.algos.transformer.inputs import TorchTransformerInput
 from d3rlpy.optimizers import OptimizerWrapper
-from d3rlpy.torch_utility import Modules, TorchTrajectoryMiniBatch, unwrap_ddp_model
+from d3rlpy.torch_utility import (
+    Modules,
+    TorchTrajectoryMiniBatch,
+    train_api,
+    unwrap_ddp_model,
+)
 from d3rlpy.types import Shape
 
 from ...models.policy import SequencePolicy
 from ...models.sequence import State, reset_rows
+from ..replay_states import BoundaryStates
+from ..segments import segment_window_length
 
 __all__ = ["ELMURDTModules", "ELMURDTImpl", "previous_actions"]
 
@@ -68,36 +75,55 @@ class ELMURDTImpl(TransformerAlgoImplBase):
         return self._discrete
 
     # ------------------------------------------------------------------------------- training
-    def compute_loss(self, batch: TorchTrajectoryMiniBatch) -> dict[str, torch.Tensor]:
+    def compute_loss(
+        self,
+        batch: TorchTrajectoryMiniBatch,
+        previous: torch.Tensor | None = None,
+        start: State | None = None,
+        trace: list[State] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The loss of windows [context segment | S segments] ((1 + S) * K steps).
+
+        ``previous``: a_{t-1} of every step (None: shifted inside the window, so the first
+        step has "none"). ``start``: the state before the context segment (None: the initial
+        one). The context segment runs without gradient; a row whose context is padding (its
+        window starts at t = 0) keeps ``start`` and with it the gradient to the learned
+        initial state. ``trace`` receives the state after the context and after every
+        training segment.
+        """
         K, S = self._context_size, self._num_segments
         observations = batch.observations
         assert isinstance(observations, torch.Tensor), "tuple observations are not supported"
-        T = observations.shape[1]
-        burn = T - S * K  # burn-in steps in front of the training window
+        B, T = observations.shape[:2]
+        if T != segment_window_length(K, S):
+            raise ValueError(
+                f"a training batch has {T} steps per row; expected (1 + num_segments) * "
+                f"context_size = {segment_window_length(K, S)} (one context segment, then "
+                f"{S} of {K} steps)"
+            )
         valid = batch.masks > 0  # [B, T]
         steps = batch.timesteps.long()
-        prev = previous_actions(batch.actions, steps, self._discrete)
+        prev = (
+            previous_actions(batch.actions, steps, self._discrete) if previous is None else previous
+        )
         rtg = batch.returns_to_go
-        initial: State = self.policy.sequence.initial_state(valid.shape[0])
-        state = initial
-        # burn-in segments that are padding in every row change nothing: skip them
-        real = valid[:, :burn].reshape(valid.shape[0], -1, K).any(0).any(-1)  # [segments]
-        start = int(real.nonzero()[0, 0]) * K if bool(real.any()) else burn
-        if start < burn:
+        state = self.policy.sequence.initial_state(B) if start is None else start
+        context = slice(0, K)
+        if bool(valid[:, context].any()):
             # run through the unwrapped module: DDP expects one forward per backward
             with torch.no_grad():
-                _, burned = self.policy(
-                    observations[:, start:burn],
-                    rtg[:, start:burn],
-                    prev[:, start:burn],
-                    valid[:, start:burn],
-                    steps[:, start:burn],
-                    initial,
+                _, after = self.policy(
+                    observations[:, context],
+                    rtg[:, context],
+                    prev[:, context],
+                    valid[:, context],
+                    steps[:, context],
+                    state,
                 )
-            # rows without burn-in keep the initial memory, and with it its gradient
-            no_burn_in = ~valid[:, start:burn].any(1)
-            state = reset_rows(burned, initial, no_burn_in)
-        window = slice(burn, T)
+            state = reset_rows(after, state, ~valid[:, context].any(1))
+        if trace is not None:
+            trace.append(state)
+        window = slice(K, T)
         out, _ = self._modules.policy(
             observations[:, window],
             rtg[:, window],
@@ -105,6 +131,7 @@ class ELMURDTImpl(TransformerAlgoImplBase):
             valid[:, window],
             steps[:, window],
             state,
+            trace,
         )
         mask = valid[:, window].to(out.dtype)  # padding never counts
         if self._discrete:
@@ -124,11 +151,50 @@ class ELMURDTImpl(TransformerAlgoImplBase):
         return losses
 
     def inner_update(self, batch: TorchTrajectoryMiniBatch, grad_step: int) -> dict[str, float]:
+        return self._step(self.compute_loss(batch))
+
+    @train_api
+    def update_window(
+        self,
+        batch: TorchTrajectoryMiniBatch,
+        previous: torch.Tensor,
+        boundaries: torch.Tensor,
+        states: BoundaryStates | None,
+    ) -> dict[str, float]:
+        """An update on windows whose rows start at stored boundary states (``boundaries``
+        [B, S + 2], see ``SegmentWindowBatch``); the states it computes are written back."""
+        initial = self.policy.sequence.initial_state(boundaries.shape[0])
+        start = initial if states is None else states.read(boundaries[:, 0], initial)
+        trace: list[State] = []
+        metrics = self._step(self.compute_loss(batch, previous, start, trace))
+        if states is not None:
+            for column, state in enumerate(trace, start=1):
+                states.write(boundaries[:, column], state)
+        return metrics
+
+    def _step(self, losses: dict[str, torch.Tensor]) -> dict[str, float]:
         self._modules.optim.zero_grad()
-        losses = self.compute_loss(batch)
         losses["loss"].backward()
         self._modules.optim.step()
         return {name: float(value.detach()) for name, value in losses.items()}
+
+    @torch.no_grad()
+    def trace_states(self, batch: TorchTrajectoryMiniBatch, previous: torch.Tensor) -> list[State]:
+        """States after every segment of rows that start at t = 0 (eval mode, no gradient)."""
+        self.modules.set_eval()
+        observations = batch.observations
+        assert isinstance(observations, torch.Tensor), "tuple observations are not supported"
+        trace: list[State] = []
+        self.policy(
+            observations,
+            batch.returns_to_go,
+            previous,
+            batch.masks > 0,
+            batch.timesteps.long(),
+            self.policy.sequence.initial_state(observations.shape[0]),
+            trace,
+        )
+        return trace
 
     # ------------------------------------------------------------------------------ inference
     def inner_predict(self, inpt: TorchTransformerInput) -> torch.Tensor:
