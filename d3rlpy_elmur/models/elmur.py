@@ -671,9 +671,10 @@ class ELMUR(SequenceEncoder):
         valid: torch.Tensor,
         steps: torch.Tensor,
         state: State,
-        trace: list[State] | None = None,
+        keep_states: bool = False,
     ) -> tuple[torch.Tensor, State]:
         self._aux = None
+        self._kept: list[State] = []
         K = self.context_size
         truncate = self.cfg.truncate_every
         outputs = []
@@ -681,8 +682,8 @@ class ELMUR(SequenceEncoder):
             seg = slice(start, start + K)
             out, state = self._segment(tokens[:, seg], valid[:, seg], steps[:, seg], state)
             outputs.append(out)
-            if trace is not None:
-                trace.append(state)
+            if keep_states:
+                self._kept.append(state)
             if truncate and (index + 1) % truncate == 0:
                 state = {key: value.detach() for key, value in state.items()}
         return torch.cat(outputs, 1), state

@@ -47,9 +47,10 @@ class GRUEncoder(SequenceEncoder):
         valid: torch.Tensor,
         steps: torch.Tensor,
         state: State,
-        trace: list[State] | None = None,
+        keep_states: bool = False,
     ) -> tuple[torch.Tensor, State]:
         K = self.context_size
+        self._kept: list[State] = []
         hidden = state["hidden"]
         outputs = []
         for index, start in enumerate(range(0, tokens.shape[1], K)):
@@ -58,8 +59,8 @@ class GRUEncoder(SequenceEncoder):
             has_step = valid[:, seg].any(dim=1)[:, None, None]
             hidden = torch.where(has_step, new.transpose(0, 1), hidden)
             outputs.append(out)
-            if trace is not None:
-                trace.append({"hidden": hidden})
+            if keep_states:
+                self._kept.append({"hidden": hidden})
             if self.truncate_every and (index + 1) % self.truncate_every == 0:
                 hidden = hidden.detach()
         return torch.cat(outputs, 1), {"hidden": hidden}

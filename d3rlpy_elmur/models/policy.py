@@ -87,10 +87,10 @@ class SequencePolicy(nn.Module):  # type: ignore[misc]
         valid: torch.Tensor,
         steps: torch.Tensor,
         state: State,
-        trace: list[State] | None = None,
+        keep_states: bool = False,
     ) -> tuple[torch.Tensor, State]:
         x = self.tokens(observations, returns_to_go, previous_actions)
-        features, state = self.sequence(x, valid, steps, state, trace)
+        features, state = self.sequence(x, valid, steps, state, keep_states)
         return self._head(features), state
 
     def step(

@@ -39,12 +39,14 @@ class SequenceEncoder(nn.Module):  # type: ignore[misc]
         valid: torch.Tensor,
         steps: torch.Tensor,
         state: State,
-        trace: list[State] | None = None,
+        keep_states: bool = False,
     ) -> tuple[torch.Tensor, State]:
         """Runs ``tokens`` [B, T, D] (``valid`` [B, T] bool, absolute ``steps`` [B, T] long).
 
-        Returns features [B, T, D] and the state after the last complete segment; ``trace``,
-        when given, receives the state after every segment (what training replays start from).
+        Returns features [B, T, D] and the state after the last complete segment. With
+        ``keep_states`` the state after every segment is kept for ``kept_states`` (what
+        training replays start from; kept on the module, not in an argument, so that it
+        survives DDP's copies of the inputs).
         """
         raise NotImplementedError
 
@@ -57,6 +59,10 @@ class SequenceEncoder(nn.Module):  # type: ignore[misc]
     ) -> tuple[torch.Tensor, State]:
         """Runs one token per row: ``token`` [B, D], absolute ``steps`` [B] long."""
         raise NotImplementedError
+
+    def kept_states(self) -> list[State]:
+        """The states after every segment of the last ``forward(keep_states=True)``."""
+        return list(getattr(self, "_kept", []))
 
     def aux_loss(self) -> torch.Tensor | None:
         """Auxiliary loss of the last ``forward`` (e.g. MoE load balancing), if any."""

@@ -121,8 +121,6 @@ class ELMURDTImpl(TransformerAlgoImplBase):
                     state,
                 )
             state = reset_rows(after, state, ~valid[:, context].any(1))
-        if trace is not None:
-            trace.append(state)
         window = slice(K, T)
         out, _ = self._modules.policy(
             observations[:, window],
@@ -131,8 +129,10 @@ class ELMURDTImpl(TransformerAlgoImplBase):
             valid[:, window],
             steps[:, window],
             state,
-            trace,
+            trace is not None,
         )
+        if trace is not None:
+            trace.extend([state, *self.policy.sequence.kept_states()])
         mask = valid[:, window].to(out.dtype)  # padding never counts
         if self._discrete:
             target = batch.actions[:, window, 0].long()
@@ -184,7 +184,6 @@ class ELMURDTImpl(TransformerAlgoImplBase):
         self.modules.set_eval()
         observations = batch.observations
         assert isinstance(observations, torch.Tensor), "tuple observations are not supported"
-        trace: list[State] = []
         self.policy(
             observations,
             batch.returns_to_go,
@@ -192,9 +191,9 @@ class ELMURDTImpl(TransformerAlgoImplBase):
             batch.masks > 0,
             batch.timesteps.long(),
             self.policy.sequence.initial_state(observations.shape[0]),
-            trace,
+            keep_states=True,
         )
-        return trace
+        return self.policy.sequence.kept_states()
 
     # ------------------------------------------------------------------------------ inference
     def inner_predict(self, inpt: TorchTransformerInput) -> torch.Tensor:
