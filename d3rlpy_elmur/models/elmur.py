@@ -285,15 +285,19 @@ class MoE(nn.Module):  # type: ignore[misc]
         self.dropout = dropout
         self.last_aux: torch.Tensor | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """x [..., D]; the load-balancing loss counts the tokens where ``valid`` [...] is
+        true (all when None): padding must not pull the router."""
         probs = self.router(x).softmax(-1)  # [..., E]
         top = probs.argmax(-1)
         gate = probs * F.one_hot(top, probs.shape[-1]).to(probs.dtype)
         hidden = F.gelu(torch.einsum("...d,edh->...eh", x, self.w_in))
         routed = torch.einsum("...eh,ehd,...e->...d", hidden, self.w_out, gate)
         E = probs.shape[-1]
-        fraction = F.one_hot(top, E).to(probs.dtype).reshape(-1, E).mean(0)
-        self.last_aux = E * (fraction * probs.reshape(-1, E).mean(0)).sum()
+        weight = (torch.ones_like(top) if valid is None else valid).to(probs.dtype)
+        weight = weight.reshape(-1, 1) / weight.sum().clamp(min=1.0)  # a mean over real tokens
+        fraction = (F.one_hot(top, E).to(probs.dtype).reshape(-1, E) * weight).sum(0)
+        self.last_aux = E * (fraction * (probs.reshape(-1, E) * weight).sum(0)).sum()
         routed = F.dropout(routed, self.dropout, self.training)
         return self.shared(x) + routed
 
@@ -323,6 +327,9 @@ class ELMURLayer(nn.Module):  # type: ignore[misc]
             self.ln_write_tok = nn.LayerNorm(D) if self.pre_norm else nn.Identity()
             self.mem_ffn = MLP(D, cfg.ffn_multiplier, p)
             self.ln_mem_ffn = nn.LayerNorm(D)
+            # Pre-norm leaves the candidate unnormalised, and blending it in every segment
+            # would accumulate without bound: normalise what is written (post-norm does).
+            self.ln_mem_out = nn.LayerNorm(D) if self.pre_norm else nn.Identity()
 
     def _residual(self, x: torch.Tensor, sublayer: object, norm: nn.Module) -> torch.Tensor:
         if self.pre_norm:
@@ -330,12 +337,19 @@ class ELMURLayer(nn.Module):  # type: ignore[misc]
         return norm(x + sublayer(x))  # type: ignore[operator]
 
     def read_and_ffn(
-        self, h1: torch.Tensor, memory: torch.Tensor, read_bias: torch.Tensor | None
+        self,
+        h1: torch.Tensor,
+        memory: torch.Tensor,
+        read_bias: torch.Tensor | None,
+        valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """h2 = h1 + CrossAttn(h1, m); h = h2 + FFN(h2). h1 [B, T, D], memory [B, M, D]."""
+        """h2 = h1 + CrossAttn(h1, m); h = h2 + FFN(h2). h1 [B, T, D], memory [B, M, D];
+        ``valid`` [B, T] marks real tokens (for the MoE's load-balancing loss)."""
         if self.reads:
             mem = self.ln_read_mem(memory)
             h1 = self._residual(h1, lambda q: self.read_attn(q, mem, read_bias), self.ln_read)
+        if isinstance(self.ffn, MoE):
+            return self._residual(h1, lambda x: self.ffn(x, valid), self.ln_ffn)
         return self._residual(h1, self.ffn, self.ln_ffn)
 
     def forward(
@@ -345,15 +359,17 @@ class ELMURLayer(nn.Module):  # type: ignore[misc]
         read_bias: torch.Tensor | None,
         context: torch.Tensor | None = None,
         context_valid: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Token path of one segment: x [B, T, D] -> h [B, T, D]. ``context``: this layer's
-        inputs at the previous segment's last W tokens [B, W, D], valid rows ``context_valid``."""
+        inputs at the previous segment's last W tokens [B, W, D], valid rows ``context_valid``;
+        ``valid`` [B, T]: the real tokens."""
         if self.pre_norm:
             ctx = None if context is None else self.ln_self(context)
             h1 = x + self.self_attn(self.ln_self(x), ctx, context_valid)
         else:
             h1 = self.ln_self(x + self.self_attn(x, context, context_valid))
-        return self.read_and_ffn(h1, memory, read_bias)
+        return self.read_and_ffn(h1, memory, read_bias, valid)
 
     def step(
         self,
@@ -471,7 +487,7 @@ class ELMURLayer(nn.Module):  # type: ignore[misc]
             F.linear(v.reshape(B, D), wa.out_proj.weight, wa.out_proj.bias), p, self.training
         )
         u = slot + y if self.pre_norm else self.ln_write(slot + y)
-        return self._residual(u, self.mem_ffn, self.ln_mem_ffn)
+        return self.ln_mem_out(self._residual(u, self.mem_ffn, self.ln_mem_ffn))
 
     def candidate(
         self,
@@ -482,7 +498,7 @@ class ELMURLayer(nn.Module):  # type: ignore[misc]
         """m~ = u + FFN_mem(u), u = m + CrossAttn(m, h): memory [B, M, D], tokens [B, K, D]."""
         toks = self.ln_write_tok(tokens)
         u = self._residual(memory, lambda q: self.write_attn(q, toks, write_bias), self.ln_write)
-        return self._residual(u, self.mem_ffn, self.ln_mem_ffn)
+        return self.ln_mem_out(self._residual(u, self.mem_ffn, self.ln_mem_ffn))
 
 
 class ELMUR(SequenceEncoder):
@@ -507,7 +523,7 @@ class ELMUR(SequenceEncoder):
             self.write_time_bias = nn.Embedding(cfg.time_buckets + 1, cfg.num_heads)
             nn.init.zeros_(self.read_time_bias.weight)
             nn.init.zeros_(self.write_time_bias.weight)
-        self._aux: torch.Tensor | None = None
+        self._aux: tuple[torch.Tensor, torch.Tensor] | None = None  # (weighted sum, tokens)
         # step path: parameter-derived tables, rebuilt when the parameters change
         self._step_cache: dict[str, tuple[object, torch.Tensor]] = {}
         self._compiled_layers: object | None = None  # see compile_step
@@ -535,28 +551,36 @@ class ELMUR(SequenceEncoder):
 
     @torch.no_grad()
     def memory_norm_bound(self) -> float:
-        """Upper bound on every slot's L2 norm (post-norm: LayerNorm outputs, convex blends)."""
+        """Upper bound on every slot's L2 norm: every write is a LayerNorm output (post-norm's
+        last norm, pre-norm's ``ln_mem_out``) and the LRU blend is convex."""
         bound = float(self.memory_init.norm(dim=-1).max())
-        if self.cfg.norm == "post":
-            for layer in self.layers:
-                if layer.writes:
-                    ln = layer.ln_mem_ffn
-                    # |gamma * xhat + beta| <= max|gamma| * sqrt(D) + |beta|, with |xhat|^2 = D
-                    ln_bound = float(ln.weight.abs().max()) * math.sqrt(self.embed_dim) + float(
-                        ln.bias.norm()
-                    )
-                    bound = max(bound, ln_bound)
-            return bound
-        return math.inf
+        for layer in self.layers:
+            if layer.writes:
+                ln = layer.ln_mem_out if self.cfg.norm == "pre" else layer.ln_mem_ffn
+                # |gamma * xhat + beta| <= max|gamma| * sqrt(D) + |beta|, with |xhat|^2 = D
+                ln_bound = float(ln.weight.abs().max()) * math.sqrt(self.embed_dim) + float(
+                    ln.bias.norm()
+                )
+                bound = max(bound, ln_bound)
+        return bound
 
     def aux_loss(self) -> torch.Tensor | None:
-        return self._aux
+        """The MoE load-balancing loss of the last ``forward``: summed over layers, a mean
+        over its real tokens (each segment weighted by its count), so S does not scale it."""
+        if self._aux is None:
+            return None
+        total, tokens = self._aux
+        return total / tokens.clamp(min=1.0)
 
-    def _collect_aux(self) -> None:
+    def _collect_aux(self, valid: torch.Tensor) -> None:
         if self.cfg.ffn != "moe":
             return
         aux = sum(layer.ffn.last_aux for layer in self.layers) * self.cfg.moe_aux_weight
-        self._aux = aux if self._aux is None else self._aux + aux
+        n = valid.sum().to(aux.dtype)
+        total, tokens = (
+            (aux * n, n) if self._aux is None else (self._aux[0] + aux * n, self._aux[1] + n)
+        )
+        self._aux = (total, tokens)
 
     # ------------------------------------------------------------------------------ segment path
     def initial_state(self, batch_size: int) -> State:
@@ -606,9 +630,9 @@ class ELMUR(SequenceEncoder):
                     contexts.append(context)
                 if not self.cfg.context_gradient:
                     context = context.detach()
-                h = layer(h, memory[:, mi], read_bias[mi], context, state["context_valid"])
+                h = layer(h, memory[:, mi], read_bias[mi], context, state["context_valid"], valid)
             else:
-                h = layer(h, memory[:, mi], read_bias[mi])
+                h = layer(h, memory[:, mi], read_bias[mi], valid=valid)
             if layer.writes and key_mask is not None:
                 wb = key_mask if write_bias[mi] is None else write_bias[mi] + key_mask
                 mem, anc = self._lru_write(
@@ -621,7 +645,7 @@ class ELMUR(SequenceEncoder):
                 new_anchors.append(anchors[:, mi])
         if self.cfg.shared_memory and not new_memory:
             new_memory, new_anchors = [memory[:, 0]], [anchors[:, 0]]
-        self._collect_aux()
+        self._collect_aux(valid)
         new_state = {
             "memory": torch.stack(new_memory, 1),
             "anchors": torch.stack(new_anchors, 1),

@@ -209,6 +209,30 @@ def test_padding_never_counts_in_the_loss() -> None:
     assert not torch.equal(base, real_changed)
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.3])
+def test_loss_is_label_smoothed_cross_entropy_over_real_steps(smoothing: float) -> None:
+    algo = built_algo(label_smoothing=smoothing)
+    impl = algo.impl
+    assert impl is not None
+    view = algo.segment_view(cue_recall_dataset(20, 1, 13), seed=0)
+    batch = d3rlpy.torch_utility.TorchTrajectoryMiniBatch.from_batch(
+        view.sample_trajectory_batch(8, K), "cpu:0"
+    )
+    logits: list[torch.Tensor] = []  # the head's output; its last call is the window's
+    hook = impl.policy.head.register_forward_hook(lambda m, i, o: logits.append(o))
+    with torch.no_grad():
+        loss = impl.compute_loss(batch)["loss"]
+    hook.remove()
+    log_p = logits[-1].log_softmax(-1)  # [B, S * K, A]
+    target = batch.actions[:, K:, 0].long()
+    mask = batch.masks[:, K:] > 0
+    # (1 - e) * -log p(target) + e * mean_a -log p(a), averaged over the real steps
+    nll = -log_p.gather(-1, target[..., None])[..., 0]
+    uniform = -log_p.mean(-1)
+    expected = ((1 - smoothing) * nll + smoothing * uniform)[mask].mean()
+    assert torch.allclose(loss, expected, atol=1e-6)
+
+
 # ------------------------------------------------------------------ fit, steps, predict
 @pytest.mark.parametrize("n_steps,per_epoch", [(7, 10000), (12, 5)])
 def test_fit_trains_exactly_n_steps(n_steps: int, per_epoch: int) -> None:
@@ -300,15 +324,35 @@ def test_stateful_wrapper_matches_segment_forward(window: int) -> None:
     assert out[0].argmax(-1).tolist() == got
 
 
-def test_softmax_and_greedy_samplers_both_work() -> None:
+def constant_policy(bias: list[float]) -> d3rlpy_elmur.DiscreteELMURDT:
+    """An algorithm whose logits are ``bias`` at every step, whatever it sees."""
     algo = built_algo()
+    head = algo.impl.policy.head  # type: ignore[union-attr]
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor(bias))
+    return algo
+
+
+def test_greedy_takes_the_argmax_and_softmax_samples_the_softmax() -> None:
+    bias = [0.0, 2.0, -2.0]
+    algo = constant_policy(bias)
     obs = np.zeros(3, np.float32)
-    for sampler in (GreedyTransformerActionSampler(), SoftmaxTransformerActionSampler()):
-        wrapper = algo.as_stateful_wrapper(action_sampler=sampler)
-        assert all(int(wrapper.predict(obs, 0.0)) in (0, 1, 2) for _ in range(2 * K + 1))
-        assert wrapper.step_count == 2 * K + 1
-        wrapper.reset()
-        assert wrapper.step_count == 0
+    greedy = algo.as_stateful_wrapper(action_sampler=GreedyTransformerActionSampler())
+    assert {int(greedy.predict(obs, 0.0)) for _ in range(2 * K + 1)} == {1}
+    assert greedy.step_count == 2 * K + 1
+    greedy.reset()
+    assert greedy.step_count == 0
+    np.random.seed(0)  # d3rlpy's softmax sampler draws from numpy's global generator
+    sampler = algo.as_stateful_wrapper(action_sampler=SoftmaxTransformerActionSampler())
+    counts = np.zeros(3)
+    for _ in range(30):
+        sampler.reset()
+        for _ in range(2 * K):
+            counts[int(sampler.predict(obs, 0.0))] += 1
+    expected = torch.tensor(bias).softmax(0).numpy()  # 0.117, 0.867, 0.016
+    assert np.abs(counts / counts.sum() - expected).max() < 0.05
+    assert counts[0] > 0
 
 
 def test_stateful_wrapper_rejects_bad_observations() -> None:
@@ -382,17 +426,24 @@ def test_save_then_load_in_a_fresh_process_gives_identical_actions(tmp_path: Pat
 
 # ----------------------------------------------------------------------------- evaluate
 def test_evaluate_runs_batched_episodes_and_reports_success() -> None:
-    algo = built_algo()
+    algo = constant_policy([0.0, 1.0, -1.0])  # always "the cue was +1"
     import gymnasium as gym
+
+    def cue_positive(seed: int) -> bool:  # what that policy scores on the episode of `seed`
+        env = CueRecallEnv()
+        obs, _ = env.reset(seed=seed)
+        return bool(obs[0] > 0)
 
     venv = gym.vector.SyncVectorEnv([lambda: CueRecallEnv(delay=5) for _ in range(4)])
     result = evaluate(algo, venv, n_episodes=10, seed=0)
     assert result["episodes"] == 10
     assert result["env_steps"] == 10 * 6
-    assert 0.0 <= result["success_rate"] <= 1.0
+    expected = np.mean([cue_positive(i) for i in range(10)])
+    assert 0.0 < expected < 1.0 and result["success_rate"] == pytest.approx(expected)
     assert result["return_mean"] == pytest.approx(result["success_rate"])
     single = evaluate(algo, CueRecallEnv(delay=3), n_episodes=3, seed=1)
     assert single["episodes"] == 3 and single["env_steps"] == 12
+    assert single["success_rate"] == pytest.approx(np.mean([cue_positive(1 + i) for i in range(3)]))
 
 
 def test_every_parameter_gets_gradient() -> None:

@@ -242,6 +242,75 @@ def test_bptt_truncation_cuts_gradient_to_early_writes() -> None:
     assert tokens.grad[:, -K:].abs().sum() > 0
 
 
+@pytest.mark.parametrize("period", [2, 3])
+def test_bptt_truncation_cuts_exactly_every_period_segments(period: int) -> None:
+    # segments 0..5, a loss on the last; detached after every `period` segments, so the
+    # gradient reaches back through memory to the last cut and no further
+    model = make(memory_slots=4, bptt_segments=period).train()
+    tokens, valid, steps = inputs(1, 6 * K)
+    tokens.requires_grad_(True)
+    out, _ = model(tokens, valid, steps, model.initial_state(1))
+    out[:, -K:].sum().backward()
+    assert tokens.grad is not None
+    reached = [bool(tokens.grad[:, i * K : (i + 1) * K].abs().sum() > 0) for i in range(6)]
+    first = 6 - (6 % period or period)  # the first segment after the last cut
+    assert reached == [i >= first for i in range(6)]
+
+
+def test_time_biases_index_the_offset_from_each_slot_anchor() -> None:
+    model = make(memory_slots=3)
+    with torch.no_grad():  # a distinct bias per bucket and head
+        for table in (model.read_time_bias, model.write_time_bias):
+            buckets, heads = table.weight.shape
+            table.weight.copy_(torch.arange(buckets * heads, dtype=torch.float).view(buckets, -1))
+    steps = (torch.arange(K) + 40).expand(2, K)
+    anchors = torch.tensor([[[9, 39, -1], [29, 19, 3]], [[-1, -1, -1], [0, 35, 39]]])
+    reads, writes = model._biases(steps, anchors)
+    for layer in range(2):
+        for b in range(2):
+            for t in range(K):
+                for j in range(3):
+                    anchor = int(anchors[b, layer, j])
+                    if anchor < 0:  # empty: its own bucket
+                        bucket = model.cfg.time_buckets
+                    else:  # how long ago the slot was written, seen from the token
+                        bucket = int(time_bucket(torch.tensor(40 + t - anchor), 64))
+                    read_bias = reads[layer][b, :, t, j]
+                    write_bias = writes[layer][b, :, j, t]
+                    assert torch.equal(read_bias, model.read_time_bias.weight[bucket])
+                    assert torch.equal(write_bias, model.write_time_bias.weight[bucket])
+
+
+def test_moe_balance_loss_ignores_padding_and_does_not_grow_with_segments() -> None:
+    model = make(ffn="moe", read=False, write=False)  # segments independent of each other
+    tokens, valid, steps = inputs(2, K)
+    model(tokens, valid, steps, model.initial_state(2))
+    one = model.aux_loss()
+    assert one is not None and one.item() > 0
+    twice = torch.cat([tokens, tokens], 1)  # the same segment again
+    model(twice, torch.ones(2, 2 * K, dtype=torch.bool), steps.repeat(1, 2), model.initial_state(2))
+    assert torch.allclose(model.aux_loss(), one)  # type: ignore[arg-type]
+    padded = torch.cat([tokens, torch.randn(2, K, D)], 1)  # a padded segment after it
+    mask = torch.cat([valid, torch.zeros(2, K, dtype=torch.bool)], 1)
+    model(padded, mask, steps.repeat(1, 2), model.initial_state(2))
+    assert torch.allclose(model.aux_loss(), one)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_memory_stays_bounded_over_1e4_segments(norm: str) -> None:
+    model = make(num_layers=1, memory_slots=2, norm=norm)
+    B, state = 4, model.initial_state(4)
+    bound = model.memory_norm_bound()
+    valid = torch.ones(B, K, dtype=torch.bool)
+    gen = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        for seg in range(10_000):
+            steps = (torch.arange(K) + seg * K).expand(B, K)
+            _, state = model._segment(torch.randn(B, K, D, generator=gen) * 3, valid, steps, state)
+    assert bound < float("inf")
+    assert state["memory"].norm(dim=-1).max() <= bound + 1e-4
+
+
 # ---------------------------------------------------------------------- stability, positions
 def test_time_buckets_separate_long_offsets() -> None:
     offsets = torch.tensor([0, 1, 15, 16, 100, 1000, 10_000, 100_000, 1_000_000])
