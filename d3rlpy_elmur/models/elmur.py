@@ -199,7 +199,9 @@ class CrossAttention(nn.Module):  # type: ignore[misc]
         B, Tq, D = x.shape
         H = self.num_heads
         q = self.q_proj(x).view(B, Tq, H, D // H).transpose(1, 2)  # [B, H, Tq, dh]
-        k, v = self.kv_proj(context).view(B, -1, 2, H, D // H).permute(2, 0, 3, 1, 4)
+        k, v = (
+            t.transpose(1, 2) for t in self.kv_proj(context).view(B, -1, 2, H, D // H).unbind(2)
+        )
         p = self.dropout if self.training else 0.0
         y = _attend(q, k, v, bias, p).transpose(1, 2).reshape(B, Tq, D)
         return F.dropout(self.out_proj(y), p, self.training)
@@ -228,8 +230,11 @@ class SelfAttention(nn.Module):  # type: ignore[misc]
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         B, T, D = x.shape
         H = self.num_heads
-        qkv = self.qkv(x).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)
-        return qkv[0], qkv[1], qkv[2]  # each [B, H, T, dh]
+        # Unbind along the projection's own layout, then transpose: the backward then stacks
+        # the three gradients straight into that layout (indexing would fill a zero tensor
+        # per index, and unbinding a permuted view needs a strided copy back).
+        q, k, v = self.qkv(x).view(B, T, 3, H, D // H).unbind(2)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # each [B, H, T, dh]
 
     def output(self, y: torch.Tensor) -> torch.Tensor:
         B, H, T, dh = y.shape
