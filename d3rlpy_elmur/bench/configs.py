@@ -293,11 +293,16 @@ def _check_params(cls: type[Any], params: Any, where: str) -> dict[str, Any]:
         raise ConfigError(f"{where}: {cls.__name__} needs {', '.join(missing)}")
     try:
         completed: dict[str, Any] = cls(**{k: params[k] for k in required}).serialize_to_dict()
-    except AttributeError as e:  # d3rlpy cannot serialize an unfitted standard/min_max scaler
-        raise ConfigError(
-            f"{where}: {cls.__name__} needs statistics fitted on data, and d3rlpy cannot write "
-            "it in a config before that; scale the dataset beforehand instead"
-        ) from e
+    except AttributeError:  # d3rlpy cannot serialize an unfitted standard/min_max scaler ...
+        plain = {k: v for k, v in params.items() if _registry_of(fields[k]) is None}
+        try:  # ... but can one whose statistics the params give
+            completed = cls(**plain).serialize_to_dict()
+        except (AttributeError, TypeError) as e:
+            raise ConfigError(
+                f"{where}: {cls.__name__} needs statistics fitted on data, and d3rlpy cannot "
+                "write it in a config before that: give them in its params (mean and std, or "
+                "minimum and maximum) or scale the dataset beforehand"
+            ) from e
     for key, value in params.items():
         registry = _registry_of(fields[key])
         if registry is not None and value is not None:

@@ -93,6 +93,13 @@ def test_nested_factories_enums_and_short_forms() -> None:
     )
     assert isinstance(warm.optim_factory.lr_scheduler_factory, WarmupSchedulerFactory)
     assert warm.optim_factory.lr_scheduler_factory.warmup_steps == 7
+    # a standard scaler whose statistics the config gives
+    scaled = make_learnable_config(
+        "discrete_elmur_dt",
+        {"observation_scaler": {"type": "standard", "params": {"mean": [0, 1], "std": [2, 4]}}},
+    )
+    assert scaled.observation_scaler.built
+    assert scaled.observation_scaler.std.tolist() == [2, 4]
 
 
 @pytest.mark.parametrize(
