@@ -39,3 +39,36 @@ def test_repeat_previous_counts_beat_chance_without_recall() -> None:
     # what recalling the card 32 back scores (1.0): the README's reading of BC-GRU on Medium
     assert chance + 0.03 < window < totals - 0.01
     assert totals + 0.05 < both < -0.25
+
+
+def test_episode_phase_errors_bins_the_misses_by_step() -> None:
+    pytest.importorskip("popgym")
+    import numpy as np
+    import torch
+    from d3rlpy.dataset import Episode
+
+    from d3rlpy_elmur import DiscreteELMURDTConfig
+
+    example = load_example("episode_phase_errors")
+    torch.manual_seed(0)
+    algo = DiscreteELMURDTConfig(context_size=4, num_segments=2, embed_dim=16).create()
+    algo.create_impl((2,), 2)
+    head = algo.impl.policy.head  # type: ignore[union-attr]
+    with torch.no_grad():  # always action 1
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([0.0, 1.0]))
+    rng = np.random.default_rng(0)
+    actions = [rng.integers(0, 2, (n, 1)) for n in (15, 90)]
+    episodes = [
+        Episode(np.zeros((len(a), 2), np.float32), a, np.zeros((len(a), 1), np.float32), True)
+        for a in actions
+    ]
+    replay = example.replay_errors(algo, episodes)
+    # a miss wherever the dataset's action is 0, grouped by step of the episode
+    zeros = [a[:, 0] == 0 for a in actions]
+    assert replay["0-10"] == round(float(np.mean([z[:10] for z in zeros])), 3)
+    assert replay["10-20"] == round(float(np.mean(np.concatenate([z[10:20] for z in zeros]))), 3)
+    assert replay["80-"] == round(float(np.mean(zeros[1][80:])), 3)
+    loop, median = example.closed_loop_errors(algo, "popgym-PositionOnlyCartPoleEasy-v0", 2, 0)
+    assert 1 <= median < 200  # pushing one way drops the pole
+    assert set(loop) == set(replay) and 0.0 < loop["0-10"] <= 1.0  # type: ignore[operator]
