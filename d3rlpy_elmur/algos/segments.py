@@ -103,10 +103,6 @@ class SegmentRecurrentView:
         return int(self._lengths.max())
 
     @property
-    def num_episodes(self) -> int:
-        return len(self._lengths)
-
-    @property
     def rng_state(self) -> dict[str, Any]:
         """The window sampler's generator state (checkpoints save and restore it)."""
         return dict(self._rng.bit_generator.state)

@@ -62,7 +62,6 @@ _SUITE_KEYS = {
     "eval_seed",
     "steps",
     "algorithms",
-    "task_params",
     "quick",
 }
 _QUICK_KEYS = {"dataset", "tasks", "lengths", "episodes", "episodes_at", "steps"}
@@ -94,9 +93,6 @@ class Suite:
     eval_seed: int = 1_000_000
     steps: int | None = None
     description: str = ""
-    # popgym: params every algorithm's config gets on that task (an unfitted
-    # ``observation_scaler`` is fitted on the task's dataset)
-    task_params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     quick_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     quick: bool = False
     path: str = ""
@@ -198,16 +194,6 @@ def load_suite(name: str | os.PathLike[str]) -> Suite:
         )
     if not algorithms:
         raise ConfigError(f"{where}: no algorithms")
-    task_params = data.get("task_params") or {}
-    if not isinstance(task_params, dict) or not all(
-        isinstance(v, dict) for v in task_params.values()
-    ):
-        raise ConfigError(f"{where}: task_params must map tasks to params")
-    unknown = sorted(set(task_params) - set(data.get("tasks") or ()))
-    if unknown:
-        raise ConfigError(
-            f"{where}: task_params names task(s) not in the suite: {', '.join(unknown)}"
-        )
     fields = _normalise(data, where)
     suite = Suite(
         name=path.stem,
@@ -246,7 +232,6 @@ class RunUnit:
     max_length: int | None = None
     task: str | None = None  # popgym: recipe name
     env: str | None = None  # popgym: env id
-    params: str = ""  # popgym: the suite's task params (JSON) over the config's
     skipped: str | None = None  # reason not to run at all
 
 
@@ -298,7 +283,7 @@ def execute_unit(
     log = _print if announce else None
     if log is not None:
         log(f"{unit.label}{', ' + unit.task if unit.task else ''}, seed {unit.seed}: training ...")
-    run = unit_run(unit)
+    run = load_run_config(unit.config)
     # a checkpoint every epoch (None), whatever the config says, so that it fits the suite's
     # step budget and --resume continues a cut run from its last epoch
     run = run.replace(train=dataclasses.replace(run.train, checkpoint_every=None))
@@ -349,37 +334,12 @@ def _failed_record(unit: RunUnit, error: Exception) -> dict[str, Any]:
     return {**_base_record(unit), "error": f"{type(error).__name__}: {error}", "results": rows}
 
 
-def unit_run(unit: RunUnit) -> Any:
-    """The run config of ``unit``: its config file with the suite's task params over it."""
-    run = load_run_config(unit.config)
-    if not unit.params:
-        return run
-    return run.replace(params={**run.params, **json.loads(unit.params)})
-
-
-def _task_params(params: dict[str, Any], dataset_id: str) -> str:
-    """The suite's params for a task as canonical JSON; an unfitted observation scaler
-    (``standard``) gets the mean and std of the task's dataset (population std, as d3rlpy's
-    own fit)."""
-    params = copy.deepcopy(params)
-    scaler = params.get("observation_scaler")
-    if scaler in ("standard", {"type": "standard"}):
-        import numpy as np
-
-        observations = np.concatenate([ep.observations for ep in load_minari(dataset_id).episodes])
-        params["observation_scaler"] = {
-            "type": "standard",
-            "params": {"mean": observations.mean(0).tolist(), "std": observations.std(0).tolist()},
-        }
-    return json.dumps(params, sort_keys=True) if params else ""
-
-
 def _fingerprint(unit: RunUnit) -> str:
     """What a cached result depends on: the resolved config, budget, data and evaluation."""
     fields = dataclasses.asdict(unit)
-    for key in ("index", "label", "run_dir", "params"):  # params: in the config below
+    for key in ("index", "label", "run_dir"):
         fields.pop(key)
-    config = unit_run(unit).to_dict()
+    config = load_run_config(unit.config).to_dict()
     config["train"].pop("checkpoint_every")  # checkpointing does not change the model
     fields["config"] = config
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode())
@@ -435,9 +395,7 @@ def _plan(
         tasks = []
         for name in suite.tasks:
             recipe = get_recipe(name)
-            dataset_id = ensure_dataset(name)
-            params = _task_params(suite.task_params.get(name, {}), dataset_id)
-            tasks.append({"name": name, "env": recipe.env, "dataset": dataset_id, "params": params})
+            tasks.append({"name": name, "env": recipe.env, "dataset": ensure_dataset(name)})
         header["tasks"] = tasks
     for entry in suite.algorithms:
         run = load_run_config(entry.config)
@@ -482,7 +440,6 @@ def _plan(
                         max_length=max_length,
                         task=task["name"],
                         env=task["env"],
-                        params=task.get("params", ""),
                         skipped=skipped,
                     )
                 )
@@ -496,13 +453,13 @@ def _preflight(units: Sequence[RunUnit]) -> None:
     problems: list[str] = []
     checked: set[tuple[str, str]] = set()
     for unit in units:
-        if unit.skipped or (unit.config, unit.dataset_id + unit.params) in checked:
+        if unit.skipped or (unit.config, unit.dataset_id) in checked:
             continue
-        checked.add((unit.config, unit.dataset_id + unit.params))
+        checked.add((unit.config, unit.dataset_id))
         if unit.dataset_id not in buffers:
             buffers[unit.dataset_id] = load_minari(unit.dataset_id)
         try:
-            check_run(unit_run(unit), buffers[unit.dataset_id])
+            check_run(load_run_config(unit.config), buffers[unit.dataset_id])
         except (ConfigError, ValueError) as e:
             problems.append(f"{unit.label}{', ' + unit.task if unit.task else ''}: {e}")
     if problems:

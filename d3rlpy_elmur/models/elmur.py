@@ -725,13 +725,15 @@ class ELMUR(SequenceEncoder):
     # once per episode and updated in place, so a step costs the same at t = 10 and t = 10^6.
     def initial_step_state(self, batch_size: int) -> State:
         cfg = self.cfg
-        state = {key: value.clone() for key, value in self.initial_state(batch_size).items()}
+        # the step path keeps keys and values, not the segment path's context inputs
+        state = {
+            key: value.clone()
+            for key, value in self.initial_state(batch_size).items()
+            if key not in ("context", "context_valid")
+        }
         dev, dtype = self.memory_init.device, self.memory_init.dtype
         H, K, dh = cfg.num_heads, cfg.context_size, cfg.embed_dim // cfg.num_heads
         W = cfg.attention_window
-        # the step path keeps keys and values, not the segment path's context inputs
-        context_valid = state.pop("context_valid", None)
-        state.pop("context", None)
         for i, layer in enumerate(self.layers):
             # [previous segment's last W | current segment's K]
             state[f"keys.{i}"] = torch.zeros(batch_size, H, W + K, dh, device=dev, dtype=dtype)
@@ -750,7 +752,7 @@ class ELMUR(SequenceEncoder):
             batch_size, cfg.num_layers, K, cfg.embed_dim, device=dev, dtype=dtype
         )
         state["position"] = torch.zeros(batch_size, dtype=torch.long, device=dev)
-        if context_valid is not None:
+        if W:
             # additive mask of the cached context keys: -inf until a first segment is complete
             state["context_bias"] = torch.zeros(batch_size, 1, W + K, device=dev, dtype=dtype)
             state["context_bias"][..., :W] = float("-inf")
