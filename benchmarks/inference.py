@@ -11,7 +11,11 @@ gives a ``.d3`` file: speed does not depend on them), greedy actions.
 * Batched: ``d3rlpy_elmur.evaluate`` over a TMazeVectorEnv of 100 episodes (balanced goals),
   env-steps/s, and the projected time of a 10^6-step T-Maze evaluation of 100 episodes.
 
-    python benchmarks/inference.py --json [--threads 1] [--far 100000] [--compile]
+* ``--onnx STEPS``: the exported ONNX step (``save_policy("x.onnx")`` run by
+  ``load_onnx_policy``) against the torch path in the same process, one episode and
+  ``--episodes`` at once, on the same observations (model time only).
+
+    python benchmarks/inference.py --json [--threads 1] [--far 100000] [--compile] [--onnx 2000]
 """
 
 from __future__ import annotations
@@ -107,6 +111,56 @@ def batched(algo: Any, episodes: int, corridor: int, seed: int) -> dict[str, Any
     }
 
 
+def onnx_step(algo: Any, steps: int, episodes: int, seed: int) -> dict[str, Any]:
+    """The exported ONNX step (onnxruntime, 1 thread) against the torch path, in one process:
+    one episode (the stateful wrapper) and ``episodes`` at once (the batched evaluation
+    policy), model time only, the same T-Maze observations for both."""
+    import tempfile
+    from pathlib import Path
+
+    from d3rlpy_elmur import load_onnx_policy
+    from d3rlpy_elmur.envs import TMazeVectorEnv
+    from d3rlpy_elmur.evaluation import ELMURBatchPolicy
+
+    out: dict[str, Any] = {"steps": steps}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "policy.onnx"
+        algo.save_policy(str(path))
+        onnx = load_onnx_policy(path, threads=1)
+    for n in (1, episodes):
+        env = TMazeVectorEnv(n, corridor_length=steps + 10)
+        obs, _ = env.reset(seed=seed)
+        rewards = np.zeros(n)
+        torch_policy = ELMURBatchPolicy(algo, 0.0, greedy=True, seed=seed)
+        torch_policy.reset(n)
+        wrapper = algo.as_stateful_wrapper()
+        onnx.reset(n)
+        times: dict[str, list[float]] = {"torch": [], "onnx": []}
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            if n == 1:
+                action = np.array([wrapper.predict(obs[0], float(rewards[0]))])
+            else:
+                action = torch_policy.act(obs, rewards)
+            t1 = time.perf_counter()
+            onnx.predict_batch(obs, rewards)
+            t2 = time.perf_counter()
+            times["torch"].append(t1 - t0)
+            times["onnx"].append(t2 - t1)
+            obs, rewards, *_ = env.step(action)
+        key = "single" if n == 1 else "batched"
+        median = {name: float(np.median(values)) for name, values in times.items()}
+        out[key] = {
+            "episodes": n,
+            "torch_median_us_per_step": round(median["torch"] * 1e6, 1),
+            "onnx_median_us_per_step": round(median["onnx"] * 1e6, 1),
+            "onnx_over_torch": round(median["onnx"] / median["torch"], 3),
+            "torch_env_steps_per_s": round(n / median["torch"]),
+            "onnx_env_steps_per_s": round(n / median["onnx"]),
+        }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_common_arguments(parser)
@@ -121,6 +175,13 @@ def main() -> None:
     )
     parser.add_argument("--skip-single", action="store_true")
     parser.add_argument("--skip-batched", action="store_true")
+    parser.add_argument(
+        "--onnx",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="also time the exported ONNX step against torch over STEPS steps (needs onnx)",
+    )
     args = parser.parse_args()
     setup(args.threads, args.seed)
     logging.disable(logging.WARNING)
@@ -140,6 +201,8 @@ def main() -> None:
     if not args.skip_batched:
         torch.manual_seed(args.seed)
         result["batched"] = batched(algo, args.episodes, args.corridor, args.seed)
+    if args.onnx:
+        result["onnx"] = onnx_step(algo, args.onnx, args.episodes, args.seed)
     emit(result, args.json)
 
 

@@ -15,11 +15,13 @@ from typing import Any, Protocol, Union
 import gymnasium as gym
 import numpy as np
 import torch
+from d3rlpy.types import Observation
 from tqdm.auto import tqdm
 
 from .algos.elmur_dt import _ELMURDTBase
 from .envs.registration import TMAZE_ID
 from .envs.tmaze_vector import TMazeVectorEnv
+from .observations import first_part, map_observations
 
 __all__ = ["evaluate", "run_episodes", "BatchPolicy", "ELMURBatchPolicy", "EnvLike"]
 
@@ -52,7 +54,7 @@ class BatchPolicy(Protocol):
 
     def reset(self, n_envs: int) -> None: ...
 
-    def act(self, observations: np.ndarray, rewards: np.ndarray) -> np.ndarray:
+    def act(self, observations: Observation, rewards: np.ndarray) -> np.ndarray:
         """Actions for the newest observations; ``rewards`` came with them (0 at t=0)."""
         ...
 
@@ -84,11 +86,13 @@ class ELMURBatchPolicy:
             else torch.zeros(n_envs, impl.action_size)
         ).to(device)
 
-    def act(self, observations: np.ndarray, rewards: np.ndarray) -> np.ndarray:
+    def act(self, observations: Observation, rewards: np.ndarray) -> np.ndarray:
         impl, config, device = self._impl, self._config, self._impl.device
-        n_envs = observations.shape[0]
+        n_envs = first_part(observations).shape[0]
         self._rtg = self._rtg - rewards
-        obs_t = torch.as_tensor(observations, dtype=torch.float32, device=device)
+        obs_t = map_observations(
+            lambda part: torch.as_tensor(part, dtype=torch.float32, device=device), observations
+        )
         if config.observation_scaler is not None:
             obs_t = config.observation_scaler.transform(obs_t)
         rtg_t = torch.as_tensor(self._rtg, dtype=torch.float32, device=device)[:, None]
@@ -146,7 +150,7 @@ def run_episodes(
             reward = np.zeros(n_envs)
             t = 0
             while not done.all() and (max_steps is None or t < max_steps):
-                actions = policy.act(np.asarray(obs), reward)
+                actions = policy.act(map_observations(np.asarray, obs), reward)
                 obs, reward, terminated, truncated, info = env.step(actions)
                 reward = np.asarray(reward, dtype=np.float64)
                 running = ~done

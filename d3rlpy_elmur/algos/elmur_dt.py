@@ -32,7 +32,7 @@ from d3rlpy.algos.transformer.action_samplers import (
 from d3rlpy.algos.transformer.base import TransformerAlgoBase, TransformerConfig
 from d3rlpy.base import DeviceArg, register_learnable
 from d3rlpy.constants import ActionSpace
-from d3rlpy.dataset import ReplayBufferBase, TrajectoryMiniBatch
+from d3rlpy.dataset import ReplayBufferBase, TrajectoryMiniBatch, is_tuple_shape
 from d3rlpy.models.encoders import EncoderFactory, VectorEncoderFactory, make_encoder_field
 from d3rlpy.optimizers import AdamWFactory, OptimizerFactory, make_optimizer_field
 from d3rlpy.torch_utility import TorchTrajectoryMiniBatch, wrap_model_by_ddp
@@ -258,6 +258,12 @@ class _ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, _ELMURDTConfigBase]):
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         is_vector = isinstance(cfg.encoder_factory, VectorEncoderFactory)
+        if is_vector and is_tuple_shape(observation_shape):
+            raise ValueError(
+                f"tuple observation shape {observation_shape} needs an encoder factory whose "
+                "encoder takes a sequence of tensors (one per part), registered with d3rlpy's "
+                "register_encoder_factory; the default VectorEncoderFactory takes one array"
+            )
         if is_vector and len(observation_shape) != 1:
             raise ValueError(
                 f"observation shape {tuple(observation_shape)} needs an image encoder: "
@@ -439,10 +445,12 @@ class _ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, _ELMURDTConfigBase]):
         return ELMURStatefulWrapper(self, target_return, action_sampler)
 
     def save_policy(self, fname: str) -> None:
-        raise NotImplementedError(
-            "save_policy traces a single context window and would drop ELMUR's memory; "
-            "save the whole algorithm with save() and run it with as_stateful_wrapper()"
-        )
+        """Exports the policy step with its recurrent state as explicit inputs and outputs:
+        TorchScript for ``.pt``, ONNX for ``.onnx`` (``d3rlpy_elmur.export`` names them;
+        ``d3rlpy_elmur.load_onnx_policy`` runs the ONNX file with onnxruntime alone)."""
+        from ..export import export_policy
+
+        export_policy(self, fname)
 
 
 class ELMURDT(_ELMURDTBase):

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 from d3rlpy.dataset import ReplayBufferBase, TrajectoryMiniBatch
 
+from ..observations import map_observations
+
 __all__ = ["SegmentRecurrentView", "SegmentWindowBatch", "segment_window_length"]
 
 
@@ -88,7 +90,14 @@ class SegmentRecurrentView:
         self._segments = segments
         self._boundary_starts = np.concatenate([[0], np.cumsum(segments)[:-1]])
         self.num_boundaries = int(segments.sum())
-        self._observations = np.concatenate([ep.observations for ep in episodes])
+        # one flat array per observation part (tuple observations keep their parts)
+        first = episodes[0].observations
+        if isinstance(first, (list, tuple)):
+            self._observations: np.ndarray | tuple[np.ndarray, ...] = tuple(
+                np.concatenate([ep.observations[i] for ep in episodes]) for i in range(len(first))
+            )
+        else:
+            self._observations = np.concatenate([ep.observations for ep in episodes])
         actions = np.concatenate([ep.actions for ep in episodes]).astype(np.float32)
         self._actions = actions.reshape(len(actions), -1)
         rewards = np.concatenate([ep.rewards for ep in episodes]).astype(np.float32)
@@ -147,8 +156,13 @@ class SegmentRecurrentView:
         masks = (t >= 0) & (t < n[:, None])
         base = self._starts[episode][:, None]
         flat = np.where(masks, base + t, 0)
-        observations = self._observations[flat]
-        observations = observations * masks.reshape(*masks.shape, *[1] * (observations.ndim - 2))
+
+        def gather(part: np.ndarray) -> np.ndarray:
+            out = part[flat]
+            out = out * masks.reshape(*masks.shape, *[1] * (out.ndim - 2))
+            return out.astype(np.float32)
+
+        observations = map_observations(gather, self._observations)
         last = masks & (t == n[:, None] - 1)
         terminals = last & self._terminated[episode][:, None]
         m = masks[..., None]
@@ -158,7 +172,7 @@ class SegmentRecurrentView:
         known = (j >= 1) & (j < self._segments[episode][:, None])
         boundaries = np.where(known, self._boundary_starts[episode][:, None] + j, -1)
         return SegmentWindowBatch(
-            observations=observations.astype(np.float32),
+            observations=observations,
             actions=self._actions[flat] * m,
             rewards=self._rewards[flat] * m,
             returns_to_go=self._returns_to_go[flat] * m,

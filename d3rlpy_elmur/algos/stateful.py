@@ -16,7 +16,11 @@ import numpy as np
 import torch
 from d3rlpy.algos.transformer.action_samplers import TransformerActionSampler
 from d3rlpy.algos.transformer.base import StatefulTransformerWrapper
-from d3rlpy.types import NDArray, Observation
+from d3rlpy.dataset import is_tuple_shape
+from d3rlpy.dataset.utils import cast_tuple_shape
+from d3rlpy.types import NDArray, Observation, Shape
+
+from ..observations import map_observations
 
 if TYPE_CHECKING:
     from .elmur_dt import _ELMURDTBase
@@ -24,11 +28,27 @@ if TYPE_CHECKING:
 __all__ = ["ELMURStatefulWrapper", "check_observation"]
 
 
-def check_observation(observation: Any, shape: tuple[int, ...], batched: bool) -> np.ndarray:
-    """The observation as a float32 array of ``shape`` (after a batch axis when ``batched``).
+def check_observation(observation: Any, shape: Shape, batched: bool) -> Observation:
+    """The observation as a float32 array of ``shape`` (after a batch axis when ``batched``);
+    for a tuple shape, a tuple of such arrays, one per part.
 
     Raises TypeError for non-numeric input and ValueError for a wrong shape or NaN/inf.
     """
+    if not is_tuple_shape(shape):
+        return _check_array(observation, tuple(shape), batched)  # type: ignore[arg-type]
+    parts = cast_tuple_shape(shape)
+    if not isinstance(observation, (list, tuple)) or len(observation) != len(parts):
+        raise TypeError(
+            f"observation is a {type(observation).__name__}; expected a tuple of "
+            f"{len(parts)} arrays of shapes {[tuple(p) for p in parts]}"
+        )
+    return tuple(
+        _check_array(part, tuple(part_shape), batched)
+        for part, part_shape in zip(observation, parts, strict=True)
+    )
+
+
+def _check_array(observation: Any, shape: tuple[int, ...], batched: bool) -> np.ndarray:
     if (
         type(observation) is np.ndarray
         and observation.dtype == np.float32
@@ -71,7 +91,7 @@ class ELMURStatefulWrapper(StatefulTransformerWrapper):  # type: ignore[type-arg
         assert impl is not None
         self._impl = impl
         self._device = impl.device
-        self._shape = tuple(impl.observation_shape)
+        self._shape = impl.observation_shape
         self.reset()
 
     def reset(self) -> None:
@@ -90,8 +110,10 @@ class ELMURStatefulWrapper(StatefulTransformerWrapper):  # type: ignore[type-arg
     def predict(self, x: Observation, reward: float) -> Union[NDArray, int]:
         """Action for observation ``x``; ``reward`` is the reward of the previous step."""
         config = self._algo.config
-        observation = torch.from_numpy(check_observation(x, self._shape, batched=False))
-        observation = observation.to(self._device)[None]
+        observation = map_observations(
+            lambda part: torch.from_numpy(part).to(self._device)[None],
+            check_observation(x, self._shape, batched=False),
+        )
         if config.observation_scaler is not None:
             observation = config.observation_scaler.transform(observation)
         if not math.isfinite(reward):

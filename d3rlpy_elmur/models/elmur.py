@@ -925,6 +925,98 @@ class ELMUR(SequenceEncoder):
                 else:
                     old.index_copy_(0, index, new)
 
+    # ------------------------------------------------------------------------------- export path
+    # The step as a pure function of explicit state, for TorchScript / ONNX export: no in-place
+    # writes, no Python branch on data (every row runs the same ops, the segment-end write
+    # included, selected per row with torch.where), so a trace captures it whole. Its state is
+    # what the step path keeps minus the derived read caches; the same math per token.
+    def initial_export_state(self, batch_size: int) -> State:
+        cfg = self.cfg
+        H, K, W = cfg.num_heads, cfg.context_size, cfg.attention_window
+        memory = self.memory_init.detach()
+        cache = memory.new_zeros(batch_size, cfg.num_layers, H, W + K, cfg.embed_dim // H)
+        state = {
+            "memory": memory.unsqueeze(0).expand(batch_size, -1, -1, -1).clone(),
+            "anchors": torch.full(
+                (batch_size, self.memory_layers, cfg.memory_slots),
+                -1,
+                dtype=torch.long,
+                device=memory.device,
+            ),
+            "keys": cache,
+            "values": cache.clone(),
+            "outputs": memory.new_zeros(batch_size, cfg.num_layers, K, cfg.embed_dim),
+            "position": torch.zeros(batch_size, dtype=torch.long, device=memory.device),
+        }
+        if W:
+            state["context_valid"] = torch.zeros(batch_size, dtype=torch.bool, device=memory.device)
+        return state
+
+    def export_step(
+        self, token: torch.Tensor, steps: torch.Tensor, state: State
+    ) -> tuple[torch.Tensor, State]:
+        """One token per row, pure: token [B, D], steps [B] -> features [B, D], new state."""
+        cfg = self.cfg
+        K, W = self.context_size, cfg.attention_window
+        B, D = token.shape
+        pos, memory, anchors = state["position"], state["memory"], state["anchors"]
+        slots = torch.arange(W + K, device=token.device)
+        here = slots[None] == (W + pos)[:, None]  # [B, W + K]: this token's cache entry
+        rel = (W + pos)[:, None] - slots[None]  # query - key offset, context first
+        visible = rel >= 0
+        if W:
+            visible = visible & ((slots[None] >= W) | state["context_valid"][:, None])
+        read_bias, _ = self._biases(steps[:, None], anchors)  # [B, H, 1, M] per memory layer
+        keys, values, outs = [], [], []
+        x = token
+        for i, layer in enumerate(self.layers):
+            sa = layer.self_attn
+            H = sa.num_heads
+            q, k, v = sa.qkv(layer.ln_self(x) if layer.pre_norm else x).view(B, 3, H, -1).unbind(1)
+            cached_k = torch.where(here[:, None, :, None], k[:, :, None], state["keys"][:, i])
+            cached_v = torch.where(here[:, None, :, None], v[:, :, None], state["values"][:, i])
+            bias = sa.rel_bias[:, rel.clamp(0, W + K - 1)].transpose(0, 1)  # [B, H, W + K]
+            bias = bias.masked_fill(~visible[:, None], float("-inf"))
+            y = sa.out_proj(_attend_one(q, cached_k, cached_v, bias))
+            h1 = x + y if layer.pre_norm else layer.ln_self(x + y)
+            mi = self._memory_index(i)
+            x = layer.read_and_ffn(h1[:, None], memory[:, mi], read_bias[mi])[:, 0]
+            keys.append(cached_k)
+            values.append(cached_v)
+            outs.append(x)
+        at = (slots[:K][None] == pos[:, None])[:, None, :, None]  # [B, 1, K, 1]
+        outputs = torch.where(at, torch.stack(outs, 1)[:, :, None], state["outputs"])
+        new_keys, new_values = torch.stack(keys, 1), torch.stack(values, 1)
+        # the segment's end, computed for every row and kept where the segment is complete
+        done = pos == K - 1
+        seg_steps = steps[:, None] - (K - 1) + slots[:K][None]  # [B, K]
+        _, write_bias = self._biases(seg_steps, anchors)
+        new_memory, new_anchors = list(memory.unbind(1)), list(anchors.unbind(1))
+        for i, layer in enumerate(self.layers):
+            if not layer.writes:
+                continue
+            mi = self._memory_index(i)
+            mem, anc = self._lru_write(
+                layer, memory[:, mi], anchors[:, mi], outputs[:, i], write_bias[mi], steps
+            )
+            new_memory[mi] = torch.where(done[:, None, None], mem, memory[:, mi])
+            new_anchors[mi] = torch.where(done[:, None], anc, anchors[:, mi])
+        new_state = {
+            "memory": torch.stack(new_memory, 1),
+            "anchors": torch.stack(new_anchors, 1),
+            "outputs": outputs,
+            "position": torch.where(done, 0, pos + 1),
+        }
+        if W:
+            # the segment's last W entries become the next segment's context
+            rolled = torch.cat([new_keys[..., K : K + W, :], new_keys[..., W:, :]], -2)
+            new_keys = torch.where(done[:, None, None, None, None], rolled, new_keys)
+            rolled = torch.cat([new_values[..., K : K + W, :], new_values[..., W:, :]], -2)
+            new_values = torch.where(done[:, None, None, None, None], rolled, new_values)
+            new_state["context_valid"] = state["context_valid"] | done
+        new_state["keys"], new_state["values"] = new_keys, new_values
+        return self.ln_out(x), new_state
+
     # Tables the step path reads instead of recomputing them every step. They are derived
     # from parameters, so each is keyed by its parameters' storage and version counter (an
     # optimizer step or load_state_dict bumps it) and rebuilt when they change.

@@ -73,3 +73,7 @@ class GRUEncoder(SequenceEncoder):
     ) -> tuple[torch.Tensor, State]:
         out, new = self.gru(token[:, None], state["hidden"].transpose(0, 1).contiguous())
         return out[:, 0], {"hidden": new.transpose(0, 1)}
+
+    # the step is already pure (no cache, no in-place write): export runs it as it is
+    initial_export_state = initial_step_state
+    export_step = step

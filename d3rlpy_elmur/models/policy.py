@@ -11,9 +11,10 @@ import torch
 from d3rlpy.models.encoders import EncoderFactory
 from d3rlpy.models.torch import Encoder
 from d3rlpy.models.torch.encoders import compute_output_size
-from d3rlpy.types import Shape
+from d3rlpy.types import Shape, TorchObservation
 from torch import nn
 
+from ..observations import first_part, map_observations
 from .sequence import SequenceEncoder, State
 
 __all__ = ["TOKEN_FORMATS", "SequencePolicy", "create_sequence_policy"]
@@ -53,16 +54,17 @@ class SequencePolicy(nn.Module):  # type: ignore[misc]
 
     def tokens(
         self,
-        observations: torch.Tensor,
+        observations: TorchObservation,
         returns_to_go: torch.Tensor,
         previous_actions: torch.Tensor,
     ) -> torch.Tensor:
-        """[B, T, *obs], [B, T, 1], [B, T, A or 1] -> tokens [B, T, D].
+        """[B, T, *obs] (or a tuple of such parts), [B, T, 1], [B, T, A or 1] -> [B, T, D].
 
         ``previous_actions`` holds a_{t-1}; discrete rows use -1 for "none", continuous zeros.
         """
-        B, T = observations.shape[:2]
-        features = self.observation_encoder(observations.reshape(B * T, *observations.shape[2:]))
+        B, T = first_part(observations).shape[:2]
+        flat = map_observations(lambda part: part.reshape(B * T, *part.shape[2:]), observations)
+        features = self.observation_encoder(flat)
         x = self.observation_proj(features).view(B, T, -1)
         if self.rtg_embed is not None:
             x = x + self.rtg_embed(returns_to_go)
@@ -81,7 +83,7 @@ class SequencePolicy(nn.Module):  # type: ignore[misc]
 
     def forward(
         self,
-        observations: torch.Tensor,
+        observations: TorchObservation,
         returns_to_go: torch.Tensor,
         previous_actions: torch.Tensor,
         valid: torch.Tensor,
@@ -95,15 +97,36 @@ class SequencePolicy(nn.Module):  # type: ignore[misc]
 
     def step(
         self,
-        observation: torch.Tensor,
+        observation: TorchObservation,
         return_to_go: torch.Tensor,
         previous_action: torch.Tensor,
         steps: torch.Tensor,
         state: State,
     ) -> tuple[torch.Tensor, State]:
-        """One step per row: [B, *obs], [B, 1], [B, A or 1], steps [B] -> [B, A]."""
-        x = self.tokens(observation[:, None], return_to_go[:, None], previous_action[:, None])
+        """One step per row: [B, *obs] (or parts), [B, 1], [B, A or 1], steps [B] -> [B, A]."""
+        x = self.tokens(
+            map_observations(lambda part: part[:, None], observation),
+            return_to_go[:, None],
+            previous_action[:, None],
+        )
         features, state = self.sequence.step(x[:, 0], steps, state)
+        return self._head(features), state
+
+    def export_step(
+        self,
+        observation: TorchObservation,
+        return_to_go: torch.Tensor,
+        previous_action: torch.Tensor,
+        steps: torch.Tensor,
+        state: State,
+    ) -> tuple[torch.Tensor, State]:
+        """``step`` through the encoder's pure ``export_step`` (see ``d3rlpy_elmur.export``)."""
+        x = self.tokens(
+            map_observations(lambda part: part[:, None], observation),
+            return_to_go[:, None],
+            previous_action[:, None],
+        )
+        features, state = self.sequence.export_step(x[:, 0], steps, state)
         return self._head(features), state
 
 

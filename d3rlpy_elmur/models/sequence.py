@@ -60,6 +60,17 @@ class SequenceEncoder(nn.Module):  # type: ignore[misc]
         """Runs one token per row: ``token`` [B, D], absolute ``steps`` [B] long."""
         raise NotImplementedError
 
+    def initial_export_state(self, batch_size: int) -> State:
+        """State at the start of an episode, for ``export_step``."""
+        raise NotImplementedError
+
+    def export_step(
+        self, token: torch.Tensor, steps: torch.Tensor, state: State
+    ) -> tuple[torch.Tensor, State]:
+        """``step`` as a pure function (new state out, inputs untouched, no Python branch on
+        data), so that TorchScript and ONNX traces capture it whole; same outputs."""
+        raise NotImplementedError
+
     def kept_states(self) -> list[State]:
         """The states after every segment of the last ``forward(keep_states=True)``."""
         return list(getattr(self, "_kept", []))

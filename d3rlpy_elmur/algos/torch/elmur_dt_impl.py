@@ -15,10 +15,11 @@ from d3rlpy.torch_utility import (
     train_api,
     unwrap_ddp_model,
 )
-from d3rlpy.types import Shape
+from d3rlpy.types import Shape, TorchObservation
 
 from ...models.policy import SequencePolicy
 from ...models.sequence import State, reset_rows
+from ...observations import first_part, map_observations
 from ..replay_states import BoundaryStates
 from ..segments import segment_window_length
 
@@ -43,6 +44,11 @@ def previous_actions(
     else:
         prev = torch.where(timesteps[..., None] == 0, 0.0, prev)
     return prev
+
+
+def time_slice(observations: TorchObservation, index: slice | torch.Tensor) -> TorchObservation:
+    """Steps ``index`` of [B, T, ...] observations (every part of a tuple)."""
+    return map_observations(lambda part: part[:, index], observations)  # type: ignore[no-any-return]
 
 
 class ELMURDTImpl(TransformerAlgoImplBase):
@@ -82,7 +88,8 @@ class ELMURDTImpl(TransformerAlgoImplBase):
         start: State | None = None,
         trace: list[State] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The loss of windows [context segment | S segments] ((1 + S) * K steps).
+        """The loss of windows [context segment | S segments] ((1 + S) * K steps), or of
+        S segments alone (S * K steps, no context segment).
 
         ``previous``: a_{t-1} of every step (None: shifted inside the window, so the first
         step has "none"). ``start``: the state before the context segment (None: the initial
@@ -93,13 +100,12 @@ class ELMURDTImpl(TransformerAlgoImplBase):
         """
         K, S = self._context_size, self._num_segments
         observations = batch.observations
-        assert isinstance(observations, torch.Tensor), "tuple observations are not supported"
-        B, T = observations.shape[:2]
-        if T != segment_window_length(K, S):
+        B, T = first_part(observations).shape[:2]
+        if T not in (S * K, segment_window_length(K, S)):
             raise ValueError(
-                f"a training batch has {T} steps per row; expected (1 + num_segments) * "
-                f"context_size = {segment_window_length(K, S)} (one context segment, then "
-                f"{S} of {K} steps)"
+                f"a training batch has {T} steps per row; expected S * K = {S * K} (S = "
+                f"num_segments training segments of K = context_size steps) or (1 + S) * K "
+                f"= {segment_window_length(K, S)} (a context segment first)"
             )
         valid = batch.masks > 0  # [B, T]
         steps = batch.timesteps.long()
@@ -108,12 +114,13 @@ class ELMURDTImpl(TransformerAlgoImplBase):
         )
         rtg = batch.returns_to_go
         state = self.policy.sequence.initial_state(B) if start is None else start
-        context = slice(0, K)
-        if bool(valid[:, context].any()):
+        K0 = T - S * K  # steps of the context segment (0 or K)
+        context = slice(0, K0)
+        if K0 and bool(valid[:, context].any()):
             # run through the unwrapped module: DDP expects one forward per backward
             with torch.no_grad():
                 _, after = self.policy(
-                    observations[:, context],
+                    time_slice(observations, context),
                     rtg[:, context],
                     prev[:, context],
                     valid[:, context],
@@ -121,9 +128,9 @@ class ELMURDTImpl(TransformerAlgoImplBase):
                     state,
                 )
             state = reset_rows(after, state, ~valid[:, context].any(1))
-        window = slice(K, T)
+        window = slice(K0, T)
         out, _ = self._modules.policy(
-            observations[:, window],
+            time_slice(observations, window),
             rtg[:, window],
             prev[:, window],
             valid[:, window],
@@ -183,14 +190,13 @@ class ELMURDTImpl(TransformerAlgoImplBase):
         """States after every segment of rows that start at t = 0 (eval mode, no gradient)."""
         self.modules.set_eval()
         observations = batch.observations
-        assert isinstance(observations, torch.Tensor), "tuple observations are not supported"
         self.policy(
             observations,
             batch.returns_to_go,
             previous,
             batch.masks > 0,
             batch.timesteps.long(),
-            self.policy.sequence.initial_state(observations.shape[0]),
+            self.policy.sequence.initial_state(first_part(observations).shape[0]),
             keep_states=True,
         )
         return self.policy.sequence.kept_states()
@@ -205,17 +211,15 @@ class ELMURDTImpl(TransformerAlgoImplBase):
         # d3rlpy left-pads; ELMUR segments are right-padded from the window's first real step
         order = torch.argsort((~valid).to(torch.int8), stable=True)
         n = int(valid.sum())
-        observations = inpt.observations
-        assert isinstance(observations, torch.Tensor), "tuple observations are not supported"
-        obs = observations[:, order[:n]]
-        steps = torch.arange(n, device=obs.device)[None]
+        obs = time_slice(inpt.observations, order[:n])
+        steps = torch.arange(n, device=valid.device)[None]
         actions = inpt.actions[:, order[:n]]
         prev = previous_actions(actions, steps, self._discrete)
         out, _ = self.policy(
             obs,
             inpt.returns_to_go[:, order[:n]],
             prev,
-            torch.ones(1, n, dtype=torch.bool, device=obs.device),
+            torch.ones(1, n, dtype=torch.bool, device=valid.device),
             steps,
             self.policy.sequence.initial_state(1),
         )

@@ -1,0 +1,172 @@
+"""Stateful export of an ELMURDT policy to TorchScript (``.pt``) and ONNX (``.onnx``).
+
+d3rlpy's ``save_policy`` traces one context window, which would drop ELMUR's memory. The
+exported graph here is one step with the recurrent state as explicit inputs and outputs:
+
+inputs
+    ``observation_0`` .. ``observation_{n-1}`` [B, *part] (one per part of a tuple
+    observation; raw, the model's observation scaler is in the graph), ``return_to_go``
+    [B, 1] (raw; the reward scaler is in the graph), ``first`` [B] bool (true on an episode's
+    first step: that row's state inputs are ignored and replaced by the initial state), then
+    the state, ``state.<name>`` for every name of :attr:`PolicyStep.state_names`.
+outputs
+    ``action`` ([B] int64 for discrete actions, [B, A] float in the environment's units for
+    continuous ones), ``output`` [B, A] (logits, or the action before the action scaler), then
+    the next state, ``next.<name>`` in the same order.
+
+The state is the memory and its anchors, the self-attention key/value cache of the current
+segment and the previous one's last W steps, the current segment's layer outputs (what the
+memory write reads at its end), the position in the segment, the step counter and the previous
+action. Its size is fixed, so a step costs the same at t = 10 and t = 10^6.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from d3rlpy.dataset import is_tuple_shape
+from torch import nn
+
+from .models.sequence import State
+
+if TYPE_CHECKING:
+    from .algos.elmur_dt import _ELMURDTBase
+
+__all__ = ["PolicyStep", "export_policy"]
+
+
+class PolicyStep(nn.Module):  # type: ignore[misc]
+    """ELMURDT's policy step as a pure function of explicit state (what is exported)."""
+
+    def __init__(self, algo: _ELMURDTBase):
+        super().__init__()
+        impl = algo.impl
+        if impl is None:
+            raise ValueError("the algorithm is not built: fit it or call create_impl first")
+        config = algo.config
+        # a frozen copy in eval mode: exporting leaves the algorithm's own model untouched
+        self.policy = copy.deepcopy(impl.policy).eval().requires_grad_(False)
+        self.discrete = impl.discrete
+        self.observation_scaler = config.observation_scaler
+        self.action_scaler = None if impl.discrete else config.action_scaler
+        self.reward_scaler = config.reward_scaler
+        shape = impl.observation_shape
+        self.num_observations = len(shape) if is_tuple_shape(shape) else 1
+        self.observation_shapes = (
+            [tuple(part) for part in shape] if is_tuple_shape(shape) else [tuple(shape)]
+        )
+        self.action_width = 1 if impl.discrete else impl.action_size
+        self.state_names = sorted(self.initial_state(1))
+
+    def initial_state(self, batch_size: int) -> State:
+        """The state at an episode's start (encoder state, step counter, previous action)."""
+        state = self.policy.sequence.initial_export_state(batch_size)
+        device = next(self.policy.parameters()).device
+        state["timestep"] = torch.zeros(batch_size, dtype=torch.long, device=device)
+        # discrete: -1 is "no previous action"; continuous: zeros
+        none = -1.0 if self.discrete else 0.0
+        state["previous_action"] = torch.full((batch_size, self.action_width), none, device=device)
+        return state
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        n = self.num_observations
+        observations = list(inputs[:n])
+        return_to_go, first = inputs[n], inputs[n + 1]
+        state = dict(zip(self.state_names, inputs[n + 2 :], strict=True))
+        state = _reset(state, self.initial_state(1), first)
+        observation: Any = observations if n > 1 else observations[0]
+        if self.observation_scaler is not None:
+            observation = self.observation_scaler.transform(observation)
+        if self.reward_scaler is not None:
+            return_to_go = self.reward_scaler.transform(return_to_go)
+        steps = state.pop("timestep")
+        previous = state.pop("previous_action")
+        output, new_state = self.policy.export_step(
+            observation, return_to_go, previous, steps, state
+        )
+        if self.discrete:
+            action = output.argmax(-1)
+            new_state["previous_action"] = action.to(output.dtype)[:, None]
+        else:
+            new_state["previous_action"] = output
+            action = (
+                output
+                if self.action_scaler is None
+                else self.action_scaler.reverse_transform(output)
+            )
+        new_state["timestep"] = steps + 1
+        return (action, output, *(new_state[name] for name in self.state_names))
+
+    def example_inputs(self, batch_size: int) -> tuple[torch.Tensor, ...]:
+        device = next(self.policy.parameters()).device
+        observations = [torch.zeros(batch_size, *s, device=device) for s in self.observation_shapes]
+        state = self.initial_state(batch_size)
+        return (
+            *observations,
+            torch.zeros(batch_size, 1, device=device),
+            torch.ones(batch_size, dtype=torch.bool, device=device),
+            *(state[name] for name in self.state_names),
+        )
+
+    def input_names(self) -> list[str]:
+        observations = [f"observation_{i}" for i in range(self.num_observations)]
+        state = [f"state.{name}" for name in self.state_names]
+        return [*observations, "return_to_go", "first", *state]
+
+    def output_names(self) -> list[str]:
+        return ["action", "output", *(f"next.{name}" for name in self.state_names)]
+
+
+def _reset(state: State, initial: State, rows: torch.Tensor) -> State:
+    """``reset_rows`` in ops onnxruntime has for every dtype (it has no Where on bool)."""
+    out: State = {}
+    for key, value in state.items():
+        mask = rows.view(-1, *([1] * (value.dim() - 1)))
+        if value.dtype == torch.bool:
+            out[key] = (mask & initial[key]) | (~mask & value)
+        else:
+            out[key] = torch.where(mask, initial[key].to(value.dtype), value)
+    return out
+
+
+def export_policy(algo: _ELMURDTBase, fname: str | os.PathLike[str]) -> None:
+    """Writes the policy step to ``fname``: TorchScript for ``.pt``, ONNX for ``.onnx``."""
+    path = Path(fname)
+    if path.suffix not in (".pt", ".onnx"):
+        raise ValueError(f"{fname}: save_policy writes .pt (TorchScript) or .onnx files")
+    step = PolicyStep(algo).eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        # the graph has no data-dependent branch: shape checks traced as constants are right
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # every index in the graph is non-negative, the case the exporter warns about is not
+        warnings.filterwarnings("ignore", message=".*advanced indexing.*")
+        if path.suffix == ".pt":
+            traced = torch.jit.trace(step, step.example_inputs(2), check_trace=False)
+            # weights become constants of the graph, which TorchScript then optimises
+            torch.jit.save(torch.jit.freeze(traced), str(path))
+        else:
+            _export_onnx(step, path)
+
+
+def _export_onnx(step: PolicyStep, path: Path) -> None:
+    try:
+        import onnx  # noqa: F401  (the exporter needs it)
+    except ImportError as e:
+        raise ImportError("ONNX export needs onnx: pip install 'd3rlpy-elmur[export]'") from e
+    names = step.input_names()
+    outputs = step.output_names()
+    torch.onnx.export(
+        step,
+        step.example_inputs(2),
+        str(path),
+        input_names=names,
+        output_names=outputs,
+        dynamic_axes={name: {0: "batch"} for name in (*names, *outputs)},
+        opset_version=17,
+        dynamo=False,
+    )
