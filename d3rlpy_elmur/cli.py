@@ -161,7 +161,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"--resume continues with the folder's own config.yaml; drop {', '.join(extra)}"
             )
         out = args.resume
-        result = resume_run(out, device=args.device, show_progress=not args.quiet)
+        result = resume_run(
+            out, device=args.device, show_progress=not args.quiet, loggers=args.logger
+        )
     else:
         if not args.config or not args.out:
             raise ValueError("give a CONFIG and --out DIR, or --resume DIR")
@@ -176,6 +178,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             device=args.device,
             show_progress=not args.quiet,
             overwrite=args.overwrite,
+            loggers=args.logger,
         )
     if args.json:
         _write_json(json.loads((Path(out) / "train.json").read_text()), "-")
@@ -253,6 +256,7 @@ def _run_suite(args: argparse.Namespace, suite_name: str, seeds: list[int]) -> d
         show_progress=not args.quiet,
         jobs=args.jobs,
         threads=args.threads,
+        loggers=getattr(args, "logger", ()),
     )
 
 
@@ -327,6 +331,20 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="d3rlpy's info logs")
 
 
+def _logger_option(parser: argparse.ArgumentParser) -> None:
+    from .bench.loggers import LOGGERS
+
+    parser.add_argument(
+        "--logger",
+        nargs="+",
+        choices=LOGGERS,
+        default=["csv"],
+        metavar="NAME",
+        help="csv (always on), tensorboard (events in each run folder's tensorboard/; needs "
+        "tensorboardX), wandb (needs wandb; WANDB_MODE=offline keeps it local); several at once",
+    )
+
+
 def _add_train(commands: argparse._SubParsersAction[Any]) -> None:
     train = commands.add_parser(
         "train",
@@ -356,6 +374,7 @@ def _add_train(commands: argparse._SubParsersAction[Any]) -> None:
         help="continue the interrupted run in DIR from its last checkpoint (exactly)",
     )
     train.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _logger_option(train)
     _common(train)
     train.set_defaults(func=cmd_train)
 
@@ -404,6 +423,7 @@ def _add_bench(commands: argparse._SubParsersAction[Any]) -> None:
     bench.add_argument(
         "--jobs", type=int, default=1, help="models trained at once, in processes (default 1)"
     )
+    _logger_option(bench)
     _common(bench)
     bench.set_defaults(func=cmd_bench)
 

@@ -265,10 +265,15 @@ def _evaluate_unit(
 
 
 def execute_unit(
-    unit: RunUnit, resume: bool, show_progress: bool, announce: bool = False
+    unit: RunUnit,
+    resume: bool,
+    show_progress: bool,
+    announce: bool = False,
+    loggers: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Train (or, with ``resume``, reuse) one model and evaluate it; cached in
-    ``run_dir/result.json``. ``announce`` prints a line when training starts."""
+    ``run_dir/result.json``. ``announce`` prints a line when training starts; ``loggers``
+    go to ``train_run`` (tracking does not change a result: not in its fingerprint)."""
     base = _base_record(unit)
     if unit.skipped:
         return {**base, "results": [{"task": unit.env, "skipped": unit.skipped}]}
@@ -298,6 +303,7 @@ def execute_unit(
         resume=resume,
         # a line per epoch where there are no progress bars (worker processes)
         log=None if show_progress else log,
+        loggers=loggers,
     )
     algo = load_model(trained.model_path)  # evaluate what was saved
     record = {
@@ -480,6 +486,7 @@ def run_suite(
     jobs: int = 1,
     threads: int = 1,
     log: Log = print,
+    loggers: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Train and evaluate every algorithm of ``suite`` for every seed (and task).
 
@@ -535,7 +542,7 @@ def run_suite(
                 f"{', ' + unit.task if unit.task else ''}, seed {unit.seed}: training ..."
             )
             try:
-                record = execute_unit(unit, resume, show_progress)
+                record = execute_unit(unit, resume, show_progress, loggers=loggers)
             except Exception as e:  # one bad run does not cost the others
                 record = _failed_record(unit, e)
             collect(position, record)
@@ -552,7 +559,7 @@ def run_suite(
             initargs=(threads, True),
         ) as pool:
             futures = {
-                pool.submit(execute_unit, units[position], resume, False, True): position
+                pool.submit(execute_unit, units[position], resume, False, True, loggers): position
                 for position in order
             }
             for future in as_completed(futures):

@@ -22,7 +22,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ import d3rlpy
 import torch
 import yaml
 from d3rlpy.algos import DecisionTransformerConfig, DiscreteDecisionTransformerConfig
-from d3rlpy.logging import FileAdapter, FileAdapterFactory
+from d3rlpy.logging import CombineAdapterFactory, FileAdapter, FileAdapterFactory
 from d3rlpy.logging.logger import AlgProtocol, SaveProtocol
 
 from ..algos.elmur_dt import _ELMURDTBase, plan_epochs
@@ -47,6 +47,7 @@ from ..datasets.errors import DatasetNotFoundError
 from ..datasets.writer import dataset_exists, datasets_root
 from ..io import atomic_save_learnable, atomic_write, load_learnable, remove_stale_temps
 from .configs import ConfigError, RunConfig, load_run_config
+from .loggers import check_loggers, extra_logger_factories
 
 __all__ = [
     "OutputExistsError",
@@ -257,6 +258,7 @@ def train_run(
     overwrite: bool = False,
     resume: bool = False,
     log: Callable[[str], None] | None = None,
+    loggers: Sequence[str] = (),
 ) -> TrainResult:
     """Fit ``run`` for exactly ``steps`` updates on ``device`` and write the output folder.
 
@@ -268,8 +270,10 @@ def train_run(
     folder holding a model or an unfinished run is replaced only with ``overwrite``. With
     ``resume``, a run of this very config (same resolved ``config.yaml``) already in the
     folder is not started again: a finished one is returned as it is, an unfinished one goes
-    on from its checkpoint (when it has one of this run that loads).
+    on from its checkpoint (when it has one of this run that loads). ``loggers`` adds
+    d3rlpy's TensorBoard / W&B adapters to the CSV logs (``bench.loggers``).
     """
+    check_loggers(loggers)
     out = Path(out_dir)
     dataset_name = dataset or run.dataset
     if not dataset_name:
@@ -302,7 +306,16 @@ def train_run(
             if state is not None:
                 try:
                     return _fit(
-                        run, config, buffer, dataset_id, out, state, device, show_progress, log
+                        run,
+                        config,
+                        buffer,
+                        dataset_id,
+                        out,
+                        state,
+                        device,
+                        show_progress,
+                        log,
+                        loggers,
                     )
                 except CheckpointError as e:  # it matched but does not load: start again
                     warnings.warn(f"{e}; training {out} again from step 0", stacklevel=2)
@@ -314,7 +327,7 @@ def train_run(
             f"# resolved from {run.path or run.name}\n"
             + yaml.safe_dump(resolved_config(run, config, dataset_id), sort_keys=False),
         )
-        return _fit(run, config, buffer, dataset_id, out, None, device, show_progress, log)
+        return _fit(run, config, buffer, dataset_id, out, None, device, show_progress, log, loggers)
 
 
 def _same_run(out: Path, run: RunConfig, config: Any, dataset_id: str) -> bool:
@@ -362,6 +375,7 @@ def resume_run(
     device: str = "cpu:0",
     show_progress: bool = True,
     log: Callable[[str], None] | None = None,
+    loggers: Sequence[str] = (),
 ) -> TrainResult:
     """Continue the interrupted :func:`train_run` in ``out_dir`` from its ``checkpoint.pt``
     (from step 0 when it stopped before the first one), with its own ``config.yaml``.
@@ -370,6 +384,7 @@ def resume_run(
     with the same number of torch threads (another device or thread count is allowed, with
     a warning).
     """
+    check_loggers(loggers)
     out = Path(out_dir)
     config_path = out / CONFIG_FILE
     if not config_path.is_file():
@@ -398,7 +413,9 @@ def resume_run(
                     "may differ from an uninterrupted run in the last bits",
                     stacklevel=2,
                 )
-        return _fit(run, config, buffer, dataset_id, out, state, device, show_progress, log)
+        return _fit(
+            run, config, buffer, dataset_id, out, state, device, show_progress, log, loggers
+        )
 
 
 def _refuse_to_replace(out: Path, overwrite: bool) -> None:
@@ -469,6 +486,7 @@ def _fit(
     device: str,
     show_progress: bool,
     log: Callable[[str], None] | None,
+    loggers: Sequence[str] = (),
 ) -> TrainResult:
     n_steps, seed = run.train.steps, run.train.seed
     per_epoch, every = _epoch_plan(run)
@@ -517,7 +535,13 @@ def _fit(
             n_steps_per_epoch=per_epoch,
             experiment_name="logs",
             with_timestamp=False,
-            logger_adapter=_RunFileAdapterFactory(str(out), done // per_epoch, done, checkpoint),
+            logger_adapter=CombineAdapterFactory(
+                [
+                    # the CSV adapter last: it takes the checkpoint once every row is written
+                    *extra_logger_factories(loggers, out, run.name, done // per_epoch, done),
+                    _RunFileAdapterFactory(str(out), done // per_epoch, done, checkpoint),
+                ]
+            ),
             show_progress=show_progress,
             callback=after_update,
         )

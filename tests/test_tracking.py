@@ -1,0 +1,95 @@
+"""--logger: d3rlpy's TensorBoard adapter beside the CSV logs, continued across a resume."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+from tensorboardX.proto.event_pb2 import Event
+
+from d3rlpy_elmur.bench.configs import load_run_config
+from d3rlpy_elmur.bench.train import resume_run, train_run
+from d3rlpy_elmur.cli import main
+
+from .toy_roots import make_toy_roots
+
+
+@pytest.fixture(autouse=True)
+def roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return make_toy_roots(tmp_path, monkeypatch)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _scalars(folder: Path, tag: str) -> dict[int, float]:
+    """{step: value} of ``tag`` in every TensorBoard event file under ``folder`` (TFRecord:
+    length, its crc, an Event proto, its crc)."""
+    values: dict[int, float] = {}
+    for path in sorted(folder.rglob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        at = 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at : at + 8])
+            event = Event.FromString(data[at + 12 : at + 12 + length])
+            at += 12 + length + 4
+            for value in event.summary.value:
+                if value.tag == tag:
+                    values[event.step] = value.simple_value
+    return values
+
+
+def _csv(path: Path) -> dict[int, float]:
+    rows = [line.split(",") for line in path.read_text().splitlines()]
+    return {int(epoch): float(value) for epoch, _, value in rows}
+
+
+def test_tensorboard_holds_the_loss_and_continues_across_a_resume(roots: Path) -> None:
+    run = load_run_config("toy_bc")  # 2 steps per epoch
+    out = roots / "run"
+
+    def stop_after_two_epochs(line: str) -> None:
+        if "step 4/" in line:
+            raise _Stop(line)
+
+    with pytest.raises(_Stop):
+        train_run(
+            run,
+            out,
+            steps=8,
+            show_progress=False,
+            loggers=["tensorboard"],
+            log=stop_after_two_epochs,
+        )
+    resume_run(out, show_progress=False, loggers=["tensorboard"])
+    board = _scalars(out / "tensorboard", "metrics/loss")
+    csv = _csv(out / "logs" / "loss.csv")
+    assert sorted(csv) == [1, 2, 3, 4]
+    # the same numbers at the same epochs: the resumed part continues at epoch 3
+    assert sorted(board) == sorted(csv)
+    for epoch, value in csv.items():
+        assert board[epoch] == pytest.approx(value, rel=1e-6)
+
+
+def test_cli_logger_choices(roots: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "toy_bc", "--out", str(roots / "x"), "--logger", "mlflow"])
+    assert "invalid choice: 'mlflow'" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "train",
+                "toy_bc",
+                "--out",
+                str(roots / "y"),
+                "--quiet",
+                "--logger",
+                "csv",
+                "tensorboard",
+            ]
+        )
+        == 0
+    )
+    assert _scalars(roots / "y" / "tensorboard", "metrics/loss")
