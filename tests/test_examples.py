@@ -72,3 +72,34 @@ def test_episode_phase_errors_bins_the_misses_by_step() -> None:
     loop, median = example.closed_loop_errors(algo, "popgym-PositionOnlyCartPoleEasy-v0", 2, 0)
     assert 1 <= median < 200  # pushing one way drops the pole
     assert set(loop) == set(replay) and 0.0 < loop["0-10"] <= 1.0  # type: ignore[operator]
+
+
+def test_the_readme_snippet_runs_twice(tmp_path: Path) -> None:
+    """The Usage snippet, with a small budget, run twice in one folder (the second run finds
+    the dataset the first built, as it would after `make demo`)."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    snippet = re.search(r"## Usage\n\n```python\n(.*?)```", readme, re.S)
+    assert snippet is not None
+    code = snippet.group(1)
+    small = {
+        "n_episodes=2000": "n_episodes=40",
+        "n_steps=2000": "n_steps=4",
+        "n_steps_per_epoch=500": "n_steps_per_epoch=2",
+        "corridor_length=1000": "corridor_length=12",
+        "n_episodes=10": "n_episodes=2",
+    }
+    for big, little in small.items():
+        assert big in code, big
+        code = code.replace(big, little)
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(tmp_path / "datasets")}
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "tmaze.d3").is_file()
