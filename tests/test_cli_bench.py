@@ -7,6 +7,10 @@ the command writes and what they hold, not only the exit code.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import d3rlpy
@@ -395,3 +399,48 @@ def test_bench_resume_continues_a_run_cut_after_a_checkpoint(
     assert again["train"] == run["train"]  # not trained again
     assert again["results"][0]["return_mean"] == run["results"][0]["return_mean"]
     assert (folder / "model.d3").stat().st_mtime_ns == stamp
+
+
+_ORPHAN = """
+import multiprocessing, os, sys, time
+
+def child(path):
+    from d3rlpy_elmur.bench.suite import _exit_with_parent
+
+    _exit_with_parent(0.1)
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(300)
+
+if __name__ == "__main__":
+    multiprocessing.get_context("spawn").Process(target=child, args=(sys.argv[1],)).start()
+    time.sleep(300)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, exited but not yet reaped, counts as ended)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_a_bench_worker_ends_when_the_bench_process_is_killed(tmp_path: Path) -> None:
+    script, pid_file = tmp_path / "bench.py", tmp_path / "worker.pid"
+    script.write_text(_ORPHAN)
+    parent = subprocess.Popen([sys.executable, str(script), str(pid_file)])
+    try:
+        deadline = time.monotonic() + 120
+        while not pid_file.is_file() or not pid_file.read_text():
+            assert time.monotonic() < deadline, "the worker never started"
+            time.sleep(0.1)
+        worker = int(pid_file.read_text())
+    finally:
+        parent.send_signal(signal.SIGKILL)  # no cleanup runs in the parent
+        parent.wait()
+    deadline = time.monotonic() + 60
+    while _alive(worker):
+        assert time.monotonic() < deadline, "the worker outlived the bench process"
+        time.sleep(0.1)

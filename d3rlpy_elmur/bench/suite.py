@@ -366,6 +366,23 @@ def _worker_init(threads: int, quiet_logs: bool) -> None:
         torch.set_num_threads(threads)
     if quiet_logs:
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    _exit_with_parent()
+
+
+def _exit_with_parent(interval: float = 1.0) -> None:
+    """A worker ends when the bench process does (killed, not only Ctrl-C'd): otherwise it
+    trains on, holding its run folder's lock, and a new bench cannot take that run. What it
+    trained is not lost: the run continues from its last checkpoint next time."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _describe(unit: RunUnit, record: dict[str, Any]) -> str:
