@@ -6,7 +6,12 @@ never executes code from the file: a ``.d3`` is a pickled ``{"torch": bytes, "co
 "version": str}`` whose opcodes never import anything, so our unpickler refuses every global, and
 the weights inside are read with ``torch.load(weights_only=True)``.
 
-:func:`atomic_write`, :func:`atomic_path` and :func:`atomic_save_learnable` write to a temporary
+Files we write (:func:`save_learnable`) also carry ``"sha256"``, a digest of the weights and the
+config, checked at load: damage anywhere in them raises :class:`ModelFileError` instead of
+loading changed weights. d3rlpy ignores the extra key, and files without it (d3rlpy's own)
+load as before.
+
+:func:`atomic_write`, :func:`atomic_path` and :func:`save_learnable` write to a temporary
 file next to the target and rename it over the target, so a crash or an exception mid-write never
 leaves a half-written file behind (readers see the old file or the new one).
 """
@@ -14,6 +19,7 @@ leaves a half-written file behind (readers see the old file or the new one).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -43,9 +49,9 @@ __all__ = [
     "ModelVersionWarning",
     "load_learnable",
     "read_d3",
+    "save_learnable",
     "atomic_path",
     "atomic_write",
-    "atomic_save_learnable",
     "remove_stale_temps",
 ]
 
@@ -129,6 +135,19 @@ def _check_payload(payload: Any, path: PathLike) -> dict[str, Any]:
     return payload
 
 
+def _digest(weights: bytes, config: str) -> str:
+    return hashlib.sha256(weights + b"\0" + config.encode()).hexdigest()
+
+
+def _check_digest(payload: dict[str, Any], path: PathLike) -> None:
+    if "sha256" not in payload:  # written by d3rlpy itself
+        return
+    if payload["sha256"] != _digest(payload["torch"], payload["config"]):
+        raise ModelFileError(
+            path, "damaged: the weights or config do not match the checksum written with them"
+        )
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -155,6 +174,7 @@ def load_learnable(path: PathLike, device: DeviceArg = None) -> Learnable:
     if device is not None and not isinstance(device, (bool, int, str)):
         raise TypeError(f"device must be None, bool, int or str, got {type(device).__name__}")
     payload = read_d3(path)
+    _check_digest(payload, path)
     _warn_on_version(payload["version"], path)
     algo = _build(_parse_config(payload["config"], path), device, path)
     _load_weights(algo, payload["torch"], path)
@@ -283,10 +303,26 @@ def atomic_write(
         yield f
 
 
-def atomic_save_learnable(algo: Learnable, path: PathLike) -> Path:
-    """``algo.save(path)`` through a temporary file: ``path`` is the old model or the new one."""
-    with atomic_path(path) as temp:
-        algo.save(str(temp))
+def save_learnable(algo: Learnable, path: PathLike) -> Path:
+    """What ``algo.save(path)`` writes (d3rlpy's ``.d3``), plus a checksum of the weights and
+    config that :func:`load_learnable` checks; through a temporary file, so ``path`` is the old
+    model or the new one."""
+    impl = algo.impl
+    if impl is None:
+        raise ValueError("the algorithm is not built: fit it or call create_impl first")
+    weights = io.BytesIO()
+    impl.save_model(weights)
+    config = LearnableConfigWithShape(
+        observation_shape=impl.observation_shape, action_size=impl.action_size, config=algo.config
+    ).serialize()
+    payload = {
+        "torch": weights.getvalue(),
+        "config": config,
+        "version": d3rlpy_version,
+        "sha256": _digest(weights.getvalue(), config),
+    }
+    with atomic_write(path) as f:
+        pickle.dump(payload, f)
     return Path(path)
 
 

@@ -23,10 +23,10 @@ from d3rlpy_elmur.io import (
     ModelVersionWarning,
     UnsafeModelFileError,
     atomic_path,
-    atomic_save_learnable,
     atomic_write,
     load_learnable,
     read_d3,
+    save_learnable,
 )
 from tests.helpers import cue_recall_dataset
 
@@ -109,9 +109,11 @@ def _greedy_actions(algo: Any, observations: np.ndarray) -> list[int]:
 
 
 def _repickle(path: Path, **fields: Any) -> None:
-    """Rewrites a genuine .d3 with some fields replaced (a plain pickle, like d3rlpy's)."""
+    """Rewrites a genuine .d3 with some fields replaced (a plain pickle without our checksum,
+    like d3rlpy's own files, so the checks behind the checksum are reached)."""
     with open(path, "rb") as f:
         payload = pickle.load(f)  # our own genuine file
+    payload.pop("sha256")
     payload.update(fields)
     path.write_bytes(pickle.dumps(payload))
 
@@ -163,7 +165,7 @@ def test_genuine_files_load_like_d3rlpy(name: str, tmp_path: Path) -> None:
 def test_exported_from_the_package_and_reads_the_fields(genuine: Path) -> None:
     assert d3rlpy_elmur.load_learnable is load_learnable
     payload = read_d3(genuine)
-    assert set(payload) == {"torch", "config", "version"}
+    assert set(payload) == {"torch", "config", "version", "sha256"}
     assert payload["version"] == d3rlpy.__version__
 
 
@@ -362,9 +364,9 @@ def test_atomic_write_refuses_read_and_append_modes(tmp_path: Path) -> None:
     assert _leftovers(tmp_path, set()) == []
 
 
-def test_atomic_save_learnable_writes_a_loadable_model(genuine: Path, tmp_path: Path) -> None:
+def test_save_learnable_writes_a_loadable_model(genuine: Path, tmp_path: Path) -> None:
     algo = load_learnable(genuine)
-    path = atomic_save_learnable(algo, tmp_path / "model.d3")
+    path = save_learnable(algo, tmp_path / "model.d3")
     assert _same(_states(load_learnable(path)), _states(algo))
     assert _leftovers(tmp_path, {"model.d3"}) == []
 
@@ -376,13 +378,40 @@ def test_a_failed_save_keeps_the_old_model(
     path.write_bytes(genuine.read_bytes())
     algo = load_learnable(genuine)
 
-    def crash(fname: str) -> None:  # a save that dies half-way
-        Path(fname).write_bytes(genuine.read_bytes()[:100])
+    def crash(obj: object, f: Any) -> None:  # a save that dies half-way
+        f.write(genuine.read_bytes()[:100])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(algo, "save", crash)
+    monkeypatch.setattr("d3rlpy_elmur.io.pickle.dump", crash)
     with pytest.raises(KeyboardInterrupt):
-        atomic_save_learnable(algo, path)
+        save_learnable(algo, path)
     assert path.read_bytes() == genuine.read_bytes()
     assert _leftovers(tmp_path, {"model.d3"}) == []
     load_learnable(path)
+
+
+def test_damage_inside_the_weights_or_config_is_detected(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    algo = d3rlpy_elmur.DiscreteELMURDTConfig(context_size=4, embed_dim=16, num_heads=2).create()
+    algo.create_impl((3,), 3)
+    path = tmp_path / "model.d3"
+    algo.save(str(path))
+    assert isinstance(d3rlpy.load_learnable(str(path)), d3rlpy_elmur.DiscreteELMURDT)  # d3rlpy's
+    load_learnable(path)
+    data = path.read_bytes()
+    payload = pickle.loads(data)
+    weights = data.find(payload["torch"])
+    config = data.find(payload["config"].encode())
+    assert weights > 0 and config > 0
+    n = len(payload["torch"])
+    # inside the weights (zip headers, tensor data) and inside the config's values
+    offsets = [weights + 40, weights + n // 3, weights + n // 2, weights + n - 30]
+    offsets += [config + payload["config"].index('"embed_dim": ') + 13]
+    for offset in offsets:
+        damaged = bytearray(data)
+        damaged[offset] ^= 0x04  # one bit: still a readable file, often loadable weights
+        target = tmp_path / f"damaged_{offset}.d3"
+        target.write_bytes(bytes(damaged))
+        with pytest.raises(ModelFileError, match="damaged") as info:
+            load_learnable(target)
+        assert str(target) in str(info.value)

@@ -38,6 +38,7 @@ from d3rlpy.optimizers import AdamWFactory, OptimizerFactory, make_optimizer_fie
 from d3rlpy.torch_utility import TorchTrajectoryMiniBatch, wrap_model_by_ddp
 from d3rlpy.types import Shape
 
+from ..io import save_learnable
 from ..models.factories import (
     ELMURFactory,
     SequenceEncoderArgs,
@@ -443,6 +444,11 @@ class _ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, _ELMURDTConfigBase]):
                 else IdentityTransformerActionSampler()
             )
         return ELMURStatefulWrapper(self, target_return, action_sampler)
+
+    def save(self, fname: str) -> None:
+        """d3rlpy's ``.d3`` (``d3rlpy.load_learnable`` reads it) with a checksum of the weights
+        and config that ``d3rlpy_elmur.load_learnable`` checks; written atomically."""
+        save_learnable(self, fname)
 
     def save_policy(self, fname: str) -> None:
         """Exports the policy step with its recurrent state as explicit inputs and outputs:

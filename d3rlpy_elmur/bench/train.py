@@ -45,7 +45,7 @@ from ..checkpoint import (
 from ..datasets import build_recipe, find_recipe_by_id, load_minari, load_recipes
 from ..datasets.errors import DatasetNotFoundError
 from ..datasets.writer import dataset_exists, datasets_root
-from ..io import atomic_save_learnable, atomic_write, load_learnable, remove_stale_temps
+from ..io import atomic_write, load_learnable, remove_stale_temps, save_learnable
 from .configs import ConfigError, RunConfig, load_run_config
 from .loggers import check_loggers, extra_logger_factories
 
@@ -97,7 +97,7 @@ class TrainResult:
 # ----------------------------------------------------------------- model files
 def save_model(algo: Any, path: str | os.PathLike[str]) -> Path:
     """Save atomically: a crash leaves the old file or the new one, never half of one."""
-    return atomic_save_learnable(algo, path)
+    return save_learnable(algo, path)
 
 
 def load_model(path: str | os.PathLike[str]) -> Any:
