@@ -25,6 +25,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import re
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -141,9 +144,25 @@ def resolve_config_path(name: str | os.PathLike[str], relative_to: Path | None =
     raise ConfigError(f"config {str(name)!r} not found (looked in {configs_dir()})")
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads 1e6 and 3e-4 (no dot) as strings; configs mean numbers there."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load``, with 1e6 and 3e-4 read as numbers."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506  (a SafeLoader subclass)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except (OSError, yaml.YAMLError) as e:
         raise ConfigError(f"config {path}: cannot read: {e}") from e
     if not isinstance(data, dict):
@@ -182,15 +201,20 @@ def _load_merged(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return _merge(base, data)
 
 
+def _integer(value: Any, where: str) -> int:
+    """An integer, also written 1e6; a fraction, a bool or a string is refused, naming the
+    field (the Python API refuses them too)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    return int(value)
+
+
 def _int_tuple(value: Any, where: str) -> tuple[int, ...]:
     if value is None:
         return ()
     if not isinstance(value, list | tuple):
         raise ConfigError(f"{where}: expected a list of integers, got {value!r}")
-    try:
-        return tuple(int(float(v)) for v in value)  # YAML reads 1e6 as a string or float
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: expected integers: {e}") from e
+    return tuple(_integer(v, where) for v in value)
 
 
 def _spec(cls: type[Any], data: Any, where: str) -> Any:
@@ -209,7 +233,7 @@ def _spec(cls: type[Any], data: Any, where: str) -> Any:
         values["lengths"] = _int_tuple(values["lengths"], f"{where}.lengths")
     for key in ("steps", "steps_per_epoch", "seed", "checkpoint_every", "episodes", "max_length"):
         if values.get(key) is not None:
-            values[key] = int(float(values[key]))
+            values[key] = _integer(values[key], f"{where}.{key}")
     return cls(**values)
 
 
@@ -248,8 +272,11 @@ def _registry_of(field: dataclasses.Field[Any]) -> ConfigMetadata | None:
     return None
 
 
-def _normalise(registry: ConfigMetadata, value: Any, where: str) -> dict[str, Any]:
-    """``{type, params}`` checked against the registry, its params checked recursively."""
+def _normalise(
+    registry: ConfigMetadata, value: Any, where: str, parent: str | None = None
+) -> dict[str, Any]:
+    """``{type, params}`` checked against the registry, its params checked recursively
+    (errors in them name ``parent: params`` when given, else ``where.params``)."""
     if isinstance(value, str):
         value = {"type": value}
     if not isinstance(value, Mapping) or "type" not in value:
@@ -268,7 +295,8 @@ def _normalise(registry: ConfigMetadata, value: Any, where: str) -> dict[str, An
             f"{known} (a plugin's types need its import)"
         )
     cls = registry.config_list[type_name]
-    return {"type": type_name, "params": _check_params(cls, params, f"{where}.params")}
+    inner = f"{parent}: params" if parent is not None else f"{where}.params"
+    return {"type": type_name, "params": _check_params(cls, params, inner)}
 
 
 def _check_params(cls: type[Any], params: Any, where: str) -> dict[str, Any]:
@@ -303,13 +331,40 @@ def _check_params(cls: type[Any], params: Any, where: str) -> dict[str, Any]:
                 "write it in a config before that: give them in its params (mean and std, or "
                 "minimum and maximum) or scale the dataset beforehand"
             ) from e
+    hints = typing.get_type_hints(cls)
     for key, value in params.items():
         registry = _registry_of(fields[key])
         if registry is not None and value is not None:
             completed[key] = _normalise(registry, value, f"{where}.{key}")
         else:
-            completed[key] = value
+            completed[key] = _typed(value, hints.get(key), f"{where}.{key}")
     return completed
+
+
+def _typed(value: Any, hint: Any, where: str) -> Any:
+    """``value`` if it has the field's type (the Python API's types: an int field takes an
+    int, written 1e6 too, a float field any number, a bool field a bool); YAML must not cast
+    silently what Python would refuse."""
+    allowed = (
+        typing.get_args(hint)
+        if typing.get_origin(hint) in (typing.Union, types.UnionType)
+        else (hint,)
+    )
+    if value is None and type(None) in allowed:
+        return None
+    if bool in allowed:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if int in allowed and float not in allowed:
+        return _integer(value, where)
+    if float in allowed:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return value
+    if str in allowed and not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
 
 
 def make_learnable_config(
@@ -319,7 +374,7 @@ def make_learnable_config(
     import d3rlpy_elmur  # noqa: F401  (registers our algorithms and factories)
 
     registry = CONFIG_STORAGE[LearnableConfig]
-    data = _normalise(registry, {"type": algo, "params": dict(params)}, f"{where}: params")
+    data = _normalise(registry, {"type": algo, "params": dict(params)}, f"{where}: algo", where)
     try:
         config = registry.decoder(data)
     except (TypeError, ValueError, KeyError) as e:

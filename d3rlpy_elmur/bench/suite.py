@@ -35,12 +35,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..datasets import get_recipe, load_minari, open_minari
 from ..datasets.spaces import is_discrete_action_space
 from ..io import atomic_write
-from .configs import ConfigError, load_run_config, resolve_config_path
+from .configs import ConfigError, load_run_config, load_yaml, resolve_config_path
 from .popgym import evaluate_popgym
 from .report import write_report
 from .runinfo import run_info
@@ -149,7 +147,7 @@ def load_suite(name: str | os.PathLike[str]) -> Suite:
         path = resolve_config_path(name)
     except ConfigError:
         path = resolve_config_path(f"bench_{name}")
-    data = yaml.safe_load(path.read_text())
+    data = load_yaml(path.read_text())
     where = f"suite {path}"
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping")

@@ -80,6 +80,8 @@ def test_registered_with_d3rlpy() -> None:
         ("attention_window", -1),
         ("attention_window", "all"),
         ("memory_refresh_every", 0),
+        ("sequence_encoder", "lstm"),
+        ("encoder_factory", "vector"),
     ],
 )
 def test_invalid_config_fails_at_create_naming_the_field(field: str, value: object) -> None:

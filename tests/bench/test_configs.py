@@ -105,7 +105,15 @@ def test_nested_factories_enums_and_short_forms() -> None:
 @pytest.mark.parametrize(
     "algo, params, message",
     [
-        ("discrete_elmur_dt", {"contxt_size": 4}, "unknown field(s) contxt_size"),
+        ("discrete_elmur_dt", {"contxt_size": 4}, "x.yaml: params: unknown field(s) contxt_size"),
+        # values of the wrong type, named, as the Python API refuses them (no silent casts)
+        ("discrete_elmur_dt", {"context_size": "ten"}, "params.context_size: expected an integer"),
+        ("discrete_elmur_dt", {"context_size": "10"}, "params.context_size: expected an integer"),
+        ("discrete_elmur_dt", {"context_size": 10.5}, "params.context_size: expected an integer"),
+        ("discrete_elmur_dt", {"attention_window": "K"}, "params.attention_window: expected an"),
+        ("discrete_elmur_dt", {"learning_rate": "fast"}, "params.learning_rate: expected a number"),
+        ("discrete_elmur_dt", {"dropout": True}, "params.dropout: expected a number"),
+        ("discrete_elmur_dt", {"token_format": 3}, "params.token_format: expected a string"),
         (
             "discrete_elmur_dt",
             {"sequence_encoder": {"type": "elmur", "params": {"use_lru2": False}}},
@@ -126,6 +134,26 @@ def test_bad_params_are_named(algo: str, params: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=None) as info:
         make_learnable_config(algo, params, where="x.yaml")
     assert message in str(info.value) and "x.yaml" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "train, message",
+    [
+        ("{steps: a hundred}", "train.steps: expected an integer, got 'a hundred'"),
+        ("{steps: 150.7}", "train.steps: expected an integer, got 150.7"),
+        ("{seed: true}", "train.seed: expected an integer, got True"),
+        ("{steps: 1e3}", None),  # a number, as written
+    ],
+)
+def test_train_fields_are_integers(tmp_path: Path, train: str, message: str | None) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(f"algo: discrete_bc\ndataset: d\ntrain: {train}\n")
+    if message is None:
+        assert load_run_config(path).train.steps == 1000
+        return
+    with pytest.raises(ConfigError) as info:
+        load_run_config(path)
+    assert message in str(info.value) and str(path) in str(info.value)
 
 
 def test_base_chain_merges_and_rejects_cycles(tmp_path: Path) -> None:
