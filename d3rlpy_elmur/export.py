@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,8 +44,11 @@ __all__ = ["PolicyStep", "export_policy"]
 class PolicyStep(nn.Module):  # type: ignore[misc]
     """ELMURDT's policy step as a pure function of explicit state (what is exported)."""
 
-    def __init__(self, algo: _ELMURDTBase):
+    def __init__(self, algo: _ELMURDTBase, split_write: bool = False):
+        """``split_write``: leave the memory write out (memory and anchors pass through) and
+        also output ``write.steps`` and ``write.done``, what :class:`WriteStep` needs."""
         super().__init__()
+        self.split_write = split_write
         impl = algo.impl
         if impl is None:
             raise ValueError("the algorithm is not built: fit it or call create_impl first")
@@ -86,8 +90,9 @@ class PolicyStep(nn.Module):  # type: ignore[misc]
             return_to_go = self.reward_scaler.transform(return_to_go)
         steps = state.pop("timestep")
         previous = state.pop("previous_action")
+        options = {"write": False} if self.split_write else {}
         output, new_state = self.policy.export_step(
-            observation, return_to_go, previous, steps, state
+            observation, return_to_go, previous, steps, state, **options
         )
         if self.discrete:
             action = output.argmax(-1)
@@ -100,7 +105,11 @@ class PolicyStep(nn.Module):  # type: ignore[misc]
                 else self.action_scaler.reverse_transform(output)
             )
         new_state["timestep"] = steps + 1
-        return (action, output, *(new_state[name] for name in self.state_names))
+        out = (action, output, *(new_state[name] for name in self.state_names))
+        if self.split_write:
+            done = state["position"] == self.policy.sequence.context_size - 1
+            out = (*out, steps, done)
+        return out
 
     def example_inputs(self, batch_size: int) -> tuple[torch.Tensor, ...]:
         device = next(self.policy.parameters()).device
@@ -119,7 +128,24 @@ class PolicyStep(nn.Module):  # type: ignore[misc]
         return [*observations, "return_to_go", "first", *state]
 
     def output_names(self) -> list[str]:
-        return ["action", "output", *(f"next.{name}" for name in self.state_names)]
+        names = ["action", "output", *(f"next.{name}" for name in self.state_names)]
+        return [*names, "write.steps", "write.done"] if self.split_write else names
+
+
+class WriteStep(nn.Module):  # type: ignore[misc]
+    """ELMUR's segment-end memory write alone (``ELMUR.export_write``), for the ONNX graph
+    that runs it only at steps where some row ends a segment."""
+
+    def __init__(self, step: PolicyStep):
+        super().__init__()
+        self.sequence = step.policy.sequence
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.sequence.export_write(*inputs)  # type: ignore[no-any-return]
+
+    @staticmethod
+    def input_names() -> list[str]:
+        return ["in.memory", "in.anchors", "in.outputs", "in.steps", "in.done"]
 
 
 def _reset(state: State, initial: State, rows: torch.Tensor) -> State:
@@ -153,20 +179,137 @@ def export_policy(algo: _ELMURDTBase, fname: str | os.PathLike[str]) -> None:
             _export_onnx(step, path)
 
 
+_OPSET = 17
+
+
 def _export_onnx(step: PolicyStep, path: Path) -> None:
     try:
-        import onnx  # noqa: F401  (the exporter needs it)
+        import onnx
     except ImportError as e:
         raise ImportError("ONNX export needs onnx: pip install 'd3rlpy-elmur[export]'") from e
-    names = step.input_names()
-    outputs = step.output_names()
+    if not hasattr(step.policy.sequence, "export_write"):  # no memory write (GRU)
+        _trace_onnx(step, step.example_inputs(2), step.input_names(), step.output_names(), path)
+        return
+    # The memory write is almost half a step's work and is needed once per segment: trace the
+    # step without it and the write alone, and join them with an ONNX If that runs the write
+    # only when some row ends its segment.
+    split = PolicyStep.__new__(PolicyStep)
+    split.__dict__.update(step.__dict__)
+    split.split_write = True
+    write = WriteStep(step)
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = split.example_inputs(2)
+        _trace_onnx(split, inputs, split.input_names(), split.output_names(), Path(tmp) / "s")
+        state = dict(zip(split.state_names, inputs[split.num_observations + 2 :], strict=True))
+        example = (
+            state["memory"],
+            state["anchors"],
+            state["outputs"],
+            state["timestep"],
+            torch.ones(2, dtype=torch.bool),
+        )
+        names = WriteStep.input_names()
+        _trace_onnx(write, example, names, ["out.memory", "out.anchors"], Path(tmp) / "w")
+        graph = _join(onnx.load(str(Path(tmp) / "s")), onnx.load(str(Path(tmp) / "w")))
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(path))
+
+
+def _trace_onnx(
+    module: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    names: list[str],
+    outputs: list[str],
+    path: Path,
+) -> None:
     torch.onnx.export(
-        step,
-        step.example_inputs(2),
+        module,
+        inputs,
         str(path),
         input_names=names,
         output_names=outputs,
         dynamic_axes={name: {0: "batch"} for name in (*names, *outputs)},
-        opset_version=17,
+        opset_version=_OPSET,
         dynamo=False,
     )
+
+
+def _join(step: Any, write: Any) -> Any:
+    """One model: ``step``'s graph, with its memory and anchors outputs replaced by an If
+    that runs ``write``'s graph when any ``write.done`` is true and passes them through
+    otherwise."""
+    from onnx import TensorProto, helper
+
+    main = step.graph
+    # the step's memory / anchors outputs become inner values the write reads
+    produced = {"next.memory": "pre.memory", "next.anchors": "pre.anchors"}
+    for node in main.node:
+        node.input[:] = [produced.get(n, n) for n in node.input]
+        node.output[:] = [produced.get(n, n) for n in node.output]
+    kept = [o for o in main.output if o.name not in ("write.steps", "write.done")]
+    by_name = {o.name: o for o in kept}
+    # the write's graph, its names prefixed so nothing clashes, its inputs the step's values
+    inner = write.graph
+    # (the exporter drops unused inputs: match by name)
+    outer = {
+        "in.memory": "pre.memory",
+        "in.anchors": "pre.anchors",
+        "in.outputs": "next.outputs",
+        "in.steps": "write.steps",
+        "in.done": "write.done",
+    }
+
+    def rename(name: str) -> str:
+        if not name:
+            return name
+        return outer.get(name, f"w/{name}")
+
+    for node in inner.node:
+        node.name = f"w/{node.name}"
+        node.input[:] = [rename(n) for n in node.input]
+        node.output[:] = [rename(n) for n in node.output]
+    for init in inner.initializer:
+        init.name = rename(init.name)
+    then_branch = helper.make_graph(
+        list(inner.node),
+        "write",
+        [],
+        [
+            helper.make_tensor_value_info(f"w/{o.name}", o.type.tensor_type.elem_type, None)
+            for o in inner.output
+        ],
+        list(inner.initializer),
+    )
+    else_branch = helper.make_graph(
+        [
+            helper.make_node("Identity", ["pre.memory"], ["keep/memory"]),
+            helper.make_node("Identity", ["pre.anchors"], ["keep/anchors"]),
+        ],
+        "keep",
+        [],
+        [
+            helper.make_tensor_value_info(
+                "keep/memory", by_name["next.memory"].type.tensor_type.elem_type, None
+            ),
+            helper.make_tensor_value_info(
+                "keep/anchors", by_name["next.anchors"].type.tensor_type.elem_type, None
+            ),
+        ],
+    )
+    main.node.extend(
+        [
+            helper.make_node("Cast", ["write.done"], ["write.done_int"], to=TensorProto.INT32),
+            helper.make_node("ReduceMax", ["write.done_int"], ["write.any_int"], keepdims=0),
+            helper.make_node("Cast", ["write.any_int"], ["write.any"], to=TensorProto.BOOL),
+            helper.make_node(
+                "If",
+                ["write.any"],
+                ["next.memory", "next.anchors"],
+                then_branch=then_branch,
+                else_branch=else_branch,
+            ),
+        ]
+    )
+    del main.output[:]
+    main.output.extend(kept)
+    return step

@@ -953,9 +953,11 @@ class ELMUR(SequenceEncoder):
         return state
 
     def export_step(
-        self, token: torch.Tensor, steps: torch.Tensor, state: State
+        self, token: torch.Tensor, steps: torch.Tensor, state: State, write: bool = True
     ) -> tuple[torch.Tensor, State]:
-        """One token per row, pure: token [B, D], steps [B] -> features [B, D], new state."""
+        """One token per row, pure: token [B, D], steps [B] -> features [B, D], new state.
+        ``write=False`` leaves memory and anchors as they were (``export_write`` then does
+        the write, in a graph of its own)."""
         cfg = self.cfg
         K, W = self.context_size, cfg.attention_window
         B, D = token.shape
@@ -989,21 +991,12 @@ class ELMUR(SequenceEncoder):
         new_keys, new_values = torch.stack(keys, 1), torch.stack(values, 1)
         # the segment's end, computed for every row and kept where the segment is complete
         done = pos == K - 1
-        seg_steps = steps[:, None] - (K - 1) + slots[:K][None]  # [B, K]
-        _, write_bias = self._biases(seg_steps, anchors)
-        new_memory, new_anchors = list(memory.unbind(1)), list(anchors.unbind(1))
-        for i, layer in enumerate(self.layers):
-            if not layer.writes:
-                continue
-            mi = self._memory_index(i)
-            mem, anc = self._lru_write(
-                layer, memory[:, mi], anchors[:, mi], outputs[:, i], write_bias[mi], steps
-            )
-            new_memory[mi] = torch.where(done[:, None, None], mem, memory[:, mi])
-            new_anchors[mi] = torch.where(done[:, None], anc, anchors[:, mi])
+        new_memory, new_anchors = (
+            self.export_write(memory, anchors, outputs, steps, done) if write else (memory, anchors)
+        )
         new_state = {
-            "memory": torch.stack(new_memory, 1),
-            "anchors": torch.stack(new_anchors, 1),
+            "memory": new_memory,
+            "anchors": new_anchors,
             "outputs": outputs,
             "position": torch.where(done, 0, pos + 1),
         }
@@ -1016,6 +1009,32 @@ class ELMUR(SequenceEncoder):
             new_state["context_valid"] = state["context_valid"] | done
         new_state["keys"], new_state["values"] = new_keys, new_values
         return self.ln_out(x), new_state
+
+    def export_write(
+        self,
+        memory: torch.Tensor,
+        anchors: torch.Tensor,
+        outputs: torch.Tensor,
+        steps: torch.Tensor,
+        done: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The memory write of ``export_step``, pure: memory and anchors after it where
+        ``done`` [B] (the step ``steps`` [B] ends a segment whose layer outputs are
+        ``outputs`` [B, L, K, D]), unchanged elsewhere."""
+        K = self.context_size
+        seg_steps = steps[:, None] - (K - 1) + torch.arange(K, device=steps.device)[None]
+        _, write_bias = self._biases(seg_steps, anchors)
+        new_memory, new_anchors = list(memory.unbind(1)), list(anchors.unbind(1))
+        for i, layer in enumerate(self.layers):
+            if not layer.writes:
+                continue
+            mi = self._memory_index(i)
+            mem, anc = self._lru_write(
+                layer, memory[:, mi], anchors[:, mi], outputs[:, i], write_bias[mi], steps
+            )
+            new_memory[mi] = torch.where(done[:, None, None], mem, memory[:, mi])
+            new_anchors[mi] = torch.where(done[:, None], anc, anchors[:, mi])
+        return torch.stack(new_memory, 1), torch.stack(new_anchors, 1)
 
     # Tables the step path reads instead of recomputing them every step. They are derived
     # from parameters, so each is keyed by its parameters' storage and version counter (an

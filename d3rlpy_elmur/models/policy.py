@@ -119,14 +119,16 @@ class SequencePolicy(nn.Module):  # type: ignore[misc]
         previous_action: torch.Tensor,
         steps: torch.Tensor,
         state: State,
+        **options: bool,
     ) -> tuple[torch.Tensor, State]:
-        """``step`` through the encoder's pure ``export_step`` (see ``d3rlpy_elmur.export``)."""
+        """``step`` through the encoder's pure ``export_step`` (see ``d3rlpy_elmur.export``);
+        ``options`` go to it."""
         x = self.tokens(
             map_observations(lambda part: part[:, None], observation),
             return_to_go[:, None],
             previous_action[:, None],
         )
-        features, state = self.sequence.export_step(x[:, 0], steps, state)
+        features, state = self.sequence.export_step(x[:, 0], steps, state, **options)
         return self._head(features), state
 
 
