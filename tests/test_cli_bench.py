@@ -444,3 +444,28 @@ def test_a_bench_worker_ends_when_the_bench_process_is_killed(tmp_path: Path) ->
     while _alive(worker):
         assert time.monotonic() < deadline, "the worker outlived the bench process"
         time.sleep(0.1)
+
+
+def test_bad_flags_and_envs_are_one_line_naming_the_value(roots: Path, capsys) -> None:
+    model = roots / "m"
+    assert main(["train", "toy_elmur", "--steps", "2", "--out", str(model), "--quiet"]) == 0
+    capsys.readouterr()
+    cases = [
+        (["train", "toy_bc", "--steps", "-5", "--out", str(roots / "x")], "train.steps=-5"),
+        (
+            ["eval", str(model / "model.d3"), "--env", "d3rlpy_elmur/TMazz-v0"],
+            "unknown environment id 'd3rlpy_elmur/TMazz-v0'; did you mean d3rlpy_elmur/TMaze-v0",
+        ),
+        (
+            ["eval", str(model / "model.d3"), "--env", "CartPole-v1", "--episodes", "2"],
+            "the environment's actions are Discrete(2); the model takes discrete actions of size",
+        ),
+        (
+            ["eval", str(model / "model.d3"), "--env", "d3rlpy_elmur/TMaze-v0", "--episodes", "0"],
+            "--episodes 0: evaluate at least one episode",
+        ),
+    ]
+    for argv, message in cases:
+        assert main([*argv, "--quiet"]) == 1, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and "\n" not in err, err

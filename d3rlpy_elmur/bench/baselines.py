@@ -30,6 +30,7 @@ from d3rlpy.constants import ActionSpace
 
 from ..algos.elmur_dt import _ELMURDTBase
 from ..evaluation import BatchPolicy, ELMURBatchPolicy, ResetOptions, run_episodes
+from .envs import check_spaces
 
 __all__ = [
     "GreedyQLearningPolicy",
@@ -149,5 +150,6 @@ def evaluate_algo(
     show_progress: bool = False,
 ) -> dict[str, Any]:
     """Greedy batched evaluation of ELMURDT or a d3rlpy baseline on a vector env."""
+    check_spaces(algo, env)
     policy = make_batch_policy(algo, target_return)
     return run_episodes(policy, env, n_episodes, seed, reset_options, max_steps, show_progress)

@@ -25,6 +25,8 @@ def evaluate_model(
 ) -> list[dict[str, Any]]:
     """Rows of greedy batched evaluation: one per T-Maze corridor length L (at T = L + 2;
     default T = 9 ... 10^4), else one row for the environment."""
+    if episodes < 1:
+        raise ValueError(f"--episodes {episodes}: evaluate at least one episode")
     if is_tmaze(env_id):
         lengths = [c + 2 for c in corridors] if corridors else list(QUICK_LENGTHS)
         return evaluate_tmaze(

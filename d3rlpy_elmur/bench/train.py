@@ -463,6 +463,11 @@ def _identity(run: RunConfig, config: Any, dataset_id: str) -> dict[str, Any]:
 def _epoch_plan(run: RunConfig) -> tuple[int, int]:
     """(steps per epoch, checkpoint interval in steps; 0 = none)."""
     n_steps = run.train.steps
+    for name, value in (("steps", n_steps), ("steps_per_epoch", run.train.steps_per_epoch)):
+        if value < 1:
+            raise ConfigError(
+                f"config {run.name}: train.{name}={value} (--{name.replace('_', '-')}) must be >= 1"
+            )
     per_epoch = plan_epochs(n_steps, min(run.train.steps_per_epoch, n_steps))
     every = run.train.checkpoint_every
     if every is None:
