@@ -91,9 +91,9 @@ class PolicyStep(nn.Module):  # type: ignore[misc]
         steps = state.pop("timestep")
         previous = state.pop("previous_action")
         options = {"write": False} if self.split_write else {}
-        output, new_state = self.policy.export_step(
-            observation, return_to_go, previous, steps, state, **options
-        )
+        token = self.policy.step_token(observation, return_to_go, previous)
+        features, new_state = self.policy.sequence.export_step(token, steps, state, **options)
+        output = self.policy.head_output(features)
         if self.discrete:
             action = output.argmax(-1)
             new_state["previous_action"] = action.to(output.dtype)[:, None]

@@ -77,7 +77,7 @@ class SequencePolicy(nn.Module):  # type: ignore[misc]
                 x = x + self.action_embed(previous_actions)
         return x
 
-    def _head(self, features: torch.Tensor) -> torch.Tensor:
+    def head_output(self, features: torch.Tensor) -> torch.Tensor:
         out = self.head(features)
         return out if self.discrete else torch.tanh(out)
 
@@ -93,7 +93,7 @@ class SequencePolicy(nn.Module):  # type: ignore[misc]
     ) -> tuple[torch.Tensor, State]:
         x = self.tokens(observations, returns_to_go, previous_actions)
         features, state = self.sequence(x, valid, steps, state, keep_states)
-        return self._head(features), state
+        return self.head_output(features), state
 
     def step(
         self,
@@ -104,32 +104,16 @@ class SequencePolicy(nn.Module):  # type: ignore[misc]
         state: State,
     ) -> tuple[torch.Tensor, State]:
         """One step per row: [B, *obs] (or parts), [B, 1], [B, A or 1], steps [B] -> [B, A]."""
-        x = self.tokens(
-            map_observations(lambda part: part[:, None], observation),
-            return_to_go[:, None],
-            previous_action[:, None],
-        )
-        features, state = self.sequence.step(x[:, 0], steps, state)
-        return self._head(features), state
+        token = self.step_token(observation, return_to_go, previous_action)
+        features, state = self.sequence.step(token, steps, state)
+        return self.head_output(features), state
 
-    def export_step(
-        self,
-        observation: TorchObservation,
-        return_to_go: torch.Tensor,
-        previous_action: torch.Tensor,
-        steps: torch.Tensor,
-        state: State,
-        **options: bool,
-    ) -> tuple[torch.Tensor, State]:
-        """``step`` through the encoder's pure ``export_step`` (see ``d3rlpy_elmur.export``);
-        ``options`` go to it."""
-        x = self.tokens(
-            map_observations(lambda part: part[:, None], observation),
-            return_to_go[:, None],
-            previous_action[:, None],
-        )
-        features, state = self.sequence.export_step(x[:, 0], steps, state, **options)
-        return self._head(features), state
+    def step_token(
+        self, observation: TorchObservation, return_to_go: torch.Tensor, previous: torch.Tensor
+    ) -> torch.Tensor:
+        """The token [B, D] of one step per row (the step path's and the export's)."""
+        one_step = map_observations(lambda part: part[:, None], observation)
+        return self.tokens(one_step, return_to_go[:, None], previous[:, None])[:, 0]
 
 
 def create_sequence_policy(

@@ -42,6 +42,7 @@ from tests.encoders import FlattenEncoderFactory
 
 SHAPES: list[Shape] = [(6,), (4, 8, 8), ((5,), (7,))]
 SMALL = dict(context_size=4, num_segments=2, embed_dim=16, num_heads=2, batch_size=4)
+QUIET: dict[str, Any] = dict(logger_adapter=NoopAdapterFactory(), show_progress=False)
 
 
 def _observations(shape: Shape, n: int, rng: np.random.Generator) -> Any:
@@ -126,13 +127,7 @@ def test_d3rlpy_transformer_contract(
     # fit: exactly n_steps updates, each on a trajectory batch of batch_size rows
     real_update = algo.update
     algo.update = Mock(return_value={"loss": 0.5})  # type: ignore[method-assign]
-    algo.fit(
-        dataset,
-        n_steps=6,
-        n_steps_per_epoch=3,
-        logger_adapter=NoopAdapterFactory(),
-        show_progress=False,
-    )
+    algo.fit(dataset, n_steps=6, n_steps_per_epoch=3, **QUIET)
     calls = algo.update.call_args_list  # type: ignore[attr-defined]
     assert len(calls) == 6
     assert all(isinstance(c.args[0], TrajectoryMiniBatch) for c in calls)
@@ -140,13 +135,7 @@ def test_d3rlpy_transformer_contract(
     algo.update = real_update  # type: ignore[method-assign]
     # and for real: the sampler, the stored states and the loss take this observation layout
     before = [p.detach().clone() for p in algo.impl.policy.parameters()]  # type: ignore[union-attr]
-    algo.fit(
-        dataset,
-        n_steps=2,
-        n_steps_per_epoch=2,
-        logger_adapter=NoopAdapterFactory(),
-        show_progress=False,
-    )
+    algo.fit(dataset, n_steps=2, n_steps_per_epoch=2, **QUIET)
     after = list(algo.impl.policy.parameters())  # type: ignore[union-attr]
     assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
 
