@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, Union
+from typing import Any, Union
 
 import gymnasium as gym
 import numpy as np
-import torch
-from d3rlpy.types import Observation
 from tqdm.auto import tqdm
 
-from .algos.elmur_dt import _ELMURDTBase
 from .envs.registration import TMAZE_ID
 from .envs.tmaze_vector import TMazeVectorEnv
-from .observations import first_part, map_observations
+from .observations import map_observations
+from .policies import BatchPolicy, make_batch_policy
 
-__all__ = ["evaluate", "run_episodes", "BatchPolicy", "ELMURBatchPolicy", "EnvLike"]
+__all__ = ["evaluate", "run_episodes", "check_spaces", "EnvLike", "ResetOptions"]
 
 EnvLike = Union[gym.Env, gym.vector.VectorEnv, str]
 
@@ -49,71 +47,7 @@ def _as_vector_env(env: EnvLike, n_envs: int) -> tuple[gym.vector.VectorEnv, boo
     raise TypeError(f"env must be a gymnasium Env, VectorEnv or env id, got {type(env)!r}")
 
 
-class BatchPolicy(Protocol):
-    """A policy over a batch of episodes that advance in lock step."""
-
-    def reset(self, n_envs: int) -> None: ...
-
-    def act(self, observations: Observation, rewards: np.ndarray) -> np.ndarray:
-        """Actions for the newest observations; ``rewards`` came with them (0 at t=0)."""
-        ...
-
-
 ResetOptions = Union[dict[str, Any], Callable[[int, int], dict[str, Any]], None]
-
-
-class ELMURBatchPolicy:
-    """ELMURDT's step path over a batch: memory per row, one model call per step."""
-
-    def __init__(self, algo: _ELMURDTBase, target_return: float, greedy: bool, seed: int) -> None:
-        impl = algo.impl
-        if impl is None:
-            raise ValueError("the algorithm is not built: fit it or call build_with_env first")
-        self._impl = impl
-        self._config = algo.config
-        self._target_return = float(target_return)
-        self._greedy = greedy
-        self._rng = torch.Generator(device="cpu").manual_seed(seed)
-
-    def reset(self, n_envs: int) -> None:
-        impl, device = self._impl, self._impl.device
-        self._state = impl.initial_step_state(n_envs)
-        self._rtg = np.full(n_envs, self._target_return)
-        self._t = 0
-        self._previous = (
-            torch.full((n_envs, 1), -1.0)
-            if impl.discrete
-            else torch.zeros(n_envs, impl.action_size)
-        ).to(device)
-
-    def act(self, observations: Observation, rewards: np.ndarray) -> np.ndarray:
-        impl, config, device = self._impl, self._config, self._impl.device
-        n_envs = first_part(observations).shape[0]
-        self._rtg = self._rtg - rewards
-        obs_t = map_observations(
-            lambda part: torch.as_tensor(part, dtype=torch.float32, device=device), observations
-        )
-        if config.observation_scaler is not None:
-            obs_t = config.observation_scaler.transform(obs_t)
-        rtg_t = torch.as_tensor(self._rtg, dtype=torch.float32, device=device)[:, None]
-        if config.reward_scaler is not None:
-            rtg_t = config.reward_scaler.transform(rtg_t)
-        steps = torch.full((n_envs,), self._t, dtype=torch.long, device=device)
-        out, self._state = impl.step(obs_t, rtg_t, self._previous, steps, self._state)
-        self._t += 1
-        if impl.discrete:
-            if self._greedy:
-                action_t = out.argmax(-1)
-            else:
-                probs = out.softmax(-1).cpu()
-                action_t = torch.multinomial(probs, 1, generator=self._rng)[:, 0]
-            self._previous = action_t.to(device, torch.float32)[:, None]
-            return action_t.cpu().numpy()  # type: ignore[no-any-return]
-        self._previous = out
-        actions = out.cpu().numpy()
-        if config.action_scaler is not None:
-            actions = config.action_scaler.reverse_transform_numpy(actions)
-        return actions  # type: ignore[no-any-return]
 
 
 def run_episodes(
@@ -185,7 +119,7 @@ def run_episodes(
 
 
 def evaluate(
-    algo: _ELMURDTBase,
+    algo: Any,
     env: EnvLike,
     n_episodes: int = 100,
     seed: int = 0,
@@ -198,7 +132,8 @@ def evaluate(
     """Runs ``n_episodes`` episodes of ``algo`` and reports returns and success.
 
     Args:
-        algo: a built ELMURDT / DiscreteELMURDT.
+        algo: a built ELMURDT / DiscreteELMURDT, or one of d3rlpy's algorithms (its Q-learning
+            algorithms and Decision Transformers, greedy).
         env: a gymnasium VectorEnv (its sub-envs run in parallel), an Env (one at a time), or
             an env id (made as a sync vector env of up to 100 sub-envs). The passive T-Maze
             (its id, or a TMazeEnv) runs as a TMazeVectorEnv of up to 100 sub-envs, with the
@@ -218,12 +153,39 @@ def evaluate(
         ``{"return_mean", "return_std", "success_rate" (None when the env reports no
         ``info["success"]``), "episodes", "env_steps", "seconds", "env_steps_per_second"}``.
     """
-    policy = ELMURBatchPolicy(algo, float(target_return or 0.0), greedy, seed)
+    if algo.impl is None:
+        raise ValueError("the algorithm is not built: fit it or call build_with_env first")
+    policy = make_batch_policy(algo, float(target_return or 0.0), greedy, seed)
     if n_episodes <= 0:
         raise ValueError(f"n_episodes={n_episodes} must be positive")
     venv, owned = _as_vector_env(env, min(n_episodes, 100))
     try:
+        check_spaces(algo, venv)
         return run_episodes(policy, venv, n_episodes, seed, reset_options, max_steps, show_progress)
     finally:
         if owned:
             venv.close()
+
+
+def check_spaces(algo: Any, env: gym.vector.VectorEnv) -> None:
+    """ValueError when ``env``'s actions or observations are not the model's, naming both."""
+    impl = algo.impl
+    space = env.single_action_space
+    discrete = algo.get_action_type().name == "DISCRETE"
+    model = f"{'discrete' if discrete else 'continuous'} actions of size {impl.action_size}"
+    if isinstance(space, gym.spaces.Discrete):
+        fits = discrete and int(space.n) == impl.action_size
+        have = f"Discrete({space.n})"
+    elif isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+        fits = not discrete and space.shape[0] == impl.action_size
+        have = f"Box of shape {space.shape}"
+    else:
+        fits, have = True, str(space)  # other spaces: the model's own checks decide
+    if not fits:
+        raise ValueError(f"the environment's actions are {have}; the model takes {model}")
+    shape = env.single_observation_space.shape
+    wanted = tuple(impl.observation_shape)
+    if shape is not None and not isinstance(wanted[0], (list, tuple)) and tuple(shape) != wanted:
+        raise ValueError(
+            f"the environment's observations have shape {tuple(shape)}; the model takes {wanted}"
+        )

@@ -20,13 +20,9 @@ from pathlib import Path
 import torch
 
 from d3rlpy_elmur import ELMURDT, DiscreteELMURDT
-from d3rlpy_elmur.bench import (
-    ensure_dataset,
-    load_model,
-    make_batch_policy,
-    position_errors,
-)
+from d3rlpy_elmur.bench import ensure_dataset, load_model, position_errors
 from d3rlpy_elmur.datasets import load_minari
+from d3rlpy_elmur.policies import make_batch_policy
 
 
 def main() -> None:

@@ -3,7 +3,6 @@
 - :mod:`.configs`: YAML run configs -> d3rlpy configs (through d3rlpy's registry decoder)
 - :mod:`.train`: build the dataset if needed, fit, save ``model.d3`` + resolved config + logs
 - :mod:`.envs`: the evaluation vector envs (built in one function)
-- :mod:`.baselines`: batched greedy evaluation of d3rlpy's DT / BC / CQL next to ELMURDT's
 - :mod:`.tmaze`, :mod:`.popgym`: evaluation per T-Maze length / POPGym task
 - :mod:`.evaluate`: a saved model on any env id (``elmur eval``)
 - :mod:`.positions`: error by position in a segment, replaying dataset episodes
@@ -12,7 +11,6 @@
 """
 
 from . import (
-    baselines,
     configs,
     envs,
     evaluate,
@@ -24,7 +22,6 @@ from . import (
     tmaze,
     train,
 )
-from .baselines import *
 from .configs import *
 from .envs import *
 from .evaluate import *
@@ -37,7 +34,6 @@ from .tmaze import *
 from .train import *
 
 __all__ = [
-    *baselines.__all__,
     *configs.__all__,
     *envs.__all__,
     *evaluate.__all__,

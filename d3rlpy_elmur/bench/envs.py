@@ -24,7 +24,6 @@ from ..envs.tmaze_vector import TMazeVectorEnv
 __all__ = [
     "BalancedGoals",
     "check_env_id",
-    "check_spaces",
     "FlatObservation",
     "PinnedGoal",
     "balanced_goals",
@@ -107,30 +106,6 @@ def check_env_id(env_id: str) -> None:
     close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else " (see gymnasium.pprint_registry())"
     raise ValueError(f"unknown environment id {env_id!r}{hint}")
-
-
-def check_spaces(algo: Any, env: gym.vector.VectorEnv) -> None:
-    """ValueError when ``env``'s actions or observations are not the model's, naming both."""
-    impl = algo.impl
-    space = env.single_action_space
-    discrete = algo.get_action_type().name == "DISCRETE"
-    model = f"{'discrete' if discrete else 'continuous'} actions of size {impl.action_size}"
-    if isinstance(space, gym.spaces.Discrete):
-        fits = discrete and int(space.n) == impl.action_size
-        have = f"Discrete({space.n})"
-    elif isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
-        fits = not discrete and space.shape[0] == impl.action_size
-        have = f"Box of shape {space.shape}"
-    else:
-        fits, have = True, str(space)  # other spaces: the model's own checks decide
-    if not fits:
-        raise ValueError(f"the environment's actions are {have}; the model takes {model}")
-    shape = env.single_observation_space.shape
-    wanted = tuple(impl.observation_shape)
-    if shape is not None and not isinstance(wanted[0], (list, tuple)) and tuple(shape) != wanted:
-        raise ValueError(
-            f"the environment's observations have shape {tuple(shape)}; the model takes {wanted}"
-        )
 
 
 def _make_one(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env[Any, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .baselines import evaluate_algo
+from ..evaluation import evaluate
 from .envs import is_tmaze, make_eval_env
 from .popgym import evaluate_popgym
 from .tmaze import QUICK_LENGTHS, evaluate_tmaze
@@ -52,8 +52,13 @@ def evaluate_model(
         ]
     env = make_eval_env(env_id, min(episodes, 100))
     try:
-        result = evaluate_algo(
-            algo, env, episodes, seed, target_return, show_progress=show_progress
+        result = evaluate(
+            algo,
+            env,
+            n_episodes=episodes,
+            seed=seed,
+            target_return=target_return,
+            show_progress=show_progress,
         )
     finally:
         env.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .baselines import evaluate_algo
+from ..evaluation import evaluate
 from .envs import make_eval_env
 
 __all__ = ["evaluate_popgym"]
@@ -25,7 +25,7 @@ def evaluate_popgym(
     ``episodes`` episodes seeded ``seed + i``."""
     env = make_eval_env(env_id, min(episodes, MAX_ENVS))
     try:
-        result = evaluate_algo(
+        result = evaluate(
             algo,
             env,
             n_episodes=episodes,

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..envs.registration import TMAZE_ID
-from .baselines import evaluate_algo
+from ..evaluation import evaluate
 from .envs import make_eval_env
 
 __all__ = ["PAPER_LENGTHS", "QUICK_LENGTHS", "evaluate_tmaze", "format_length"]
@@ -61,7 +61,7 @@ def evaluate_tmaze(
             n_envs = min(n, MAX_ENVS)
             if n_envs not in envs:
                 envs[n_envs] = make_eval_env(TMAZE_ID, n_envs, dict(env_kwargs or {}))
-            result = evaluate_algo(
+            result = evaluate(
                 algo,
                 envs[n_envs],
                 n_episodes=n,

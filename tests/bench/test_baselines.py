@@ -8,14 +8,14 @@ import pytest
 from d3rlpy.algos import GreedyTransformerActionSampler
 
 from d3rlpy_elmur import DiscreteELMURDTConfig
-from d3rlpy_elmur.bench.baselines import (
+from d3rlpy_elmur.bench.envs import make_eval_env
+from d3rlpy_elmur.evaluation import evaluate, run_episodes
+from d3rlpy_elmur.policies import (
     BatchedDecisionTransformerPolicy,
+    ELMURBatchPolicy,
     GreedyQLearningPolicy,
-    evaluate_algo,
     make_batch_policy,
 )
-from d3rlpy_elmur.bench.envs import make_eval_env
-from d3rlpy_elmur.evaluation import ELMURBatchPolicy, run_episodes
 
 OBS_DIM = 3
 
@@ -75,7 +75,7 @@ def test_run_episodes_on_tmaze_counts_balanced_episodes() -> None:
     ).create()
     dt.create_impl((4,), 4)
     env = make_eval_env("d3rlpy_elmur/TMaze-v0", 4)
-    result = evaluate_algo(
+    result = evaluate(
         dt, env, n_episodes=6, seed=3, target_return=1.0, reset_options={"corridor_length": 3}
     )
     assert result["episodes"] == 6
@@ -103,3 +103,12 @@ def test_make_batch_policy_gives_elmurdt_its_own_step_path() -> None:
     for t in range(7):
         actions = policy.act(obs[t], np.zeros(2))
         assert actions.tolist() == [w.predict(obs[t, i], 0.0) for i, w in enumerate(wrappers)]
+
+
+def test_the_public_evaluate_takes_d3rlpy_algorithms_and_refuses_a_mismatched_env() -> None:
+    d3rlpy.seed(0)
+    dt = _tiny_dt(True, context=4, max_timestep=50)  # 3 actions, observations of size 3
+    with pytest.raises(ValueError, match=r"actions are Discrete\(2\); the model takes discrete"):
+        evaluate(dt, "CartPole-v1", n_episodes=2)
+    with pytest.raises(ValueError, match="ELMURDT's actions only"):
+        evaluate(dt, "CartPole-v1", n_episodes=2, greedy=False)

@@ -1,43 +1,101 @@
-"""Batched greedy evaluation of any algorithm of the comparison, ours or d3rlpy's.
+"""Batched policies: many episodes in lock step, one model call per step, for every algorithm
+the harness compares (what :func:`d3rlpy_elmur.evaluate` runs).
 
-ELMURDT (and BC-GRU, which is ELMURDT with a GRU) play through the
-:class:`~d3rlpy_elmur.evaluation.ELMURBatchPolicy` that :func:`d3rlpy_elmur.evaluate` uses.
-d3rlpy's own algorithms have no batched, stateful evaluation, so we give them one here:
-
-- Q-learning algorithms (DiscreteBC, DiscreteCQL, BC, CQL, ...): ``algo.predict`` on the
-  whole batch of observations (their greedy action); they have no state.
-- Decision Transformers: every row keeps its own context window as tensors, built exactly
-  as d3rlpy's ``StatefulTransformerWrapper`` builds its deques (a pad action aligned with
-  the newest observation, return-to-go after the previous reward, timesteps from 1 clamped
-  at ``max_timestep``, left padding with mask 0 while the window fills), and the
-  transformer runs on all rows at once. ``tests/bench`` checks it against the wrapper with
-  ``GreedyTransformerActionSampler``. It costs O(context) per step, hence the harness's
-  horizon cap.
-
-:func:`d3rlpy_elmur.evaluation.run_episodes` runs the episodes of every policy, ELMURDT's
-included, so rows are comparable (seeds, rounds, success, returned keys).
+- ELMURDT (and BC-GRU, ELMURDT with a GRU): its step path, memory per row.
+- d3rlpy's Q-learning algorithms (DiscreteBC, DiscreteCQL, BC, CQL, ...): ``algo.predict`` on
+  the whole batch (their greedy action); they have no state.
+- d3rlpy's Decision Transformers: every row keeps its own context window as tensors, built
+  exactly as d3rlpy's ``StatefulTransformerWrapper`` builds its deques (a pad action aligned
+  with the newest observation, return-to-go after the previous reward, timesteps from 1
+  clamped at ``max_timestep``, left padding with mask 0 while the window fills), and the
+  transformer runs on all rows at once (``tests/bench/test_baselines.py`` checks it against
+  the wrapper). It costs O(context) per step.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
-import gymnasium as gym
 import numpy as np
 import torch
 from d3rlpy.algos import QLearningAlgoBase, TransformerAlgoBase
 from d3rlpy.constants import ActionSpace
+from d3rlpy.types import Observation
 
-from ..algos.elmur_dt import _ELMURDTBase
-from ..evaluation import BatchPolicy, ELMURBatchPolicy, ResetOptions, run_episodes
-from .envs import check_spaces
+from .algos.elmur_dt import _ELMURDTBase
+from .observations import first_part, map_observations
 
 __all__ = [
+    "BatchPolicy",
+    "ELMURBatchPolicy",
     "GreedyQLearningPolicy",
     "BatchedDecisionTransformerPolicy",
-    "evaluate_algo",
     "make_batch_policy",
 ]
+
+
+class BatchPolicy(Protocol):
+    """A policy over a batch of episodes that advance in lock step."""
+
+    def reset(self, n_envs: int) -> None: ...
+
+    def act(self, observations: Observation, rewards: np.ndarray) -> np.ndarray:
+        """Actions for the newest observations; ``rewards`` came with them (0 at t=0)."""
+        ...
+
+
+class ELMURBatchPolicy:
+    """ELMURDT's step path over a batch: memory per row, one model call per step."""
+
+    def __init__(self, algo: _ELMURDTBase, target_return: float, greedy: bool, seed: int) -> None:
+        impl = algo.impl
+        if impl is None:
+            raise ValueError("the algorithm is not built: fit it or call build_with_env first")
+        self._impl = impl
+        self._config = algo.config
+        self._target_return = float(target_return)
+        self._greedy = greedy
+        self._rng = torch.Generator(device="cpu").manual_seed(seed)
+
+    def reset(self, n_envs: int) -> None:
+        impl, device = self._impl, self._impl.device
+        self._state = impl.initial_step_state(n_envs)
+        self._rtg = np.full(n_envs, self._target_return)
+        self._t = 0
+        self._previous = (
+            torch.full((n_envs, 1), -1.0)
+            if impl.discrete
+            else torch.zeros(n_envs, impl.action_size)
+        ).to(device)
+
+    def act(self, observations: Observation, rewards: np.ndarray) -> np.ndarray:
+        impl, config, device = self._impl, self._config, self._impl.device
+        n_envs = first_part(observations).shape[0]
+        self._rtg = self._rtg - rewards
+        obs_t = map_observations(
+            lambda part: torch.as_tensor(part, dtype=torch.float32, device=device), observations
+        )
+        if config.observation_scaler is not None:
+            obs_t = config.observation_scaler.transform(obs_t)
+        rtg_t = torch.as_tensor(self._rtg, dtype=torch.float32, device=device)[:, None]
+        if config.reward_scaler is not None:
+            rtg_t = config.reward_scaler.transform(rtg_t)
+        steps = torch.full((n_envs,), self._t, dtype=torch.long, device=device)
+        out, self._state = impl.step(obs_t, rtg_t, self._previous, steps, self._state)
+        self._t += 1
+        if impl.discrete:
+            if self._greedy:
+                action_t = out.argmax(-1)
+            else:
+                probs = out.softmax(-1).cpu()
+                action_t = torch.multinomial(probs, 1, generator=self._rng)[:, 0]
+            self._previous = action_t.to(device, torch.float32)[:, None]
+            return action_t.cpu().numpy()  # type: ignore[no-any-return]
+        self._previous = out
+        actions = out.cpu().numpy()
+        if config.action_scaler is not None:
+            actions = config.action_scaler.reverse_transform_numpy(actions)
+        return actions  # type: ignore[no-any-return]
 
 
 class GreedyQLearningPolicy:
@@ -128,28 +186,19 @@ class BatchedDecisionTransformerPolicy:
         return actions
 
 
-def make_batch_policy(algo: Any, target_return: float = 0.0) -> BatchPolicy:
-    """The batched greedy policy of any algorithm of the comparison."""
+def make_batch_policy(
+    algo: Any, target_return: float = 0.0, greedy: bool = True, seed: int = 0
+) -> BatchPolicy:
+    """The batched policy of ELMURDT or of one of d3rlpy's algorithms (greedy; ELMURDT can
+    also sample from its softmax, seeded)."""
     if isinstance(algo, _ELMURDTBase):
-        return ELMURBatchPolicy(algo, target_return, greedy=True, seed=0)
+        return ELMURBatchPolicy(algo, target_return, greedy=greedy, seed=seed)
+    if not greedy:
+        raise ValueError(
+            f"greedy=False samples ELMURDT's actions only, not {type(algo).__name__}'s"
+        )
     if isinstance(algo, QLearningAlgoBase):
         return GreedyQLearningPolicy(algo)
     if isinstance(algo, TransformerAlgoBase) and hasattr(algo.impl.modules, "transformer"):
         return BatchedDecisionTransformerPolicy(algo, target_return)
     raise TypeError(f"no batched evaluation for {type(algo).__name__}")
-
-
-def evaluate_algo(
-    algo: Any,
-    env: gym.vector.VectorEnv,
-    n_episodes: int,
-    seed: int,
-    target_return: float = 0.0,
-    reset_options: ResetOptions = None,
-    max_steps: int | None = None,
-    show_progress: bool = False,
-) -> dict[str, Any]:
-    """Greedy batched evaluation of ELMURDT or a d3rlpy baseline on a vector env."""
-    check_spaces(algo, env)
-    policy = make_batch_policy(algo, target_return)
-    return run_episodes(policy, env, n_episodes, seed, reset_options, max_steps, show_progress)
