@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..evaluation import evaluate
-from .envs import is_tmaze, make_eval_env
+from .envs import is_tmaze
 from .popgym import evaluate_popgym
 from .tmaze import QUICK_LENGTHS, evaluate_tmaze
 
@@ -39,27 +38,13 @@ def evaluate_model(
         )
     if corridors:
         raise ValueError(f"corridor lengths apply to the T-Maze only, not to {env_id}")
-    if env_id.startswith("popgym-"):
-        return [
-            evaluate_popgym(
-                algo,
-                env_id,
-                episodes,
-                seed,
-                target_return=target_return,
-                show_progress=show_progress,
-            )
-        ]
-    env = make_eval_env(env_id, min(episodes, 100))
-    try:
-        result = evaluate(
+    return [
+        evaluate_popgym(
             algo,
-            env,
-            n_episodes=episodes,
-            seed=seed,
+            env_id,
+            episodes,
+            seed,
             target_return=target_return,
             show_progress=show_progress,
         )
-    finally:
-        env.close()
-    return [{"env": env_id, **result}]
+    ]

@@ -22,7 +22,7 @@ def evaluate_popgym(
     show_progress: bool = False,
 ) -> dict[str, Any]:
     """``{"task": env_id, "return_mean", "return_std", "episodes", ...}`` over
-    ``episodes`` episodes seeded ``seed + i``."""
+    ``episodes`` episodes seeded ``seed + i`` (a POPGym id, or any gymnasium id)."""
     env = make_eval_env(env_id, min(episodes, MAX_ENVS))
     try:
         result = evaluate(
