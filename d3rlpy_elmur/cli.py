@@ -153,6 +153,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         flags = {"dataset": "--dataset", "steps": "--steps", "seed": "--seed", "out": "--out"}
         flags["checkpoint_every"] = "--checkpoint-every"
+        flags["steps_per_epoch"] = "--steps-per-epoch"
         extra = [flag for name, flag in flags.items() if getattr(args, name) is not None]
         extra += ["--overwrite"] if args.overwrite else []
         extra = ([args.config] if args.config else []) + extra
@@ -175,6 +176,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             steps=args.steps,
             seed=args.seed,
             checkpoint_every=args.checkpoint_every,
+            steps_per_epoch=args.steps_per_epoch,
             device=args.device,
             show_progress=not args.quiet,
             overwrite=args.overwrite,
@@ -283,7 +285,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .bench.report import write_report
 
-    results = json.loads((Path(args.dir) / "results.json").read_text())
+    source = Path(args.dir) / "results.json"
+    if not source.is_file():
+        raise FileNotFoundError(
+            f"{args.dir} holds no results.json: `elmur report` reads the output folder of "
+            "`elmur bench` or `elmur demo` (a `train` folder has train.json and logs/ instead)"
+        )
+    results = json.loads(source.read_text())
     for path in write_report(results, args.dir)[1:]:
         print(f"wrote {path}")
     return 0
@@ -354,7 +362,19 @@ def _add_train(commands: argparse._SubParsersAction[Any]) -> None:
         "config", nargs="?", help="run config: a path, or a name in examples/configs"
     )
     train.add_argument("--dataset", help="recipe name or local Minari id (default: config's)")
-    train.add_argument("--steps", type=int, help="training updates (default: config's)")
+    train.add_argument(
+        "--steps",
+        "--n-steps",
+        type=int,
+        help="training updates (d3rlpy's n_steps; default: config's)",
+    )
+    train.add_argument(
+        "--steps-per-epoch",
+        "--n-steps-per-epoch",
+        type=int,
+        help="updates per epoch: logs and checkpoints come once per epoch (d3rlpy's "
+        "n_steps_per_epoch; default: config's)",
+    )
     train.add_argument("--seed", type=int, help="training seed (default: config's)")
     train.add_argument("--out", help="output folder (model.d3, config.yaml, checkpoint, logs)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing model")
@@ -428,7 +448,9 @@ def _add_bench(commands: argparse._SubParsersAction[Any]) -> None:
     bench.set_defaults(func=cmd_bench)
 
     report = commands.add_parser("report", help="regenerate results.md and plots")
-    report.add_argument("dir", help="a bench output folder holding results.json")
+    report.add_argument(
+        "dir", help="the output folder of `elmur bench` or `elmur demo` (holds results.json)"
+    )
     report.set_defaults(func=cmd_report)
 
 

@@ -464,8 +464,19 @@ def test_bad_flags_and_envs_are_one_line_naming_the_value(roots: Path, capsys) -
             ["eval", str(model / "model.d3"), "--env", "d3rlpy_elmur/TMaze-v0", "--episodes", "0"],
             "--episodes 0: evaluate at least one episode",
         ),
+        (["report", str(model)], "reads the output folder of `elmur bench` or `elmur demo`"),
+        (
+            ["train", "toy_bc", "--n-steps-per-epoch", "0", "--out", str(roots / "y")],
+            "train.steps_per_epoch=0",
+        ),
     ]
     for argv, message in cases:
-        assert main([*argv, "--quiet"]) == 1, argv
+        quiet = [] if argv[0] == "report" else ["--quiet"]
+        assert main([*argv, *quiet]) == 1, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and message in err and "\n" not in err, err
+    # d3rlpy's names for the budget flags: 6 updates in epochs of 3 (two log rows)
+    out = roots / "z"
+    argv = ["train", "toy_bc", "--n-steps", "6", "--n-steps-per-epoch", "3", "--out", str(out)]
+    assert main([*argv, "--quiet"]) == 0
+    assert len((out / "logs" / "loss.csv").read_text().splitlines()) == 2

@@ -253,6 +253,7 @@ def train_run(
     steps: int | None = None,
     seed: int | None = None,
     checkpoint_every: int | None = None,
+    steps_per_epoch: int | None = None,
     device: str = "cpu:0",
     show_progress: bool = True,
     overwrite: bool = False,
@@ -262,7 +263,8 @@ def train_run(
 ) -> TrainResult:
     """Fit ``run`` for exactly ``steps`` updates on ``device`` and write the output folder.
 
-    ``dataset``, ``steps``, ``seed`` and ``checkpoint_every`` override the config; ``log``
+    ``dataset``, ``steps``, ``seed``, ``checkpoint_every`` and ``steps_per_epoch`` override the
+    config; ``log``
     receives one line per epoch (for worker processes, where progress bars would garble the
     terminal). The seed seeds Python, numpy and torch (``d3rlpy.seed``: model init and d3rlpy's
     batch sampling) and ELMURDT's window sampler. ``config.yaml`` is written first and
@@ -287,6 +289,7 @@ def train_run(
             checkpoint_every=(
                 train.checkpoint_every if checkpoint_every is None else checkpoint_every
             ),
+            steps_per_epoch=train.steps_per_epoch if steps_per_epoch is None else steps_per_epoch,
         ),
         dataset=dataset_name,
     )
