@@ -42,10 +42,8 @@ class ONNXPolicy:
 
     @property
     def state(self) -> dict[str, np.ndarray]:
-        """The recurrent state of every row now (a copy)."""
-        return {
-            name: value.copy() for name, value in zip(self._state_names, self._state, strict=True)
-        }
+        """The recurrent state of every row now (a copy), by input name (``state.memory``, ...)."""
+        return {name: value.copy() for name, value in self._state.items()}
 
     def reset(self, n: int = 1) -> None:
         """Starts ``n`` new episodes."""

@@ -122,6 +122,11 @@ def test_exported_policies_act_like_the_stateful_wrapper(
             )
             np.testing.assert_allclose(output[0], outputs[t], atol=1e-4)
             np.testing.assert_allclose(got[0], actions[t], atol=1e-4)
+    # the state it keeps is the graph's state inputs, one row each
+    assert all(
+        name.startswith("state.") and value.shape[0] == 1 for name, value in policy.state.items()
+    )
+    assert ("state.memory" in policy.state) == ("sequence_encoder" not in overrides)
 
 
 def test_onnx_batch_restarts_one_row_without_touching_the_others(tmp_path: Path) -> None:
