@@ -176,13 +176,13 @@ def export_policy(algo: _ELMURDTBase, fname: str | os.PathLike[str]) -> None:
             # weights become constants of the graph, which TorchScript then optimises
             torch.jit.save(torch.jit.freeze(traced), str(path))
         else:
-            _export_onnx(step, path)
+            _export_onnx(algo, step, path)
 
 
 _OPSET = 17
 
 
-def _export_onnx(step: PolicyStep, path: Path) -> None:
+def _export_onnx(algo: _ELMURDTBase, step: PolicyStep, path: Path) -> None:
     try:
         import onnx
     except ImportError as e:
@@ -193,10 +193,8 @@ def _export_onnx(step: PolicyStep, path: Path) -> None:
     # The memory write is almost half a step's work and is needed once per segment: trace the
     # step without it and the write alone, and join them with an ONNX If that runs the write
     # only when some row ends its segment.
-    split = PolicyStep.__new__(PolicyStep)
-    split.__dict__.update(step.__dict__)
-    split.split_write = True
-    write = WriteStep(step)
+    split = PolicyStep(algo, split_write=True).eval()
+    write = WriteStep(split)
     with tempfile.TemporaryDirectory() as tmp:
         inputs = split.example_inputs(2)
         _trace_onnx(split, inputs, split.input_names(), split.output_names(), Path(tmp) / "s")
