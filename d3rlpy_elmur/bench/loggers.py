@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from d3rlpy.logging import LoggerAdapter, LoggerAdapterFactory
+from d3rlpy.logging import CombineAdapterFactory, LoggerAdapter, LoggerAdapterFactory
 from d3rlpy.logging.logger import AlgProtocol, SaveProtocol
 
-__all__ = ["LOGGERS", "check_loggers", "extra_logger_factories"]
+__all__ = ["LOGGERS", "check_loggers", "run_logger"]
 
 LOGGERS = ("csv", "tensorboard", "wandb")
 
@@ -28,12 +28,19 @@ def check_loggers(names: Sequence[str]) -> list[str]:
     return [name for name in dict.fromkeys(names) if name != "csv"]
 
 
-def extra_logger_factories(
-    names: Sequence[str], out: Path, run_name: str, epoch_offset: int, step_offset: int
-) -> list[LoggerAdapterFactory]:
-    """d3rlpy's adapters for ``names`` besides the CSV one: TensorBoard event files under
-    ``out/tensorboard/runs/<run_name>``; W&B runs named ``run_name`` in project
-    "d3rlpy-elmur" (``WANDB_MODE=offline`` keeps them local)."""
+def run_logger(
+    names: Sequence[str],
+    out: Path,
+    run_name: str,
+    csv: LoggerAdapterFactory,
+    epoch_offset: int,
+    step_offset: int,
+) -> LoggerAdapterFactory:
+    """The run's logger: d3rlpy's adapters for ``names`` beside the ``csv`` one (last, so
+    that what it commits follows every other adapter's rows), all numbering epochs and steps
+    from the offsets. TensorBoard event files go under ``out/tensorboard/runs/<run_name>``;
+    W&B runs are named ``run_name`` in project "d3rlpy-elmur" (``WANDB_MODE=offline`` keeps
+    them local)."""
     factories: list[LoggerAdapterFactory] = []
     for name in check_loggers(names):
         if name == "tensorboard":
@@ -44,8 +51,8 @@ def extra_logger_factories(
             from d3rlpy.logging import WanDBAdapterFactory
 
             factory = WanDBAdapterFactory(project="d3rlpy-elmur")
-        factories.append(_OffsetFactory(factory, run_name, epoch_offset, step_offset))
-    return factories
+        factories.append(_NamedFactory(factory, run_name))
+    return _OffsetFactory(CombineAdapterFactory([*factories, csv]), epoch_offset, step_offset)
 
 
 class _OffsetAdapter(LoggerAdapter):  # type: ignore[misc]
@@ -77,17 +84,27 @@ class _OffsetAdapter(LoggerAdapter):  # type: ignore[misc]
 
 
 class _OffsetFactory(LoggerAdapterFactory):  # type: ignore[misc]
-    """``inner``'s adapters under the run's name (the CSV adapter's experiment is "logs")."""
-
-    def __init__(self, inner: LoggerAdapterFactory, name: str, epoch_offset: int, step_offset: int):
+    def __init__(self, inner: LoggerAdapterFactory, epoch_offset: int, step_offset: int):
         self._inner = inner
-        self._name = name
         self._epoch = epoch_offset
         self._step = step_offset
 
     def create(
         self, algo: AlgProtocol, experiment_name: str, n_steps_per_epoch: int
     ) -> LoggerAdapter:
-        del experiment_name
-        inner = self._inner.create(algo, self._name, n_steps_per_epoch)
+        inner = self._inner.create(algo, experiment_name, n_steps_per_epoch)
         return _OffsetAdapter(inner, self._epoch, self._step)
+
+
+class _NamedFactory(LoggerAdapterFactory):  # type: ignore[misc]
+    """``inner``'s adapters under the run's name (the CSV adapter's experiment is "logs")."""
+
+    def __init__(self, inner: LoggerAdapterFactory, name: str):
+        self._inner = inner
+        self._name = name
+
+    def create(
+        self, algo: AlgProtocol, experiment_name: str, n_steps_per_epoch: int
+    ) -> LoggerAdapter:
+        del experiment_name
+        return self._inner.create(algo, self._name, n_steps_per_epoch)

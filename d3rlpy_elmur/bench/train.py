@@ -30,7 +30,7 @@ import d3rlpy
 import torch
 import yaml
 from d3rlpy.algos import DecisionTransformerConfig, DiscreteDecisionTransformerConfig
-from d3rlpy.logging import CombineAdapterFactory, FileAdapter, FileAdapterFactory
+from d3rlpy.logging import FileAdapter, FileAdapterFactory
 from d3rlpy.logging.logger import AlgProtocol, SaveProtocol
 
 from ..algos.elmur_dt import _ELMURDTBase, plan_epochs
@@ -47,7 +47,7 @@ from ..datasets.errors import DatasetNotFoundError
 from ..datasets.writer import dataset_exists, datasets_root
 from ..io import atomic_write, load_learnable, remove_stale_temps, save_learnable
 from .configs import ConfigError, RunConfig, load_run_config
-from .loggers import check_loggers, extra_logger_factories
+from .loggers import check_loggers, run_logger
 
 __all__ = [
     "OutputExistsError",
@@ -132,30 +132,17 @@ class _RunFileAdapter(FileAdapter):
     """d3rlpy's CSV logs without the per-parameter gradient files (about fifty per run)
     and without intermediate ``model_<step>.d3`` copies (we save ``model.d3`` once).
 
-    A resumed run's d3rlpy loop counts from 0 again: the offsets continue the numbering.
     ``on_commit(step)`` runs after an epoch's rows are written: the checkpoint is taken there,
-    so the logs of every step it covers are already on disk.
+    so the logs of every step it covers are already on disk. (A resumed run's numbering is
+    continued by ``bench.loggers.run_logger``.)
     """
 
-    def __init__(
-        self,
-        algo: AlgProtocol,
-        logdir: str,
-        epoch_offset: int,
-        step_offset: int,
-        on_commit: Callable[[int], None] | None,
-    ):
+    def __init__(self, algo: AlgProtocol, logdir: str, on_commit: Callable[[int], None]):
         super().__init__(algo, logdir)
-        self._epoch_offset = epoch_offset
-        self._step_offset = step_offset
         self._on_commit = on_commit
 
-    def write_metric(self, epoch: int, step: int, name: str, value: float) -> None:
-        super().write_metric(epoch + self._epoch_offset, step + self._step_offset, name, value)
-
     def after_write_metric(self, epoch: int, step: int) -> None:
-        if self._on_commit is not None:
-            self._on_commit(step + self._step_offset)
+        self._on_commit(step)
 
     def watch_model(self, epoch: int, step: int) -> None:
         pass
@@ -165,23 +152,15 @@ class _RunFileAdapter(FileAdapter):
 
 
 class _RunFileAdapterFactory(FileAdapterFactory):
-    def __init__(
-        self,
-        root_dir: str,
-        epoch_offset: int = 0,
-        step_offset: int = 0,
-        on_commit: Callable[[int], None] | None = None,
-    ):
+    def __init__(self, root_dir: str, on_commit: Callable[[int], None]):
         super().__init__(root_dir)
-        self._epoch_offset = epoch_offset
-        self._step_offset = step_offset
         self._on_commit = on_commit
 
     def create(
         self, algo: AlgProtocol, experiment_name: str, n_steps_per_epoch: int
     ) -> FileAdapter:
         logdir = os.path.join(self._root_dir, experiment_name)
-        return _RunFileAdapter(algo, logdir, self._epoch_offset, self._step_offset, self._on_commit)
+        return _RunFileAdapter(algo, logdir, self._on_commit)
 
 
 def _log_rows(text: str) -> list[tuple[int, str]]:
@@ -543,12 +522,13 @@ def _fit(
             n_steps_per_epoch=per_epoch,
             experiment_name="logs",
             with_timestamp=False,
-            logger_adapter=CombineAdapterFactory(
-                [
-                    # the CSV adapter last: it takes the checkpoint once every row is written
-                    *extra_logger_factories(loggers, out, run.name, done // per_epoch, done),
-                    _RunFileAdapterFactory(str(out), done // per_epoch, done, checkpoint),
-                ]
+            logger_adapter=run_logger(
+                loggers,
+                out,
+                run.name,
+                _RunFileAdapterFactory(str(out), checkpoint),
+                done // per_epoch,
+                done,
             ),
             show_progress=show_progress,
             callback=after_update,
