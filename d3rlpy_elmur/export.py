@@ -33,7 +33,7 @@ import torch
 from d3rlpy.dataset import is_tuple_shape
 from torch import nn
 
-from .models.sequence import State
+from .models.sequence import State, reset_rows
 
 if TYPE_CHECKING:
     from .algos.elmur_dt import _ELMURDTBase
@@ -60,10 +60,10 @@ class PolicyStep(nn.Module):  # type: ignore[misc]
         self.action_scaler = None if impl.discrete else config.action_scaler
         self.reward_scaler = config.reward_scaler
         shape = impl.observation_shape
-        self.num_observations = len(shape) if is_tuple_shape(shape) else 1
         self.observation_shapes = (
             [tuple(part) for part in shape] if is_tuple_shape(shape) else [tuple(shape)]
         )
+        self.num_observations = len(self.observation_shapes)
         self.action_width = 1 if impl.discrete else impl.action_size
         self.state_names = sorted(self.initial_state(1))
 
@@ -82,7 +82,7 @@ class PolicyStep(nn.Module):  # type: ignore[misc]
         observations = list(inputs[:n])
         return_to_go, first = inputs[n], inputs[n + 1]
         state = dict(zip(self.state_names, inputs[n + 2 :], strict=True))
-        state = _reset(state, self.initial_state(1), first)
+        state = reset_rows(state, self.initial_state(1), first)
         observation: Any = observations if n > 1 else observations[0]
         if self.observation_scaler is not None:
             observation = self.observation_scaler.transform(observation)
@@ -148,46 +148,35 @@ class WriteStep(nn.Module):  # type: ignore[misc]
         return ["in.memory", "in.anchors", "in.outputs", "in.steps", "in.done"]
 
 
-def _reset(state: State, initial: State, rows: torch.Tensor) -> State:
-    """``reset_rows`` in ops onnxruntime has for every dtype (it has no Where on bool)."""
-    out: State = {}
-    for key, value in state.items():
-        mask = rows.view(-1, *([1] * (value.dim() - 1)))
-        if value.dtype == torch.bool:
-            out[key] = (mask & initial[key]) | (~mask & value)
-        else:
-            out[key] = torch.where(mask, initial[key].to(value.dtype), value)
-    return out
-
-
 def export_policy(algo: _ELMURDTBase, fname: str | os.PathLike[str]) -> None:
     """Writes the policy step to ``fname``: TorchScript for ``.pt``, ONNX for ``.onnx``."""
     path = Path(fname)
     if path.suffix not in (".pt", ".onnx"):
         raise ValueError(f"{fname}: save_policy writes .pt (TorchScript) or .onnx files")
-    step = PolicyStep(algo).eval()
     with torch.no_grad(), warnings.catch_warnings():
         # the graph has no data-dependent branch: shape checks traced as constants are right
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         # every index in the graph is non-negative, the case the exporter warns about is not
         warnings.filterwarnings("ignore", message=".*advanced indexing.*")
         if path.suffix == ".pt":
+            step = PolicyStep(algo).eval()
             traced = torch.jit.trace(step, step.example_inputs(2), check_trace=False)
             # weights become constants of the graph, which TorchScript then optimises
             torch.jit.save(torch.jit.freeze(traced), str(path))
         else:
-            _export_onnx(algo, step, path)
+            _export_onnx(algo, path)
 
 
 _OPSET = 17
 
 
-def _export_onnx(algo: _ELMURDTBase, step: PolicyStep, path: Path) -> None:
+def _export_onnx(algo: _ELMURDTBase, path: Path) -> None:
     try:
         import onnx
     except ImportError as e:
         raise ImportError("ONNX export needs onnx: pip install 'd3rlpy-elmur[export]'") from e
-    if not hasattr(step.policy.sequence, "export_write"):  # no memory write (GRU)
+    if not hasattr(algo.impl.policy.sequence, "export_write"):  # no memory write (GRU)
+        step = PolicyStep(algo).eval()
         _trace_onnx(step, step.example_inputs(2), step.input_names(), step.output_names(), path)
         return
     # The memory write is almost half a step's work and is needed once per segment: trace the

@@ -933,23 +933,18 @@ class ELMUR(SequenceEncoder):
     def initial_export_state(self, batch_size: int) -> State:
         cfg = self.cfg
         H, K, W = cfg.num_heads, cfg.context_size, cfg.attention_window
-        memory = self.memory_init.detach()
-        cache = memory.new_zeros(batch_size, cfg.num_layers, H, W + K, cfg.embed_dim // H)
+        # the segment path's memory, anchors and context_valid; keys and values, not its
+        # context inputs (as the step path)
         state = {
-            "memory": memory.unsqueeze(0).expand(batch_size, -1, -1, -1).clone(),
-            "anchors": torch.full(
-                (batch_size, self.memory_layers, cfg.memory_slots),
-                -1,
-                dtype=torch.long,
-                device=memory.device,
-            ),
-            "keys": cache,
-            "values": cache.clone(),
-            "outputs": memory.new_zeros(batch_size, cfg.num_layers, K, cfg.embed_dim),
-            "position": torch.zeros(batch_size, dtype=torch.long, device=memory.device),
+            key: value.detach().clone()
+            for key, value in self.initial_state(batch_size).items()
+            if key != "context"
         }
-        if W:
-            state["context_valid"] = torch.zeros(batch_size, dtype=torch.bool, device=memory.device)
+        memory = state["memory"]
+        cache = memory.new_zeros(batch_size, cfg.num_layers, H, W + K, cfg.embed_dim // H)
+        state["keys"], state["values"] = cache, cache.clone()
+        state["outputs"] = memory.new_zeros(batch_size, cfg.num_layers, K, cfg.embed_dim)
+        state["position"] = torch.zeros(batch_size, dtype=torch.long, device=memory.device)
         return state
 
     def export_step(

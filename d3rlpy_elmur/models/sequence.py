@@ -85,7 +85,10 @@ def reset_rows(state: State, initial: State, rows: torch.Tensor) -> State:
     out: State = {}
     for key, value in state.items():
         mask = rows.view(-1, *([1] * (value.dim() - 1)))
-        out[key] = torch.where(mask, initial[key].to(value.dtype), value)
+        if value.dtype == torch.bool:  # as logic: onnxruntime has no Where on bool (export)
+            out[key] = (mask & initial[key]) | (~mask & value)
+        else:
+            out[key] = torch.where(mask, initial[key].to(value.dtype), value)
     return out
 
 
