@@ -181,6 +181,35 @@ def test_step_rows_at_different_positions_match_their_own_episodes(window: int) 
     assert (got[1, 3:] - ref1_seg[0]).abs().max() <= 1e-5
 
 
+@pytest.mark.parametrize("overrides", VARIANTS)
+def test_export_step_equals_segment_forward(overrides: dict[str, object]) -> None:
+    """The pure step that save_policy exports: the segment forward's outputs, also for a row
+    that restarts its episode mid-batch (its state reset as the exported graph resets it)."""
+    model = make(**overrides)
+    T = 5 * K + 3
+    tokens, valid, steps = inputs(2, T, offset=0)
+    restart = K + 2  # row 1 starts again here, mid-segment of row 0
+    with torch.no_grad():
+        seg_out, _ = model(tokens, valid, steps, model.initial_state(2))
+        T1 = T - restart
+        ref1, _ = model(
+            tokens[1:, restart:], valid[1:, restart:], steps[1:, :T1], model.initial_state(1)
+        )
+        state, outs = model.initial_export_state(2), []
+        for t in range(T):
+            if t == restart:
+                state = reset_rows(
+                    state, model.initial_export_state(1), torch.tensor([False, True])
+                )
+            step = torch.tensor([t, t if t < restart else t - restart])
+            out, state = model.export_step(tokens[:, t], step, state)
+            outs.append(out)
+        got = torch.stack(outs, 1)
+    assert (got[0] - seg_out[0]).abs().max() <= 1e-5
+    assert (got[1, :restart] - seg_out[1, :restart]).abs().max() <= 1e-5
+    assert (got[1, restart:] - ref1[0]).abs().max() <= 1e-5
+
+
 def test_gru_step_equals_forward() -> None:
     torch.manual_seed(0)
     gru = GRUEncoder(D, K, num_layers=2).eval()
