@@ -153,8 +153,6 @@ def evaluate(
         ``{"return_mean", "return_std", "success_rate" (None when the env reports no
         ``info["success"]``), "episodes", "env_steps", "seconds", "env_steps_per_second"}``.
     """
-    if algo.impl is None:
-        raise ValueError("the algorithm is not built: fit it or call build_with_env first")
     policy = make_batch_policy(algo, float(target_return or 0.0), greedy, seed)
     if n_episodes <= 0:
         raise ValueError(f"n_episodes={n_episodes} must be positive")

@@ -191,6 +191,8 @@ def make_batch_policy(
 ) -> BatchPolicy:
     """The batched policy of ELMURDT or of one of d3rlpy's algorithms (greedy; ELMURDT can
     also sample from its softmax, seeded)."""
+    if algo.impl is None:
+        raise ValueError("the algorithm is not built: fit it or call build_with_env first")
     if isinstance(algo, _ELMURDTBase):
         return ELMURBatchPolicy(algo, target_return, greedy=greedy, seed=seed)
     if not greedy:

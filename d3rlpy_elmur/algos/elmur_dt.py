@@ -68,13 +68,6 @@ def _default_optimizer() -> OptimizerFactory:
     return AdamWFactory(weight_decay=1e-4, clip_grad_norm=1.0)
 
 
-_FACTORY_EXAMPLES = {
-    "sequence_encoder": "ELMURFactory() or GRUFactory() from d3rlpy_elmur.models",
-    "encoder_factory": "d3rlpy.models.VectorEncoderFactory()",
-    "optim_factory": "d3rlpy.optimizers.AdamWFactory()",
-}
-
-
 @dataclasses.dataclass()
 class _ELMURDTConfigBase(TransformerConfig):
     """Fields shared by both action types.
@@ -157,16 +150,19 @@ class _ELMURDTConfigBase(TransformerConfig):
         ] + [name for name in floats if type(getattr(self, name)) not in (int, float)]
         if self.attention_window is not None and type(self.attention_window) is not int:
             wrong_type.append("attention_window")
-        factories = {
-            "sequence_encoder": SequenceEncoderFactory,
-            "encoder_factory": EncoderFactory,
-            "optim_factory": OptimizerFactory,
+        factories = {  # field: (its type, an example)
+            "sequence_encoder": (
+                SequenceEncoderFactory,
+                "ELMURFactory() or GRUFactory() from d3rlpy_elmur.models",
+            ),
+            "encoder_factory": (EncoderFactory, "d3rlpy.models.VectorEncoderFactory()"),
+            "optim_factory": (OptimizerFactory, "d3rlpy.optimizers.AdamWFactory()"),
         }
-        for name, base in factories.items():
+        for name, (base, example) in factories.items():
             if not isinstance(getattr(self, name), base):
                 raise ValueError(
                     f"invalid {type(self).__name__}: {name}={getattr(self, name)!r} (wrong type: "
-                    f"expected a {base.__name__}, e.g. {_FACTORY_EXAMPLES[name]})"
+                    f"expected a {base.__name__}, e.g. {example})"
                 )
         if wrong_type:
             values = ", ".join(f"{name}={getattr(self, name)!r}" for name in wrong_type)

@@ -17,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 from ..datasets.spaces import convert_observation, flatten_observation_space, is_image_space
+from ..envs.popgym_experts import register_popgym
 from ..envs.registration import TMAZE_ID
 from ..envs.tmaze import TMazeEnv
 from ..envs.tmaze_vector import TMazeVectorEnv
@@ -97,10 +98,7 @@ def _needs_flattening(space: gym.Space[Any]) -> bool:
 def check_env_id(env_id: str) -> None:
     """ValueError naming the closest registered ids when ``env_id`` is not registered."""
     if env_id.startswith("popgym-"):
-        try:
-            import popgym  # noqa: F401  (import registers the popgym-* ids)
-        except ImportError as e:
-            raise ImportError(f"{env_id} needs popgym: pip install 'd3rlpy-elmur[popgym]'") from e
+        register_popgym(env_id)
     if env_id in gym.registry:
         return
     close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)

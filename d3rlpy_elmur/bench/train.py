@@ -243,16 +243,15 @@ def train_run(
     """Fit ``run`` for exactly ``steps`` updates on ``device`` and write the output folder.
 
     ``dataset``, ``steps``, ``seed``, ``checkpoint_every`` and ``steps_per_epoch`` override the
-    config; ``log``
-    receives one line per epoch (for worker processes, where progress bars would garble the
-    terminal). The seed seeds Python, numpy and torch (``d3rlpy.seed``: model init and d3rlpy's
-    batch sampling) and ELMURDT's window sampler. ``config.yaml`` is written first and
-    ``model.d3`` last, so an interrupted run can be continued with :func:`resume_run`; a
-    folder holding a model or an unfinished run is replaced only with ``overwrite``. With
-    ``resume``, a run of this very config (same resolved ``config.yaml``) already in the
-    folder is not started again: a finished one is returned as it is, an unfinished one goes
-    on from its checkpoint (when it has one of this run that loads). ``loggers`` adds
-    d3rlpy's TensorBoard / W&B adapters to the CSV logs (``bench.loggers``).
+    config; ``log`` receives one line per epoch (for worker processes, where progress bars
+    would garble the terminal). The seed seeds Python, numpy and torch (``d3rlpy.seed``:
+    model init and d3rlpy's batch sampling) and ELMURDT's window sampler. ``config.yaml`` is
+    written first and ``model.d3`` last, so an interrupted run can be continued with
+    :func:`resume_run`; a folder holding a model or an unfinished run is replaced only with
+    ``overwrite``. With ``resume``, a run of this very config (same resolved ``config.yaml``)
+    already in the folder is not started again: a finished one is returned as it is, an
+    unfinished one goes on from its checkpoint (when it has one of this run that loads).
+    ``loggers`` adds d3rlpy's TensorBoard / W&B adapters to the CSV logs (``bench.loggers``).
     """
     check_loggers(loggers)
     out = Path(out_dir)

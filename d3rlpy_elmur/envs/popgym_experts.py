@@ -39,6 +39,7 @@ __all__ = [
     "RepeatPreviousExpert",
     "expert_name_for_popgym",
     "make_popgym_env",
+    "register_popgym",
 ]
 
 # Lower bounds on the mean return over 20 episodes, enforced by the tests.
@@ -55,12 +56,17 @@ EXPERT_RETURN_BOUNDS: dict[str, float] = {
 }
 
 
-def make_popgym_env(env_id: str, **kwargs: Any) -> gym.Env[Any, Any]:
-    """``gym.make`` a POPGym id, importing popgym (which registers its ids) first."""
+def register_popgym(env_id: str) -> None:
+    """Imports popgym, which registers its ids with gymnasium (``env_id`` names the need)."""
     try:
         import popgym  # noqa: F401  (import registers the popgym-* ids)
     except ImportError as e:
         raise ImportError(f"{env_id} needs popgym: pip install 'd3rlpy-elmur[popgym]'") from e
+
+
+def make_popgym_env(env_id: str, **kwargs: Any) -> gym.Env[Any, Any]:
+    """``gym.make`` a POPGym id, importing popgym (which registers its ids) first."""
+    register_popgym(env_id)
     return gym.make(env_id, **kwargs)
 
 
