@@ -310,16 +310,17 @@ def save_learnable(algo: Learnable, path: PathLike) -> Path:
     impl = algo.impl
     if impl is None:
         raise ValueError("the algorithm is not built: fit it or call create_impl first")
-    weights = io.BytesIO()
-    impl.save_model(weights)
+    buffer = io.BytesIO()
+    impl.save_model(buffer)
+    weights = buffer.getvalue()
     config = LearnableConfigWithShape(
         observation_shape=impl.observation_shape, action_size=impl.action_size, config=algo.config
     ).serialize()
     payload = {
-        "torch": weights.getvalue(),
+        "torch": weights,
         "config": config,
         "version": d3rlpy_version,
-        "sha256": _digest(weights.getvalue(), config),
+        "sha256": _digest(weights, config),
     }
     with atomic_write(path) as f:
         pickle.dump(payload, f)
