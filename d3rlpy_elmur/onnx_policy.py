@@ -59,11 +59,8 @@ class ONNXPolicy:
         """The action for one episode's observation (run ``reset()`` first for a new one)."""
         if self._n != 1:
             raise ValueError(f"{self._n} episodes are running: use predict_batch, or reset()")
-        if isinstance(observation, (list, tuple)):
-            batched: Any = [np.asarray(part)[None] for part in observation]
-        else:
-            batched = np.asarray(observation)[None]
-        actions = self.predict_batch(batched, np.array([reward], dtype=np.float32))
+        batched = [np.asarray(part)[None] for part in self._parts(observation)]
+        actions, _ = self._run(batched, np.array([reward], dtype=np.float32), None)
         return actions[0].item() if actions.ndim == 1 else actions[0]
 
     def predict_batch(
@@ -83,12 +80,11 @@ class ONNXPolicy:
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(actions, outputs)``: ``outputs`` are the logits (discrete) or the model's action
         before the action scaler."""
-        parts = observations if isinstance(observations, (list, tuple)) else [observations]
-        if len(parts) != len(self._observation_names):
-            raise ValueError(
-                f"got {len(parts)} observation part(s); the policy takes "
-                f"{len(self._observation_names)}"
-            )
+        return self._run(self._parts(observations), rewards, first)
+
+    def _run(
+        self, parts: list[Any], rewards: np.ndarray, first: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         if first is not None:
             self._first = self._first | np.asarray(first, dtype=np.bool_)
         rewards = np.asarray(rewards, dtype=np.float32).reshape(self._n, 1)
@@ -107,6 +103,19 @@ class ONNXPolicy:
         self._state = {name: nexts["next." + name[len("state.") :]] for name in self._state}
         self._first = np.zeros(self._n, dtype=np.bool_)
         return action, output
+
+    def _parts(self, observation: Any) -> list[Any]:
+        """The observation's parts: itself for a one-part policy (a list of numbers is one
+        observation then), else its items, one per part."""
+        if len(self._observation_names) == 1:
+            return [observation]
+        if not isinstance(observation, (list, tuple)) or len(observation) != len(
+            self._observation_names
+        ):
+            raise ValueError(
+                f"the policy takes a tuple observation of {len(self._observation_names)} parts"
+            )
+        return list(observation)
 
 
 def load_onnx_policy(

@@ -181,3 +181,21 @@ def test_the_onnx_policy_runs_without_torch_and_d3rlpy(tmp_path: Path) -> None:
 def test_save_policy_names_the_formats_it_writes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"\.pt.*\.onnx"):
         _algo(True, (3,)).save_policy(str(tmp_path / "policy.bin"))
+
+
+def test_the_onnx_policy_takes_a_list_as_one_observation_and_names_missing_parts(
+    tmp_path: Path,
+) -> None:
+    vector = _algo(True, (3,))
+    vector.save_policy(str(tmp_path / "vector.onnx"))
+    episode = _episode((3,), np.random.default_rng(4))
+    as_arrays, as_lists = (load_onnx_policy(tmp_path / "vector.onnx", 1.5) for _ in range(2))
+    for t, observation in enumerate(episode):
+        reward = 0.25 * (t > 0)
+        assert as_lists.predict(observation.tolist(), reward) == as_arrays.predict(
+            observation, reward
+        )
+    parts = _algo(True, ((2,), (3,)))
+    parts.save_policy(str(tmp_path / "parts.onnx"))
+    with pytest.raises(ValueError, match="tuple observation of 2 parts"):
+        load_onnx_policy(tmp_path / "parts.onnx").predict(np.zeros(5, np.float32), 0.0)
