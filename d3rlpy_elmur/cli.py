@@ -1,7 +1,7 @@
 """Command line: ``elmur`` or ``python -m d3rlpy_elmur``.
 
 One function per subcommand, wired in :func:`build_parser`: ``dataset build|list``,
-``train``, ``eval``, ``bench``, ``report`` and ``demo``. The work happens in
+``train``, ``eval``, ``bench``, ``report``, ``sweep`` and ``demo``. The work happens in
 :mod:`d3rlpy_elmur.bench`; this module only parses arguments and prints. Expected errors
 (a bad config, a missing dataset or model, an output that exists) are printed as one line,
 without a traceback.
@@ -297,6 +297,39 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .bench.sweep import run_sweep
+
+    _setup(args)
+    summary = run_sweep(
+        args.config,
+        args.space,
+        args.out,
+        args.trials,
+        dataset=args.dataset,
+        env=args.env,
+        episodes=args.episodes,
+        eval_seed=args.eval_seed,
+        corridors=args.corridor or (),
+        target_return=args.target_return,
+        steps=args.steps,
+        seed=args.seed,
+        sampler_seed=args.sampler_seed,
+        jobs=args.jobs,
+        threads=args.threads,
+        show_progress=not args.quiet,
+        command=_command_line(args.argv),
+        loggers=args.logger,
+    )
+    best = summary["best"]
+    if best is None:
+        print(f"no trial finished; see {Path(args.out) / 'sweep.md'}", file=sys.stderr)
+        return 1
+    print(f"best: trial {best['number']}, score {best['score']:.4f}")
+    print(f"config: {Path(args.out) / 'best.yaml'}; all trials: {Path(args.out) / 'sweep.md'}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .bench.report import render_markdown
 
@@ -454,6 +487,54 @@ def _add_bench(commands: argparse._SubParsersAction[Any]) -> None:
     report.set_defaults(func=cmd_report)
 
 
+def _add_sweep(commands: argparse._SubParsersAction[Any]) -> None:
+    from .bench.sweep import DEFAULT_EVAL_SEED
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="search fields of a config on validation episodes (Optuna); writes best.yaml",
+    )
+    sweep.add_argument("config", help="run config: a path, or a name in examples/configs")
+    sweep.add_argument(
+        "--space",
+        required=True,
+        help="search space YAML: params.NAME: [values] (a grid) or {low: A, high: B, log: true}",
+    )
+    sweep.add_argument(
+        "--out", required=True, help="sweep folder (study.db; run again on it to resume)"
+    )
+    sweep.add_argument(
+        "--trials", type=int, required=True, help="trials to finish (a grid: at most its size)"
+    )
+    sweep.add_argument("--dataset", help="recipe name or local Minari id (default: config's)")
+    sweep.add_argument("--env", help="evaluation env id (default: the dataset recipe's)")
+    sweep.add_argument(
+        "--episodes", type=int, default=100, help="validation episodes per trial (default 100)"
+    )
+    sweep.add_argument(
+        "--eval-seed",
+        type=int,
+        default=DEFAULT_EVAL_SEED,
+        help=f"first validation episode seed (default {DEFAULT_EVAL_SEED:,}, apart from the "
+        "suites' evaluation seeds)",
+    )
+    sweep.add_argument(
+        "--corridor", type=int, nargs="+", metavar="L", help="T-Maze corridor lengths to score on"
+    )
+    sweep.add_argument("--target-return", type=float, default=1.0, help="return-to-go for DTs")
+    sweep.add_argument("--steps", "--n-steps", type=int, help="training updates per trial")
+    sweep.add_argument("--seed", type=int, help="training seed of every trial (default: config's)")
+    sweep.add_argument(
+        "--sampler-seed", type=int, default=0, help="seed of the trial order / TPE (default 0)"
+    )
+    sweep.add_argument(
+        "--jobs", type=int, default=1, help="trials trained at once, in processes (default 1)"
+    )
+    _logger_option(sweep)
+    _common(sweep)
+    sweep.set_defaults(func=cmd_sweep)
+
+
 def _add_demo(commands: argparse._SubParsersAction[Any]) -> None:
     demo = commands.add_parser(
         "demo", help="T-Maze: ELMURDT vs DiscreteDT (K=10) at T=10^3 and 10^4 (~5 min)"
@@ -480,6 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_eval(commands)
     _add_bench(commands)
+    _add_sweep(commands)
     _add_demo(commands)
     return parser
 
@@ -517,6 +599,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             print(
                 f"interrupted: `elmur train --resume {folder}` continues {where}",
+                file=sys.stderr,
+            )
+        elif args.command == "sweep":
+            print(
+                "interrupted: finished trials are in the study; running the same command "
+                f"again resumes it, a cut trial from its last checkpoint ({args.out})",
                 file=sys.stderr,
             )
         elif args.command == "bench":

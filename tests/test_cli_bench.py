@@ -405,9 +405,9 @@ _ORPHAN = """
 import multiprocessing, os, sys, time
 
 def child(path):
-    from d3rlpy_elmur.bench.suite import _exit_with_parent
+    from d3rlpy_elmur.bench.workers import exit_with_parent
 
-    _exit_with_parent(0.1)
+    exit_with_parent(0.1)
     with open(path, "w") as f:
         f.write(str(os.getpid()))
     time.sleep(300)

@@ -103,3 +103,47 @@ def test_the_readme_snippet_runs_twice(tmp_path: Path) -> None:
         )
         assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "tmaze.d3").is_file()
+
+
+def test_popgym_presets_sweeps_each_task_from_the_config_the_suite_trains_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("popgym")
+    pytest.importorskip("optuna")
+    import yaml
+
+    from d3rlpy_elmur.bench.configs import load_run_config
+
+    from .toy_roots import make_toy_roots
+
+    roots = make_toy_roots(tmp_path, monkeypatch)
+    (roots / "recipes" / "rp.yaml").write_text(
+        "name: rp\nid: test/rp-v0\nkind: popgym\nenv: popgym-RepeatPreviousEasy-v0\n"
+        "expert: popgym-repeat-previous\nn_episodes: 4\nseed: 0\nexpected_return: 1.0\n"
+        "description: tiny\n"
+    )
+    (roots / "configs" / "toy_elmur_k6.yaml").write_text(
+        "base: toy_elmur.yaml\nparams: {context_size: 6}\n"
+    )
+    (roots / "configs" / "toy_dt_rp.yaml").write_text(
+        "base: toy_dt.yaml\nparams: {max_timestep: 64}\n"  # the episodes last 52 steps
+    )
+    (roots / "configs" / "bench_rp.yaml").write_text(
+        "kind: popgym\ntasks: [rp]\nepisodes: 2\nalgorithms:\n"
+        "  - {label: ELMURDT, config: toy_elmur.yaml, task_configs: {rp: toy_elmur_k6.yaml}}\n"
+        "  - {label: DT, config: toy_dt.yaml, task_configs: {rp: toy_dt_rp.yaml}}\n"
+    )
+    example = load_example("popgym_presets")
+    argv = ["--suite", "bench_rp", "--out", str(roots / "presets"), "--trials", "2"]
+    chosen = example.main([*argv, "--episodes", "2", "--algorithms", "ELMURDT", "DT"])
+
+    elmur, dt = roots / "presets" / "rp" / "toy_elmur_k6", roots / "presets" / "rp" / "toy_dt_rp"
+    assert chosen == {
+        "ELMURDT": {"rp": str(elmur / "best.yaml")},
+        "DT": {"rp": str(dt / "best.yaml")},
+    }
+    best = load_run_config(elmur / "best.yaml")
+    assert best.params["context_size"] == 6  # the task's config, not the entry's default
+    summary = yaml.safe_load((elmur / "sweep.json").read_text())
+    assert summary["env"] == "popgym-RepeatPreviousEasy-v0" and summary["eval_seed"] == 5_000_000
+    assert len([t for t in summary["trials"] if t["state"] == "complete"]) == 2

@@ -46,6 +46,7 @@ __all__ = [
     "configs_dir",
     "load_run_config",
     "make_learnable_config",
+    "override_run_config",
     "resolve_config_path",
 ]
 
@@ -258,6 +259,21 @@ def load_run_config(name: str | os.PathLike[str]) -> RunConfig:
     )
     run.make_config()  # fail on a bad field now, not after building a dataset
     return run
+
+
+def override_run_config(run: RunConfig, changes: dict[str, Any], where: str) -> RunConfig:
+    """``run`` with ``changes`` (``{"params": {...}, "train": {...}}``) merged in as a ``base``
+    child would merge them, and checked: a bad field raises ConfigError naming ``where``."""
+    unknown = sorted(set(changes) - {"params", "train"})
+    if unknown:
+        raise ConfigError(f"{where}: only params and train can be changed, not {unknown}")
+    train = {**dataclasses.asdict(run.train), **changes.get("train", {})}
+    changed = run.replace(
+        params=_merge(run.params, changes.get("params", {})),
+        train=_spec(TrainSpec, train, f"{where}: train"),
+    )
+    make_learnable_config(changed.algo, changed.params, where=where)
+    return changed
 
 
 # ------------------------------------------------------------------ params -> d3rlpy config

@@ -44,8 +44,18 @@ from .report import write_report
 from .runinfo import run_info
 from .tmaze import evaluate_tmaze, format_length
 from .train import check_run, ensure_dataset, load_model, train_run
+from .workers import worker_init
 
-__all__ = ["KINDS", "RunUnit", "Suite", "SuiteAlgorithm", "execute_unit", "load_suite", "run_suite"]
+__all__ = [
+    "KINDS",
+    "RunUnit",
+    "Suite",
+    "SuiteAlgorithm",
+    "execute_unit",
+    "is_discrete_dataset",
+    "load_suite",
+    "run_suite",
+]
 
 KINDS = ("tmaze", "popgym")
 _SUITE_KEYS = {
@@ -75,6 +85,17 @@ class SuiteAlgorithm:
     task_configs: dict[str, str] = dataclasses.field(default_factory=dict)
     steps: int | None = None
     max_length: int | None = None
+
+    def config_for(self, task: str, discrete: bool) -> tuple[str, str | None]:
+        """(config, reason to skip or None) of a popgym task: its task config, else the
+        continuous config for continuous actions (skipped when there is none)."""
+        if task in self.task_configs:
+            return self.task_configs[task], None
+        if discrete:
+            return self.config, None
+        if self.continuous_config is None:
+            return self.config, "continuous actions"
+        return self.continuous_config, None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,35 +375,6 @@ def _print(line: str) -> None:
     print(line, flush=True)
 
 
-def _worker_init(threads: int, quiet_logs: bool) -> None:
-    import logging
-
-    import structlog
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-    if quiet_logs:
-        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    _exit_with_parent()
-
-
-def _exit_with_parent(interval: float = 1.0) -> None:
-    """A worker ends when the bench process does (killed, not only Ctrl-C'd): otherwise it
-    trains on, holding its run folder's lock, and a new bench cannot take that run. What it
-    trained is not lost: the run continues from its last checkpoint next time."""
-    import threading
-
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(interval)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
 def _describe(unit: RunUnit, record: dict[str, Any]) -> str:
     parts = []
     for row in record["results"]:
@@ -434,12 +426,10 @@ def _plan(
         )
         for task in tasks:
             config, skipped = entry.config, None
-            if task["name"] in entry.task_configs:
-                config = entry.task_configs[task["name"]]
-            elif task["name"] is not None and not _is_discrete_dataset(task["dataset"]):
-                config = entry.continuous_config or entry.config
-                if entry.continuous_config is None:
-                    skipped = "continuous actions"
+            if task["name"] is not None:
+                config, skipped = entry.config_for(
+                    task["name"], is_discrete_dataset(task["dataset"])
+                )
             folder = (
                 Path(config).stem if task["name"] is None else f"{task['name']}/{Path(config).stem}"
             )
@@ -570,7 +560,7 @@ def run_suite(
         with ProcessPoolExecutor(
             max_workers=jobs,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_worker_init,
+            initializer=worker_init,
             initargs=(threads, True),
         ) as pool:
             futures = {
@@ -602,7 +592,7 @@ def _execution_order(units: Sequence[RunUnit]) -> list[int]:
     )
 
 
-def _is_discrete_dataset(dataset_id: str) -> bool:
+def is_discrete_dataset(dataset_id: str) -> bool:
     return is_discrete_action_space(open_minari(dataset_id).action_space)
 
 

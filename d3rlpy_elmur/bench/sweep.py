@@ -1,0 +1,651 @@
+"""Preset sweeps: search fields of a run config on validation episodes, with Optuna.
+
+A search space is a YAML mapping of run-config fields (dotted paths) to their values::
+
+    params.token_format: [obs, rtg_obs_act]      # a list: exactly these values
+    params.learning_rate: [0.0003, 0.001]
+    params.lru_blend: {low: 0.2, high: 0.9}      # a range: floats (integers if both bounds are)
+    params.embed_dim: {low: 32, high: 256, log: true}
+
+When every field is a list the sweep walks the grid (Optuna's ``GridSampler`` in a seeded
+order), so each trial is another config and ``trials`` is capped at the grid's size. With a
+range, Optuna's seeded TPE sampler proposes the trials.
+
+Every trial trains with the config's budget and training seed, and its score is the mean
+over the evaluation rows of the success rate (T-Maze) or else the mean return, on
+``episodes`` greedy episodes seeded from ``eval_seed`` (default 5,000,000: apart from the
+suites' evaluation seeds, 1,000,000 + 1000 * seed, so no evaluation episode chooses a preset).
+
+Output folder::
+
+    study.db        Optuna's study (SQLite). Running the sweep again on the folder resumes it:
+                    finished trials are kept, a trial cut by a crash is run again with the same
+                    values and continues from its last checkpoint.
+    trials/VALUES/  one folder per config tried: trial.yaml (base + the trial's values, a config
+                    ``elmur train`` reads), the run's files (model.d3, logs, checkpoint.pt) and
+                    result.json (its score)
+    best.yaml       the best trial's config, for ``elmur train`` and the suites
+    sweep.json, sweep.md, sweep.png   every trial: values, score, training time
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..io import atomic_write
+from .configs import (
+    ConfigError,
+    load_run_config,
+    load_yaml,
+    override_run_config,
+    resolve_config_path,
+)
+from .evaluate import evaluate_model
+from .runinfo import run_info
+from .train import OutputExistsError, ensure_dataset, load_model, train_run
+from .workers import worker_init
+
+__all__ = [
+    "DEFAULT_EVAL_SEED",
+    "Dimension",
+    "SweepTrial",
+    "load_space",
+    "run_sweep",
+    "run_trial",
+]
+
+DEFAULT_EVAL_SEED = 5_000_000
+STUDY_NAME = "sweep"
+
+Log = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Dimension:
+    """One searched field: ``choices``, or a range ``low``..``high`` (``log`` spaced)."""
+
+    path: str
+    choices: tuple[Any, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+
+    @property
+    def is_grid(self) -> bool:
+        return bool(self.choices)
+
+    def suggest(self, trial: Any) -> Any:
+        if self.choices:
+            return trial.suggest_categorical(self.path, list(self.choices))
+        assert self.low is not None and self.high is not None
+        if isinstance(self.low, int) and isinstance(self.high, int):
+            return trial.suggest_int(self.path, self.low, self.high, log=self.log)
+        return trial.suggest_float(self.path, float(self.low), float(self.high), log=self.log)
+
+
+_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+_SCALAR = (str, int, float, bool, type(None))
+
+
+def load_space(path: str | os.PathLike[str]) -> tuple[Dimension, ...]:
+    """Read a search space file (see the module docstring); errors name the field."""
+    where = f"search space {path}"
+    try:
+        data = load_yaml(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{where}: cannot read: {e}") from e
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f"{where}: expected a mapping of fields (params.NAME: [values])")
+    dims = []
+    for field, spec in data.items():
+        at = f"{where}: {field}"
+        if not isinstance(field, str) or not _PATH.match(field):
+            raise ConfigError(f"{at}: a field is a dotted path such as params.learning_rate")
+        if field.split(".")[0] not in ("params", "train"):
+            raise ConfigError(f"{at}: only params.* and train.* fields can be searched")
+        if isinstance(spec, list):
+            if not spec or not all(isinstance(v, _SCALAR) for v in spec):
+                raise ConfigError(f"{at}: a list of values needs at least one plain value")
+            if len({json.dumps(v) for v in spec}) != len(spec):
+                raise ConfigError(f"{at}: a value is listed twice")
+            dims.append(Dimension(field, choices=tuple(spec)))
+        elif isinstance(spec, dict) and {"low", "high"} <= set(spec) <= {"low", "high", "log"}:
+            low, high = spec["low"], spec["high"]
+            numbers = all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high)
+            )
+            if not numbers or not low < high:
+                raise ConfigError(f"{at}: a range needs numbers low < high, got {low!r}, {high!r}")
+            if spec.get("log", False) and low <= 0:
+                raise ConfigError(f"{at}: a log range needs low > 0")
+            dims.append(Dimension(field, low=low, high=high, log=bool(spec.get("log", False))))
+        else:
+            raise ConfigError(
+                f"{at}: expected a list of values or {{low: A, high: B[, log: true]}}, got {spec!r}"
+            )
+    return tuple(dims)
+
+
+def grid_size(dims: Sequence[Dimension]) -> int | None:
+    """The number of configs of an all-list space; None when a field is a range."""
+    if not all(d.is_grid for d in dims):
+        return None
+    return math.prod(len(d.choices) for d in dims)
+
+
+def _check_space(run: Any, dims: Sequence[Dimension], where: str) -> None:
+    """Every config of a grid (a range: its bounds) must be a valid config of ``run``'s
+    algorithm, checked before anything trains."""
+    for combo in itertools.product(*((d.choices or (d.low, d.high)) for d in dims)):
+        values = dict(zip([d.path for d in dims], combo, strict=True))
+        override_run_config(run, _nested(values), where)
+
+
+def _nested(values: dict[str, Any]) -> dict[str, Any]:
+    """``{"params.a.b": 1}`` -> ``{"params": {"a": {"b": 1}}}``."""
+    tree: dict[str, Any] = {}
+    for path, value in values.items():
+        node = tree
+        *parents, leaf = path.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return tree
+
+
+def _slug(values: dict[str, Any]) -> str:
+    """A folder name that says the values (a digest where it would be too long)."""
+    text = "_".join(f"{path.split('.')[-1]}-{values[path]}" for path in sorted(values))
+    text = re.sub(r"[^A-Za-z0-9._=-]+", "", text)
+    if len(text) <= 80:
+        return text
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepTrial:
+    """What one trial trains and how it is scored (picklable, for worker processes)."""
+
+    number: int
+    values: dict[str, Any]
+    config: str  # trial.yaml
+    run_dir: str
+    dataset: str
+    env: str
+    episodes: int
+    eval_seed: int
+    target_return: float
+    corridors: tuple[int, ...] = ()
+    steps: int | None = None
+    seed: int | None = None
+
+
+def _score(rows: Sequence[dict[str, Any]]) -> float:
+    key = "success_rate" if all(row.get("success_rate") is not None for row in rows) else None
+    values = [row[key] if key else row["return_mean"] for row in rows]
+    return float(sum(values) / len(values))
+
+
+def _trial_fingerprint(trial: SweepTrial) -> str:
+    fields = dataclasses.asdict(trial)
+    for key in ("number", "run_dir", "config"):
+        fields.pop(key)
+    config = load_run_config(trial.config).to_dict()
+    config["train"].pop("checkpoint_every")  # checkpointing does not change the model
+    fields["resolved"] = config
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_trial(
+    trial: SweepTrial,
+    show_progress: bool = False,
+    log: Log | None = None,
+    loggers: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Train (or finish, or reuse) one trial's run and score it; cached in result.json."""
+    run_dir = Path(trial.run_dir)
+    cached = run_dir / "result.json"
+    fingerprint = _trial_fingerprint(trial)
+    if cached.is_file():
+        record = dict(json.loads(cached.read_text()))
+        if record.get("fingerprint") == fingerprint:
+            return record
+    run = load_run_config(trial.config)
+    # a checkpoint every epoch, so that a cut trial continues from its last one
+    run = run.replace(train=dataclasses.replace(run.train, checkpoint_every=None))
+    trained = train_run(
+        run,
+        run_dir,
+        dataset=trial.dataset,
+        steps=trial.steps,
+        seed=trial.seed,
+        show_progress=show_progress,
+        overwrite=True,
+        resume=True,
+        log=log,
+        loggers=loggers,
+    )
+    rows = evaluate_model(
+        load_model(trained.model_path),
+        trial.env,
+        trial.episodes,
+        trial.eval_seed,
+        corridors=trial.corridors or None,
+        target_return=trial.target_return,
+    )
+    record = {
+        "values": trial.values,
+        "score": _score(rows),
+        "fingerprint": fingerprint,
+        "train": {
+            "steps": trained.steps,
+            "seed": trained.seed,
+            "seconds": trained.seconds,
+            "final_loss": trained.final_loss,
+        },
+        "rows": rows,
+    }
+    with atomic_write(cached, "w") as f:
+        f.write(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+# ----------------------------------------------------------------- the study
+@contextlib.contextmanager
+def _sweep_lock(out: Path) -> Iterator[None]:
+    """One sweep process per folder: it alone decides which trials are cut and rerun."""
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # no flock on Windows: one sweep per folder is up to the user
+        yield
+        return
+    with open(out / ".sweep.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputExistsError(f"another sweep is running in {out}") from None
+        yield
+
+
+def _open_study(out: Path, identity: dict[str, Any], dims: Sequence[Dimension], seed: int) -> Any:
+    """The folder's study (created on first use); one of another config or space is refused."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=STUDY_NAME,
+        storage=f"sqlite:///{out / 'study.db'}",
+        # a grid is queued trial by trial (_queue_owed_trials): TPE only samples ranges
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        direction="maximize",
+        load_if_exists=True,
+    )
+    stored = study.user_attrs.get("identity")
+    if stored is None:
+        study.set_user_attr("identity", identity)
+    elif stored != identity:
+        changed = sorted(k for k in identity if stored.get(k) != identity[k])
+        raise ConfigError(
+            f"{out} holds a sweep with other {', '.join(changed)}: use another --out, or the "
+            "same config, space and evaluation to resume it"
+        )
+    return study
+
+
+def _queue_owed_trials(
+    study: Any, dims: Sequence[Dimension], trials: int, seed: int, log: Log
+) -> None:
+    """Fail the trials a dead sweep left running, then queue what is still owed: for a grid,
+    its configs without a finished trial (in an order seeded by ``seed``), up to ``trials``;
+    for a range space, the cut trials' values. A cut trial's folder keeps its checkpoint, so
+    the trial queued again continues where it was cut."""
+    from optuna.trial import TrialState
+
+    cut = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for frozen in cut:
+        study.tell(frozen.number, state=TrialState.FAIL)
+        log(f"trial {frozen.number} ({_label(frozen.params)}) was cut; it is run again")
+    done = [t.params for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    queued = [
+        t.system_attrs["fixed_params"]
+        for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    ]
+    if grid_size(dims) is None:
+        owed = [t.params for t in cut if t.params]  # cut before its values: nothing owed
+    else:
+        owed = [
+            dict(zip([d.path for d in dims], combo, strict=True))
+            for combo in itertools.product(*(d.choices for d in dims))
+        ]
+        random.Random(seed).shuffle(owed)
+        owed = [v for v in owed if v not in done][: max(0, trials - len(done))]
+    for values in owed:
+        if values not in queued:
+            study.enqueue_trial(values)
+            queued.append(values)
+
+
+def _write_trial_config(
+    out: Path, base: Path, dataset: str, values: dict[str, Any], description: str
+) -> Path:
+    folder = out / "trials" / _slug(values)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "trial.yaml"
+    data = {"base": os.path.relpath(base, folder), "dataset": dataset, **_nested(values)}
+    text = f"# {description}\n" + yaml.safe_dump(data, sort_keys=False)
+    with atomic_write(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def run_sweep(
+    config: str | os.PathLike[str],
+    space: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    trials: int,
+    *,
+    dataset: str | None = None,
+    env: str | None = None,
+    episodes: int = 100,
+    eval_seed: int = DEFAULT_EVAL_SEED,
+    corridors: Sequence[int] = (),
+    target_return: float = 1.0,
+    steps: int | None = None,
+    seed: int | None = None,
+    sampler_seed: int = 0,
+    jobs: int = 1,
+    threads: int = 1,
+    show_progress: bool = True,
+    command: str | None = None,
+    log: Log = print,
+    loggers: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Run (or resume) a sweep of ``config`` over ``space`` until ``trials`` trials have
+    finished; write ``best.yaml`` and the trial table. Returns the summary (sweep.json)."""
+    if trials < 1:
+        raise ValueError(f"trials={trials}: run at least one trial")
+    if episodes < 1:
+        raise ValueError(f"episodes={episodes}: evaluate at least one episode")
+    if jobs < 1:
+        raise ValueError(f"jobs={jobs}: at least one")
+    from optuna.trial import TrialState
+
+    dims = load_space(space)
+    size = grid_size(dims)
+    if size is not None and trials > size:
+        log(f"the grid has {size} configs: {trials} trials capped at {size}")
+        trials = size
+    base = resolve_config_path(config).resolve()
+    run = load_run_config(base)
+    _check_space(run, dims, f"search space {space}")
+    dataset_name = dataset or run.dataset
+    if not dataset_name:
+        raise ConfigError(f"config {base.name} names no dataset; pass --dataset")
+    dataset_id = ensure_dataset(dataset_name, progress=show_progress)
+    env_id = env or _env_of(dataset_name, run.eval.env)
+    out = Path(out_dir)
+    identity = {
+        "config": run.to_dict(),
+        "space": [dataclasses.asdict(d) for d in dims],
+        "dataset": dataset_id,
+        "env": env_id,
+        "episodes": episodes,
+        "eval_seed": eval_seed,
+        "corridors": list(corridors),
+        "target_return": target_return,
+        "steps": steps,
+        "seed": seed,
+    }
+    identity = json.loads(json.dumps(identity, default=str))  # as SQLite gives it back
+    with _sweep_lock(out):
+        study = _open_study(out, identity, dims, sampler_seed)
+        _queue_owed_trials(study, dims, trials, sampler_seed, log)
+
+        def make_trial(number: int, values: dict[str, Any]) -> SweepTrial:
+            label = ", ".join(f"{k}={v}" for k, v in values.items())
+            path = _write_trial_config(
+                out, base, dataset_name, values, f"sweep trial {number}: {base.name} with {label}"
+            )
+            return SweepTrial(
+                number=number,
+                values=values,
+                config=str(path),
+                run_dir=str(path.parent),
+                dataset=dataset_name,
+                env=env_id,
+                episodes=episodes,
+                eval_seed=eval_seed,
+                target_return=target_return,
+                corridors=tuple(corridors),
+                steps=steps,
+                seed=seed,
+            )
+
+        def finished() -> int:
+            return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+        def ask() -> tuple[Any, SweepTrial] | None:
+            """The next trial: a queued one, else (ranges only) one TPE proposes."""
+            waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            if size is not None and not waiting:
+                return None  # every owed grid config has run (or failed) in this invocation
+            trial = study.ask()
+            values = {d.path: d.suggest(trial) for d in dims}
+            return trial, make_trial(trial.number, values)
+
+        def tell(trial: Any, spec: SweepTrial, record: dict[str, Any] | Exception) -> None:
+            if isinstance(record, Exception):
+                study.tell(trial, state=TrialState.FAIL)
+                log(f"trial {spec.number} ({_label(spec.values)}): FAILED ({record!r})")
+                return
+            trial.set_user_attr("run_dir", spec.run_dir)
+            trial.set_user_attr("train_seconds", record["train"]["seconds"])
+            trial.set_user_attr("final_loss", record["train"]["final_loss"])
+            study.tell(trial, record["score"])
+            log(
+                f"[{finished()}/{trials}] trial {spec.number} ({_label(spec.values)}): score "
+                f"{record['score']:.3f}, trained in {record['train']['seconds']:.0f} s"
+            )
+
+        start = time.perf_counter()
+        _drive(ask, tell, finished, trials, jobs, threads, show_progress, loggers, log)
+        summary = _summary(study, dims, identity, out, time.perf_counter() - start, command)
+        summary["config_file"] = str(base)
+    _write_outputs(summary, out, base, dataset_name)
+    return summary
+
+
+def _label(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in values.items())
+
+
+def _env_of(dataset: str, configured: str | None) -> str:
+    from ..datasets import find_recipe_by_id, load_recipes
+
+    recipe = load_recipes().get(dataset) or find_recipe_by_id(dataset)
+    if recipe is not None:
+        return recipe.env
+    if configured:
+        return configured
+    raise ConfigError(f"dataset {dataset} has no recipe to name its environment; pass --env")
+
+
+def _drive(
+    ask: Callable[[], tuple[Any, SweepTrial] | None],
+    tell: Callable[[Any, SweepTrial, Any], None],
+    finished: Callable[[], int],
+    trials: int,
+    jobs: int,
+    threads: int,
+    show_progress: bool,
+    loggers: Sequence[str],
+    log: Log,
+) -> None:
+    """Ask Optuna for trials, run them (here, or in ``jobs`` worker processes) and tell it
+    the scores, until ``trials`` have finished or nothing is left to ask. A failed trial is
+    told as failed and costs no budget (it is run again by the next invocation); as many
+    failures as the budget stop the sweep."""
+    failures = 0
+    if jobs == 1:
+        while finished() < trials and failures < trials:
+            asked = ask()
+            if asked is None:
+                return
+            trial, spec = asked
+            try:
+                record: Any = run_trial(spec, show_progress, None, loggers)
+            except Exception as e:  # one bad trial does not end the sweep
+                record, failures = e, failures + 1
+            tell(trial, spec, record)
+        return
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    log(f"running trials {jobs} at a time ...")
+    with ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=multiprocessing.get_context("spawn"),  # a forked torch can hang
+        initializer=worker_init,
+        initargs=(threads, True),
+    ) as pool:
+        running: dict[Any, tuple[Any, SweepTrial]] = {}
+        while True:
+            while (
+                len(running) < jobs
+                and finished() + len(running) < trials
+                and failures < trials
+                and (asked := ask()) is not None
+            ):
+                future = pool.submit(run_trial, asked[1], False, print, loggers)
+                running[future] = asked
+            if not running:
+                return
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                trial, spec = running.pop(future)
+                try:
+                    record = future.result()
+                except Exception as e:
+                    record, failures = e, failures + 1
+                tell(trial, spec, record)
+
+
+# ----------------------------------------------------------------- outputs
+def _summary(
+    study: Any,
+    dims: Sequence[Dimension],
+    identity: dict[str, Any],
+    out: Path,
+    seconds: float,
+    command: str | None,
+) -> dict[str, Any]:
+    rows = []
+    for frozen in study.get_trials(deepcopy=False):
+        rows.append(
+            {
+                "number": frozen.number,
+                "state": frozen.state.name.lower(),
+                "values": {d.path: frozen.params.get(d.path) for d in dims},
+                "score": frozen.value,
+                "train_seconds": frozen.user_attrs.get("train_seconds"),
+                "final_loss": frozen.user_attrs.get("final_loss"),
+                "run_dir": frozen.user_attrs.get("run_dir"),
+            }
+        )
+    complete = [row for row in rows if row["state"] == "complete"]
+    best = max(complete, key=lambda row: (row["score"], -row["number"])) if complete else None
+    return {
+        "schema_version": 1,
+        "out": str(out),
+        **identity,
+        "trials": rows,
+        "best": best,
+        "wall_seconds_this_invocation": seconds,
+        **run_info(command),
+    }
+
+
+def render_sweep(summary: dict[str, Any]) -> str:
+    """sweep.md: the trials, best score in bold (pure: same summary, same text)."""
+    paths = [d["path"] for d in summary["space"]]
+    best = summary["best"]
+    lines = [
+        f"# Sweep of {Path(summary['config_file']).name}",
+        "",
+        f"Dataset `{summary['dataset']}`; score: mean over {summary['episodes']} greedy "
+        f"episodes of `{summary['env']}` from seed {summary['eval_seed']} (success rate on "
+        "T-Maze, else return); one training run per trial.",
+        "",
+        "| trial | " + " | ".join(p.split(".")[-1] for p in paths) + " | score | train s | "
+        "final loss | state |",
+        "|---" * (len(paths) + 5) + "|",
+    ]
+    for row in summary["trials"]:
+        score = "" if row["score"] is None else f"{row['score']:.3f}"
+        if best is not None and row["number"] == best["number"]:
+            score = f"**{score}**"
+        seconds = "" if row["train_seconds"] is None else f"{row['train_seconds']:.0f}"
+        loss = "" if row["final_loss"] is None else f"{row['final_loss']:.4g}"
+        cells = [str(row["number"]), *(str(row["values"][p]) for p in paths)]
+        lines.append("| " + " | ".join([*cells, score, seconds, loss, row["state"]]) + " |")
+    if best is not None:
+        lines += ["", f"Best: trial {best['number']} ({_label(best['values'])}), `best.yaml`."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_sweep(summary: dict[str, Any], path: str | Path) -> Path | None:
+    """Score per finished trial, labelled by its values; None without matplotlib."""
+    try:
+        from .report import _pyplot, _save_figure
+
+        plt = _pyplot()
+    except ImportError:
+        return None
+    rows = [row for row in summary["trials"] if row["state"] == "complete"]
+    if not rows:
+        return None
+    best = summary["best"]
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5))
+    labels = [f"{row['number']}: {_label(row['values'])}" for row in rows]
+    colours = ["tab:orange" if row["number"] == best["number"] else "tab:blue" for row in rows]
+    ax.barh(labels, [row["score"] for row in rows], color=colours)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"score ({summary['episodes']} episodes of {summary['env']})")
+    ax.set_title(f"sweep on {summary['dataset']} (best in orange)")
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    return _save_figure(plt, fig, path)
+
+
+def _write_outputs(summary: dict[str, Any], out: Path, base: Path, dataset: str) -> None:
+    with atomic_write(out / "sweep.json", "w") as f:
+        f.write(json.dumps(summary, indent=2, default=str) + "\n")
+    with atomic_write(out / "sweep.md", "w") as f:
+        f.write(render_sweep(summary))
+    plot_sweep(summary, out / "sweep.png")
+    best = summary["best"]
+    if best is None:
+        return
+    data = {"base": os.path.relpath(base, out), "dataset": dataset, **_nested(best["values"])}
+    header = (
+        f"# Chosen by a sweep of {base.name} ({len(summary['trials'])} trials): trial "
+        f"{best['number']}, score {best['score']:.4f}\n# (mean over {summary['episodes']} "
+        f"episodes of {summary['env']} from seed {summary['eval_seed']}; sweep.md has them all)\n"
+    )
+    with atomic_write(out / "best.yaml", "w") as f:
+        f.write(header + yaml.safe_dump(data, sort_keys=False))
