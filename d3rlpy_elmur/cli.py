@@ -259,6 +259,8 @@ def _run_suite(args: argparse.Namespace, suite_name: str, seeds: list[int]) -> d
         jobs=args.jobs,
         threads=args.threads,
         loggers=getattr(args, "logger", ()),
+        backend=getattr(args, "backend", "local"),
+        address=getattr(args, "address", None),
     )
 
 
@@ -317,6 +319,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         sampler_seed=args.sampler_seed,
         jobs=args.jobs,
         threads=args.threads,
+        backend=args.backend,
+        address=args.address,
         show_progress=not args.quiet,
         command=_command_line(args.argv),
         loggers=args.logger,
@@ -383,6 +387,20 @@ def _logger_option(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="csv (always on), tensorboard (events in each run folder's tensorboard/; needs "
         "tensorboardX), wandb (needs wandb; WANDB_MODE=offline keeps it local); several at once",
+    )
+
+
+def _backend_options(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help=f"local: {what} in worker processes here (default); ray: one Ray task each "
+        "(needs the ray extra)",
+    )
+    parser.add_argument(
+        "--address",
+        help="Ray cluster to use (e.g. auto, or HOST:6379); default: start one on this machine",
     )
 
 
@@ -476,6 +494,7 @@ def _add_bench(commands: argparse._SubParsersAction[Any]) -> None:
     bench.add_argument(
         "--jobs", type=int, default=1, help="models trained at once, in processes (default 1)"
     )
+    _backend_options(bench, "--jobs runs at once")
     _logger_option(bench)
     _common(bench)
     bench.set_defaults(func=cmd_bench)
@@ -530,6 +549,7 @@ def _add_sweep(commands: argparse._SubParsersAction[Any]) -> None:
     sweep.add_argument(
         "--jobs", type=int, default=1, help="trials trained at once, in processes (default 1)"
     )
+    _backend_options(sweep, "--jobs trials at once")
     _logger_option(sweep)
     _common(sweep)
     sweep.set_defaults(func=cmd_sweep)

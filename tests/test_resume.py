@@ -163,8 +163,10 @@ def test_resume_refuses_what_it_cannot_continue(roots: Path, capsys) -> None:
     assert f"`elmur train --resume {out}` continues it" in capsys.readouterr().err
     with open(out / ".lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.write("4242")  # the holder's pid, as train_run writes it
+        handle.flush()
         assert main(["train", "--resume", str(out), "--quiet"]) == 1
-        assert "another process is training" in capsys.readouterr().err
+        assert "another process (pid 4242) is training" in capsys.readouterr().err
     assert read_checkpoint(out / "checkpoint.pt")["step"] == 4
     # a checkpoint from another run (other seed) is refused, naming what differs
     other = roots / "other"

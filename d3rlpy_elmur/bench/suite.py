@@ -38,13 +38,13 @@ from typing import Any
 from ..datasets import get_recipe, load_minari, open_minari
 from ..datasets.spaces import is_discrete_action_space
 from ..io import atomic_write
+from .backends import make_executor
 from .configs import ConfigError, load_run_config, load_yaml, resolve_config_path
 from .popgym import evaluate_popgym
 from .report import write_report
 from .runinfo import run_info
 from .tmaze import evaluate_tmaze, format_length
 from .train import check_run, ensure_dataset, load_model, train_run
-from .workers import worker_init
 
 __all__ = [
     "KINDS",
@@ -289,15 +289,28 @@ def execute_unit(
     show_progress: bool,
     announce: bool = False,
     loggers: Sequence[str] = (),
+    attempt: str | None = None,
 ) -> dict[str, Any]:
     """Train (or, with ``resume``, reuse) one model and evaluate it; cached in
     ``run_dir/result.json``. ``announce`` prints a line when training starts; ``loggers``
-    go to ``train_run`` (tracking does not change a result: not in its fingerprint)."""
+    go to ``train_run`` (tracking does not change a result: not in its fingerprint).
+
+    ``attempt`` names one submission of the run to a backend. A run folder that already holds
+    it means the backend is running the run again because its worker died: the call then
+    continues from the run's checkpoint, whatever ``resume`` says."""
     base = _base_record(unit)
     if unit.skipped:
         return {**base, "results": [{"task": unit.env, "skipped": unit.skipped}]}
     run_dir = Path(unit.run_dir)
     cached = run_dir / "result.json"
+    if attempt is not None:
+        marker = run_dir / ".attempt"
+        if marker.is_file() and marker.read_text() == attempt:
+            resume = True
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_write(marker, "w") as f:
+                f.write(attempt)
     fingerprint = _fingerprint(unit)
     if resume and cached.is_file():
         record = dict(json.loads(cached.read_text()))
@@ -492,13 +505,17 @@ def run_suite(
     threads: int = 1,
     log: Log = print,
     loggers: Sequence[str] = (),
+    backend: str = "local",
+    address: str | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate every algorithm of ``suite`` for every seed (and task).
 
     ``results.json``, ``results.md`` and the plot are rewritten after every run, so a long
     run shows its progress and keeps what it finished (``resume`` then skips those runs).
     ``jobs`` > 1 runs that many models at once in worker processes of ``threads`` torch
-    threads each (progress bars are off there; one line is logged per finished run).
+    threads each; ``backend="ray"`` runs each model as a Ray task (``bench.backends``). There
+    the runs' own progress bars are off; a bar counts finished runs and a line is logged for
+    each.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -539,7 +556,7 @@ def run_suite(
         _save(results, out, start)
 
     order = _execution_order(units)
-    if jobs <= 1:
+    if jobs <= 1 and backend == "local":
         for count, position in enumerate(order, start=1):
             unit = units[position]
             log(
@@ -552,19 +569,27 @@ def run_suite(
                 record = _failed_record(unit, e)
             collect(position, record)
     else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        import uuid
+        from concurrent.futures import as_completed
 
-        log(f"running {len(units)} runs, {jobs} at a time ...")
-        # spawn, not fork: a forked torch (OpenMP) process can hang
-        with ProcessPoolExecutor(
-            max_workers=jobs,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=worker_init,
-            initargs=(threads, True),
-        ) as pool:
+        from tqdm.auto import tqdm
+
+        where = "as Ray tasks" if backend == "ray" else f"{jobs} at a time"
+        log(f"running {len(units)} runs, {where} ...")
+        with (
+            make_executor(backend, jobs, threads, address) as pool,
+            tqdm(total=len(units), desc="runs", disable=not show_progress) as bar,
+        ):
             futures = {
-                pool.submit(execute_unit, units[position], resume, False, True, loggers): position
+                pool.submit(
+                    execute_unit,
+                    units[position],
+                    resume,
+                    False,
+                    True,
+                    loggers,
+                    uuid.uuid4().hex,
+                ): position
                 for position in order
             }
             for future in as_completed(futures):
@@ -574,6 +599,7 @@ def run_suite(
                 except Exception as e:  # one bad run does not cost the others
                     record = _failed_record(units[position], e)
                 collect(position, record)
+                bar.update()
     _save(results, out, start)
     return results
 

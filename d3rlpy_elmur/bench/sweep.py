@@ -47,6 +47,7 @@ from typing import Any
 import yaml
 
 from ..io import atomic_write
+from .backends import make_executor
 from .configs import (
     ConfigError,
     load_run_config,
@@ -57,7 +58,6 @@ from .configs import (
 from .evaluate import evaluate_model
 from .runinfo import run_info
 from .train import OutputExistsError, ensure_dataset, load_model, train_run
-from .workers import worker_init
 
 __all__ = [
     "DEFAULT_EVAL_SEED",
@@ -370,13 +370,17 @@ def run_sweep(
     sampler_seed: int = 0,
     jobs: int = 1,
     threads: int = 1,
+    backend: str = "local",
+    address: str | None = None,
     show_progress: bool = True,
     command: str | None = None,
     log: Log = print,
     loggers: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run (or resume) a sweep of ``config`` over ``space`` until ``trials`` trials have
-    finished; write ``best.yaml`` and the trial table. Returns the summary (sweep.json)."""
+    finished; write ``best.yaml`` and the trial table. Returns the summary (sweep.json).
+    Trials run ``jobs`` at a time, in worker processes or as Ray tasks (``backend``; see
+    ``bench.backends``)."""
     if trials < 1:
         raise ValueError(f"trials={trials}: run at least one trial")
     if episodes < 1:
@@ -463,7 +467,19 @@ def run_sweep(
             )
 
         start = time.perf_counter()
-        _drive(ask, tell, finished, trials, jobs, threads, show_progress, loggers, log)
+        _drive(
+            ask,
+            tell,
+            finished,
+            trials,
+            jobs,
+            threads,
+            show_progress,
+            loggers,
+            log,
+            backend,
+            address,
+        )
         summary = _summary(study, dims, identity, out, time.perf_counter() - start, command)
         summary["config_file"] = str(base)
     _write_outputs(summary, out, base, dataset_name)
@@ -495,13 +511,15 @@ def _drive(
     show_progress: bool,
     loggers: Sequence[str],
     log: Log,
+    backend: str,
+    address: str | None,
 ) -> None:
-    """Ask Optuna for trials, run them (here, or in ``jobs`` worker processes) and tell it
-    the scores, until ``trials`` have finished or nothing is left to ask. A failed trial is
+    """Ask Optuna for trials, run them (here, or ``jobs`` at a time on ``backend``) and tell
+    it the scores, until ``trials`` have finished or nothing is left to ask. A failed trial is
     told as failed and costs no budget (it is run again by the next invocation); as many
     failures as the budget stop the sweep."""
     failures = 0
-    if jobs == 1:
+    if jobs == 1 and backend == "local":
         while finished() < trials and failures < trials:
             asked = ask()
             if asked is None:
@@ -513,16 +531,11 @@ def _drive(
                 record, failures = e, failures + 1
             tell(trial, spec, record)
         return
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, wait
 
-    log(f"running trials {jobs} at a time ...")
-    with ProcessPoolExecutor(
-        max_workers=jobs,
-        mp_context=multiprocessing.get_context("spawn"),  # a forked torch can hang
-        initializer=worker_init,
-        initargs=(threads, True),
-    ) as pool:
+    where = "on Ray" if backend == "ray" else "in worker processes"
+    log(f"running trials {jobs} at a time, {where} ...")
+    with make_executor(backend, jobs, threads, address) as pool:
         running: dict[Any, tuple[Any, SweepTrial]] = {}
         while True:
             while (

@@ -421,11 +421,17 @@ def _exclusive(out: Path) -> Iterator[None]:
     except ImportError:  # Windows has no flock: one process per folder is up to the user
         yield
         return
-    with open(out / ".lock", "w") as handle:
+    with open(out / ".lock", "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise OutputExistsError(f"another process is training in {out}") from None
+            handle.seek(0)
+            raise OutputExistsError(
+                f"another process (pid {handle.read().strip() or '?'}) is training in {out}"
+            ) from None
+        handle.truncate(0)  # the holder's pid, for whoever finds the folder busy
+        handle.write(str(os.getpid()))
+        handle.flush()
         yield
 
 

@@ -1,0 +1,115 @@
+"""Where the bench's runs and the sweeps' trials execute.
+
+Both are a ``concurrent.futures.Executor``, so the bench and the sweep drive them alike:
+
+- ``local`` (the default): ``jobs`` spawned worker processes on this machine.
+- ``ray``: one Ray task per run on a Ray cluster (``pip install 'd3rlpy-elmur[ray]'``), each
+  asking for ``threads`` CPUs (one when torch keeps its own count). ``address`` names a running
+  cluster (``ray start --head`` there, with ``RAY_worker_niceness=0`` in its environment or
+  Ray runs the workers at low priority; "auto" finds one started on this machine); without it
+  a local cluster is started for the command and stopped after. The tasks see the driver's
+  dataset, recipe and config roots (``MINARI_DATASETS_PATH``, ``ELMUR_RECIPES_DIR``,
+  ``ELMUR_CONFIGS_DIR``) and write run folders where the driver would: on a cluster these
+  paths must be on a filesystem every node shares. A task whose worker process dies is run
+  again (up to ``RAY_RETRIES`` times); the bench and the sweep make such a rerun continue from
+  the run's last checkpoint. An exception raised by a run is not retried.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+from collections.abc import Callable
+from typing import Any
+
+from .workers import worker_init
+
+__all__ = ["BACKENDS", "RAY_RETRIES", "RayExecutor", "make_executor"]
+
+BACKENDS = ("local", "ray")
+RAY_RETRIES = 3
+_FORWARDED_ENV = ("MINARI_DATASETS_PATH", "ELMUR_RECIPES_DIR", "ELMUR_CONFIGS_DIR")
+
+
+def make_executor(
+    backend: str, jobs: int, threads: int, address: str | None = None
+) -> concurrent.futures.Executor:
+    """An executor of ``backend`` (see the module docstring); ``jobs`` bounds the local pool,
+    a Ray cluster runs as many tasks at once as its CPUs allow."""
+    if backend == "local":
+        if address is not None:
+            raise ValueError("--address is for --backend ray")
+        return concurrent.futures.ProcessPoolExecutor(
+            max_workers=jobs,
+            mp_context=multiprocessing.get_context("spawn"),  # a forked torch can hang
+            initializer=worker_init,
+            initargs=(threads, True),
+        )
+    if backend == "ray":
+        return RayExecutor(threads, address)
+    raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+
+
+def _in_ray_task(fn: Callable[..., Any], threads: int, *args: Any) -> Any:
+    import logging
+
+    import structlog
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    return fn(*args)
+
+
+class RayExecutor(concurrent.futures.Executor):
+    """Each ``submit`` is one Ray task; its future is Ray's ``ObjectRef.future()``."""
+
+    def __init__(self, threads: int, address: str | None = None) -> None:
+        try:
+            import ray
+        except ImportError as e:
+            raise ImportError("--backend ray needs Ray: pip install 'd3rlpy-elmur[ray]'") from e
+        self._ray = ray
+        self._started = not ray.is_initialized()
+        if self._started and address is None:
+            # Ray runs its workers at niceness 15 by default: beside any other busy process
+            # (another bench, a test suite) a run then slowed ~20x here; ours train at 0.
+            ray.init(include_dashboard=False, _system_config={"worker_niceness": 0})
+        elif self._started:
+            ray.init(address=address, include_dashboard=False)
+        env = {key: os.environ[key] for key in _FORWARDED_ENV if key in os.environ}
+        self._task = ray.remote(_in_ray_task).options(
+            num_cpus=max(threads, 1),
+            max_retries=RAY_RETRIES,
+            retry_exceptions=False,
+            runtime_env={"env_vars": env} if env else None,
+        )
+        self._threads = threads
+        self._refs: list[Any] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            raise TypeError("RayExecutor.submit takes positional arguments only")
+        ref = self._task.remote(fn, self._threads, *args)
+        self._refs.append(ref)
+        return ref.future()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        ray = self._ray
+        if self._refs and cancel_futures:
+            _, pending = ray.wait(self._refs, num_returns=len(self._refs), timeout=0)
+            for ref in pending:
+                ray.cancel(ref, force=True)
+        elif self._refs and wait:
+            ray.wait(self._refs, num_returns=len(self._refs))
+        self._refs = []
+        if self._started:
+            ray.shutdown()
+            self._started = False
+
+    def __exit__(self, kind: Any, value: Any, traceback: Any) -> bool | None:
+        # Ctrl-C or an error in the driver: stop the cluster's tasks, do not wait for them
+        self.shutdown(wait=kind is None, cancel_futures=kind is not None)
+        return None
