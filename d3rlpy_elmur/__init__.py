@@ -10,9 +10,33 @@ from .onnx_policy import ONNXPolicy, load_onnx_policy
 
 __all__ = ["__version__", "ONNXPolicy", "load_onnx_policy"]
 
+
+def _import_d3rlpy() -> None:
+    """``import d3rlpy``, without the notice the old ``gym`` package (which d3rlpy imports for
+    compatibility) prints to stderr asking to move to gymnasium: this package uses gymnasium.
+    Anything else written to stderr meanwhile is passed on."""
+    import contextlib
+    import io
+    import sys
+
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            import d3rlpy  # noqa: F401
+    finally:
+        text = captured.getvalue()
+        with contextlib.suppress(ImportError):
+            from gym_notices.notices import notices
+
+            for notice in notices.values():
+                text = text.replace(notice + "\n", "")
+        sys.stderr.write(text)
+
+
 try:
-    import d3rlpy  # noqa: F401
     import torch  # noqa: F401
+
+    _import_d3rlpy()
 except ModuleNotFoundError as _missing:
     if _missing.name not in ("torch", "d3rlpy"):
         raise

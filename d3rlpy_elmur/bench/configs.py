@@ -121,11 +121,12 @@ class RunConfig:
 
 
 def configs_dir() -> Path:
-    """``$ELMUR_CONFIGS_DIR``, else ``examples/configs`` of the source checkout."""
+    """``$ELMUR_CONFIGS_DIR``, else the presets and suites shipped in the package
+    (``d3rlpy_elmur/data/configs``, which the source checkout's ``examples/configs`` links to)."""
     override = os.environ.get("ELMUR_CONFIGS_DIR")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[2] / "examples" / "configs"
+    return Path(__file__).resolve().parents[1] / "data" / "configs"
 
 
 def resolve_config_path(name: str | os.PathLike[str], relative_to: Path | None = None) -> Path:

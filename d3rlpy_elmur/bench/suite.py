@@ -257,8 +257,9 @@ class RunUnit:
 def _evaluate_unit(
     unit: RunUnit, algo: Any, show_progress: bool, log: Log | None
 ) -> list[dict[str, Any]]:
+    """The unit's evaluation rows; ``log`` (already labelled with the run) gets a line per
+    T-Maze length."""
     if unit.task is None:
-        prefix = f"{unit.label}, seed {unit.seed}: "
         return evaluate_tmaze(
             algo,
             unit.lengths,
@@ -268,7 +269,7 @@ def _evaluate_unit(
             max_length=unit.max_length,
             target_return=unit.target_return,
             show_progress=show_progress,
-            log=None if log is None else (lambda line: log(prefix + line)),
+            log=log,
         )
     assert unit.env is not None
     return [
@@ -317,9 +318,10 @@ def execute_unit(
         if record.get("fingerprint") == fingerprint:
             return {**record, "reused": True}
         # the config, budget or evaluation changed since: run it again
-    log = _print if announce else None
+    label = f"{unit.label}{', ' + unit.task if unit.task else ''}, seed {unit.seed}: "
+    log = (lambda line: _print(label + line)) if announce else None  # one label per run
     if log is not None:
-        log(f"{unit.label}{', ' + unit.task if unit.task else ''}, seed {unit.seed}: training ...")
+        log("training ...")
     run = load_run_config(unit.config)
     # a checkpoint every epoch (None), whatever the config says, so that it fits the suite's
     # step budget and --resume continues a cut run from its last epoch

@@ -236,7 +236,7 @@ def run_trial(
         show_progress=show_progress,
         overwrite=True,
         resume=True,
-        log=log,
+        log=None if log is None else (lambda line: log(f"trial {trial.number}: {line}")),
         loggers=loggers,
     )
     rows = evaluate_model(
@@ -333,6 +333,9 @@ def _queue_owed_trials(
             for combo in itertools.product(*(d.choices for d in dims))
         ]
         random.Random(seed).shuffle(owed)
+        # the cut ones first: they continue from their checkpoints
+        cut_values = [t.params for t in cut]
+        owed.sort(key=lambda values: values not in cut_values)
         owed = [v for v in owed if v not in done][: max(0, trials - len(done))]
     for values in owed:
         if values not in queued:
@@ -533,6 +536,8 @@ def _drive(
         return
     from concurrent.futures import FIRST_COMPLETED, wait
 
+    if finished() >= trials:
+        return  # nothing to run: no pool or cluster to start
     where = "on Ray" if backend == "ray" else "in worker processes"
     log(f"running trials {jobs} at a time, {where} ...")
     with make_executor(backend, jobs, threads, address) as pool:

@@ -243,9 +243,10 @@ def train_run(
     """Fit ``run`` for exactly ``steps`` updates on ``device`` and write the output folder.
 
     ``dataset``, ``steps``, ``seed``, ``checkpoint_every`` and ``steps_per_epoch`` override the
-    config; ``log`` receives one line per epoch (for worker processes, where progress bars
-    would garble the terminal). The seed seeds Python, numpy and torch (``d3rlpy.seed``:
-    model init and d3rlpy's batch sampling) and ELMURDT's window sampler. ``config.yaml`` is
+    config; ``log`` receives one line per epoch, ``step N/M (R updates/s)``, for worker
+    processes, where progress bars would garble the terminal (callers prefix their label).
+    The seed seeds Python, numpy and torch (``d3rlpy.seed``: model init and d3rlpy's batch
+    sampling) and ELMURDT's window sampler. ``config.yaml`` is
     written first and ``model.d3`` last, so an interrupted run can be continued with
     :func:`resume_run`; a folder holding a model or an unfinished run is replaced only with
     ``overwrite``. With ``resume``, a run of this very config (same resolved ``config.yaml``)
@@ -518,7 +519,7 @@ def _fit(
         total = done + step
         if log is not None and total % per_epoch == 0:
             rate = step / max(time.perf_counter() - start, 1e-9)
-            log(f"{run.name}, seed {seed}: step {total}/{n_steps} ({rate:.1f} updates/s)")
+            log(f"step {total}/{n_steps} ({rate:.1f} updates/s)")
 
     if done < n_steps:
         algo.fit(

@@ -66,11 +66,12 @@ class Recipe:
 
 
 def recipes_dir() -> Path:
-    """``$ELMUR_RECIPES_DIR``, else ``datasets/`` beside the ``d3rlpy_elmur`` package."""
+    """``$ELMUR_RECIPES_DIR``, else the recipes shipped in the package (``d3rlpy_elmur/data/
+    recipes``, which the source checkout's ``datasets/`` links to)."""
     override = os.environ.get("ELMUR_RECIPES_DIR")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[2] / "datasets"
+    return Path(__file__).resolve().parents[1] / "data" / "recipes"
 
 
 def required_fields(fields: dict[str, dataclasses.Field[Any]]) -> list[str]:

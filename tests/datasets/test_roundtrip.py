@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import minari
@@ -174,3 +175,22 @@ def test_popgym_roundtrip(case: tuple) -> None:
             np.testing.assert_array_equal(episode.observations, raw.observations[: episode.size()])
     meta = minari.load_dataset(dataset_id).storage.metadata["elmur"]
     assert meta["expert_return_mean"] >= 0.8
+
+
+def test_d3rlpy_get_minari_refuses_our_datasets_instead_of_misaligning_them() -> None:
+    """The README's "Loading datasets": d3rlpy's get_minari would join each episode's N + 1
+    observations to N actions; on our datasets it stops before that (T-Maze: no fixed episode
+    limit in the env spec; POPGym: Discrete observations), so load_minari is the loader."""
+    import d3rlpy
+
+    make_tmaze_dataset(DATASET, 4, 3, seed=0)
+    with pytest.raises(AssertionError, match="max_episode_steps"):
+        d3rlpy.datasets.get_minari(DATASET)
+    assert load_minari(DATASET).episodes[1].observations[0, 1] in (-1, 1)  # the cue, aligned
+    if importlib.util.find_spec("popgym") is None:
+        return
+    from d3rlpy_elmur.datasets import make_popgym_dataset
+
+    make_popgym_dataset("d3rlpy_elmur/test-popgym-v0", "popgym-RepeatPreviousEasy-v0", 2, seed=0)
+    with pytest.raises(ValueError, match="Unsupported observation space"):
+        d3rlpy.datasets.get_minari("d3rlpy_elmur/test-popgym-v0")

@@ -1,0 +1,74 @@
+"""A wheel carries what the command line needs: recipes and presets are package data, so a
+plain (non-editable) install trains a preset from an empty folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_a_wheel_install_trains_a_preset_from_an_empty_folder(tmp_path: Path) -> None:
+    wheels, target, empty = tmp_path / "wheels", tmp_path / "site", tmp_path / "empty"
+    empty.mkdir()
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
+    subprocess.run([*build, "-q", "-w", str(wheels), str(REPO)], check=True)
+    (wheel,) = wheels.glob("d3rlpy_elmur-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "d3rlpy_elmur/data/recipes/tmaze-c28.yaml" in names
+    assert "d3rlpy_elmur/data/configs/tmaze_elmur.yaml" in names
+    install = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target"]
+    subprocess.run([*install, str(target), str(wheel)], check=True)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ELMUR_")}
+    env.update(PYTHONPATH=str(target), MINARI_DATASETS_PATH=str(tmp_path / "minari"))
+
+    def elmur(*args: str) -> subprocess.CompletedProcess[str]:
+        code = (
+            "import sys, d3rlpy_elmur.cli as c; print(c.__file__); sys.exit(c.main(sys.argv[1:]))"
+        )
+        return subprocess.run(
+            [sys.executable, "-c", code, *args], cwd=empty, env=env, capture_output=True, text=True
+        )
+
+    trained = elmur(
+        "train", "tmaze_elmur", "--steps", "2", "--steps-per-epoch", "2", "--out", "run"
+    )
+    assert trained.returncode == 0, trained.stderr
+    assert trained.stdout.splitlines()[0].startswith(
+        str(target)
+    )  # the wheel's copy, not the tree's
+    assert "trained tmaze_elmur" in trained.stdout and (empty / "run" / "model.d3").is_file()
+    listed = elmur("dataset", "list")
+    assert listed.returncode == 0 and "popgym-repeatprevious-easy" in listed.stdout
+
+
+NOISY_IMPORT = """
+import importlib.abc, sys
+
+class Noisy(importlib.abc.MetaPathFinder):  # says something on stderr as d3rlpy is imported
+    def find_spec(self, name, path, target=None):
+        if name == "d3rlpy":
+            print("other text", file=sys.stderr)
+        return None
+
+sys.meta_path.insert(0, Noisy())
+import d3rlpy_elmur
+print("gym" in sys.modules)
+"""
+
+
+def test_importing_the_package_hides_only_the_old_gym_packages_notice() -> None:
+    """d3rlpy imports `gym`, which prints a notice asking to move to gymnasium (this package
+    uses gymnasium): the import drops that notice and passes on anything else on stderr."""
+    done = subprocess.run([sys.executable, "-c", NOISY_IMPORT], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "True"  # gym was imported ...
+    assert "Gym has been unmaintained" not in done.stderr  # ... its notice filtered ...
+    assert done.stderr.splitlines() == ["other text"]  # ... and nothing else
