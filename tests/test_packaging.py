@@ -4,6 +4,7 @@ plain (non-editable) install trains a preset from an empty folder."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -18,8 +19,14 @@ REPO = Path(__file__).resolve().parents[1]
 def test_a_wheel_install_trains_a_preset_from_an_empty_folder(tmp_path: Path) -> None:
     wheels, target, empty = tmp_path / "wheels", tmp_path / "site", tmp_path / "empty"
     empty.mkdir()
+    source = tmp_path / "source"  # pip builds in the source folder: keep the checkout clean
+    source.mkdir()
+    for name in ("setup.cfg", "pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(REPO / "d3rlpy_elmur", source / "d3rlpy_elmur",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
     build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
-    subprocess.run([*build, "-q", "-w", str(wheels), str(REPO)], check=True)
+    subprocess.run([*build, "-q", "-w", str(wheels), str(source)], check=True)
     (wheel,) = wheels.glob("d3rlpy_elmur-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "d3rlpy_elmur/data/recipes/tmaze-c28.yaml" in names

@@ -11,7 +11,7 @@ from .envs import make_eval_env
 
 __all__ = ["PAPER_LENGTHS", "QUICK_LENGTHS", "evaluate_tmaze", "format_length"]
 
-# Inference lengths T of the paper's T-Maze table (ELMUR.md section 3).
+# Inference lengths T of the paper's T-Maze table (docs/design.md §3).
 PAPER_LENGTHS = (9, 30, 90, 300, 900, 3000, 10_000, 100_000, 1_000_000)
 QUICK_LENGTHS = PAPER_LENGTHS[:7]
 # Sub-envs per round: 100 episodes of a length run as one batch.

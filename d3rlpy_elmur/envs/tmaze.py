@@ -1,4 +1,4 @@
-"""The offline T-Maze of RATE/ELMUR (ELMUR.md section 3), plus the Memory-RL variants.
+"""The offline T-Maze of RATE/ELMUR (docs/design.md §3), plus the Memory-RL variants.
 
 Layout (x grows to the right, y up)::
 

@@ -1,8 +1,11 @@
 """ELMUR: a transformer whose every layer owns an external memory, updated by an LRU rule.
 
+Cherepanov, Kovalev, Panov, "ELMUR: External Layer Memory with Update/Rewrite for Long-Horizon
+RL", ICLR 2026, arXiv:2510.07151; where we depart from it: docs/design.md.
+
 The whole model, top to bottom: config, relative time buckets, attention, feed-forward blocks, the
 layer, and the model with its two execution paths. Per layer l, for a segment x of K tokens and the
-layer's memory m of M slots (ELMUR.md section 1):
+layer's memory m of M slots (docs/design.md §1):
 
     h1 = x  + SelfAttn(x, c)                   causal, relative positions, plus the last W
                                                tokens c of the previous segment

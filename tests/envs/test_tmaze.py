@@ -1,4 +1,4 @@
-"""T-Maze: ELMUR.md section 3, point by point, plus the Memory-RL options."""
+"""T-Maze: docs/design.md §3, point by point, plus the Memory-RL options."""
 
 from __future__ import annotations
 
