@@ -10,7 +10,7 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# A plain `torch` requirement would pull a multi-GB CUDA build: install the CPU wheel first.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e ".[test,plot,popgym,dev,export,sweep,ray]"
+	$(PY) -m pip install -e ".[test,plot,popgym,dev,export,sweep,ray,tracking]"
 	touch $(STAMP)
 
 test: $(STAMP)
