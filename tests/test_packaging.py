@@ -23,14 +23,16 @@ def test_a_wheel_install_trains_a_preset_from_an_empty_folder(tmp_path: Path) ->
     source.mkdir()
     for name in ("setup.cfg", "pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, source / name)
-    shutil.copytree(REPO / "d3rlpy_elmur", source / "d3rlpy_elmur",
-                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    for package in ("d3rlpy_elmur", "d3rlpy_elmur_cli"):
+        shutil.copytree(REPO / package, source / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
     build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
     subprocess.run([*build, "-q", "-w", str(wheels), str(source)], check=True)
     (wheel,) = wheels.glob("d3rlpy_elmur-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "d3rlpy_elmur/data/recipes/tmaze-c28.yaml" in names
     assert "d3rlpy_elmur/data/configs/tmaze_elmur.yaml" in names
+    assert "d3rlpy_elmur_cli/__init__.py" in names
     install = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target"]
     subprocess.run([*install, str(target), str(wheel)], check=True)
 
@@ -79,3 +81,26 @@ def test_importing_the_package_hides_only_the_old_gym_packages_notice() -> None:
     assert done.returncode == 0 and done.stdout.strip() == "True"  # gym was imported ...
     assert "Gym has been unmaintained" not in done.stderr  # ... its notice filtered ...
     assert done.stderr.splitlines() == ["other text"]  # ... and nothing else
+
+
+HELP = """
+import sys
+import d3rlpy_elmur_cli
+
+for argv in (["--help"], ["train", "--help"], ["sweep", "--help"], ["train", "--steps", "x"]):
+    try:
+        d3rlpy_elmur_cli.main(argv)
+    except SystemExit as e:
+        print("exit:", argv[0], e.code)
+print("torch" in sys.modules, "d3rlpy" in sys.modules)
+"""
+
+
+def test_help_and_usage_errors_answer_without_importing_d3rlpy_or_torch() -> None:
+    done = subprocess.run([sys.executable, "-c", HELP], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    exits = [line for line in lines if line.startswith("exit: ")]
+    assert exits == ["exit: --help 0", "exit: train 0", "exit: sweep 0", "exit: train 2"]
+    assert "--backend {local,ray}" in done.stdout and "invalid int value: 'x'" in done.stderr
+    assert lines[-1] == "False False"

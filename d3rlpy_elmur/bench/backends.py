@@ -23,11 +23,12 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from d3rlpy_elmur_cli import BACKENDS  # the parser's, which must not import d3rlpy
+
 from .workers import worker_init
 
 __all__ = ["BACKENDS", "RAY_RETRIES", "RayExecutor", "make_executor"]
 
-BACKENDS = ("local", "ray")
 RAY_RETRIES = 3
 _FORWARDED_ENV = ("MINARI_DATASETS_PATH", "ELMUR_RECIPES_DIR", "ELMUR_CONFIGS_DIR")
 

@@ -15,9 +15,9 @@ from typing import Any
 from d3rlpy.logging import CombineAdapterFactory, LoggerAdapter, LoggerAdapterFactory
 from d3rlpy.logging.logger import AlgProtocol, SaveProtocol
 
-__all__ = ["LOGGERS", "check_loggers", "run_logger"]
+from d3rlpy_elmur_cli import LOGGERS  # the parser's, which must not import d3rlpy
 
-LOGGERS = ("csv", "tensorboard", "wandb")
+__all__ = ["LOGGERS", "check_loggers", "run_logger"]
 
 
 def check_loggers(names: Sequence[str]) -> list[str]:

@@ -46,6 +46,8 @@ from typing import Any
 
 import yaml
 
+from d3rlpy_elmur_cli import DEFAULT_EVAL_SEED  # the parser's, which must not import d3rlpy
+
 from ..io import atomic_write
 from .backends import make_executor
 from .configs import (
@@ -68,7 +70,6 @@ __all__ = [
     "run_trial",
 ]
 
-DEFAULT_EVAL_SEED = 5_000_000
 STUDY_NAME = "sweep"
 
 Log = Callable[[str], None]
