@@ -36,7 +36,7 @@ from torch import nn
 from .models.sequence import State, reset_rows
 
 if TYPE_CHECKING:
-    from .algos.elmur_dt import _ELMURDTBase
+    from .algos.elmur_dt import ELMURDTBase
 
 __all__ = ["PolicyStep", "export_policy"]
 
@@ -44,7 +44,7 @@ __all__ = ["PolicyStep", "export_policy"]
 class PolicyStep(nn.Module):  # type: ignore[misc]
     """ELMURDT's policy step as a pure function of explicit state (what is exported)."""
 
-    def __init__(self, algo: _ELMURDTBase, split_write: bool = False):
+    def __init__(self, algo: ELMURDTBase, split_write: bool = False):
         """``split_write``: leave the memory write out (memory and anchors pass through) and
         also output ``write.steps`` and ``write.done``, what :class:`WriteStep` needs."""
         super().__init__()
@@ -148,7 +148,7 @@ class WriteStep(nn.Module):  # type: ignore[misc]
         return ["in.memory", "in.anchors", "in.outputs", "in.steps", "in.done"]
 
 
-def export_policy(algo: _ELMURDTBase, fname: str | os.PathLike[str]) -> None:
+def export_policy(algo: ELMURDTBase, fname: str | os.PathLike[str]) -> None:
     """Writes the policy step to ``fname``: TorchScript for ``.pt``, ONNX for ``.onnx``."""
     path = Path(fname)
     if path.suffix not in (".pt", ".onnx"):
@@ -170,7 +170,7 @@ def export_policy(algo: _ELMURDTBase, fname: str | os.PathLike[str]) -> None:
 _OPSET = 17
 
 
-def _export_onnx(algo: _ELMURDTBase, path: Path) -> None:
+def _export_onnx(algo: ELMURDTBase, path: Path) -> None:
     try:
         import onnx
     except ImportError as e:

@@ -22,7 +22,7 @@ from d3rlpy.algos import QLearningAlgoBase, TransformerAlgoBase
 from d3rlpy.constants import ActionSpace
 from d3rlpy.types import Observation
 
-from .algos.elmur_dt import _ELMURDTBase
+from .algos.elmur_dt import ELMURDTBase
 from .observations import first_part, map_observations
 
 __all__ = [
@@ -47,7 +47,7 @@ class BatchPolicy(Protocol):
 class ELMURBatchPolicy:
     """ELMURDT's step path over a batch: memory per row, one model call per step."""
 
-    def __init__(self, algo: _ELMURDTBase, target_return: float, greedy: bool, seed: int) -> None:
+    def __init__(self, algo: ELMURDTBase, target_return: float, greedy: bool, seed: int) -> None:
         impl = algo.impl
         if impl is None:
             raise ValueError("the algorithm is not built: fit it or call build_with_env first")
@@ -193,7 +193,7 @@ def make_batch_policy(
     also sample from its softmax, seeded)."""
     if algo.impl is None:
         raise ValueError("the algorithm is not built: fit it or call build_with_env first")
-    if isinstance(algo, _ELMURDTBase):
+    if isinstance(algo, ELMURDTBase):
         return ELMURBatchPolicy(algo, target_return, greedy=greedy, seed=seed)
     if not greedy:
         raise ValueError(

@@ -14,7 +14,7 @@ import torch
 from d3rlpy.preprocessing import MinMaxActionScaler, MinMaxObservationScaler, MinMaxRewardScaler
 
 from d3rlpy_elmur import DiscreteELMURDTConfig, ELMURDTConfig, load_onnx_policy
-from d3rlpy_elmur.algos.elmur_dt import _ELMURDTBase
+from d3rlpy_elmur.algos.elmur_dt import ELMURDTBase
 from d3rlpy_elmur.export import PolicyStep
 from d3rlpy_elmur.models import GRUFactory
 from tests.encoders import FlattenEncoderFactory
@@ -36,7 +36,7 @@ class RecordingSampler:
         return int(output.argmax()) if self.discrete else output
 
 
-def _algo(discrete: bool, shape: Any, **overrides: Any) -> _ELMURDTBase:
+def _algo(discrete: bool, shape: Any, **overrides: Any) -> ELMURDTBase:
     torch.manual_seed(0)
     config_class = DiscreteELMURDTConfig if discrete else ELMURDTConfig
     scalers: dict[str, Any] = {"reward_scaler": MinMaxRewardScaler(minimum=0.0, maximum=2.0)}
@@ -66,7 +66,7 @@ def _episode(shape: Any, rng: np.random.Generator) -> list[Any]:
     return [one() for _ in range(STEPS)]
 
 
-def _wrapper_run(algo: _ELMURDTBase, episode: list[Any]) -> tuple[list[Any], np.ndarray]:
+def _wrapper_run(algo: ELMURDTBase, episode: list[Any]) -> tuple[list[Any], np.ndarray]:
     sampler = RecordingSampler(algo.get_action_type().name == "DISCRETE")
     wrapper = algo.as_stateful_wrapper(1.5, sampler)  # type: ignore[arg-type]
     actions = [wrapper.predict(o, 0.25 * (t > 0)) for t, o in enumerate(episode)]

@@ -99,7 +99,7 @@ def _states(algo: Any) -> dict[str, Any]:
 
 
 def _greedy_actions(algo: Any, observations: np.ndarray) -> list[int]:
-    if isinstance(algo, d3rlpy_elmur.algos.elmur_dt._ELMURDTBase):
+    if isinstance(algo, d3rlpy_elmur.algos.elmur_dt.ELMURDTBase):
         wrapper = algo.as_stateful_wrapper()
         return [np.asarray(wrapper.predict(obs, 0.0)).tolist() for obs in observations]
     if isinstance(algo, d3rlpy.algos.DiscreteDecisionTransformer):

@@ -54,6 +54,7 @@ from .torch.elmur_dt_impl import ELMURDTImpl, ELMURDTModules
 __all__ = [
     "ELMURDTConfig",
     "DiscreteELMURDTConfig",
+    "ELMURDTBase",
     "ELMURDT",
     "DiscreteELMURDT",
     "plan_epochs",
@@ -264,7 +265,11 @@ def plan_epochs(n_steps: int, n_steps_per_epoch: int) -> int:
     return per_epoch
 
 
-class _ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, _ELMURDTConfigBase]):
+class ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, _ELMURDTConfigBase]):
+    """What ELMURDT and DiscreteELMURDT share (d3rlpy needs one class per action type:
+    ``get_action_type`` runs before the config is set); ``isinstance(algo, ELMURDTBase)``
+    tells either apart from d3rlpy's algorithms."""
+
     _discrete: bool = False
     _replay: tuple[SegmentRecurrentView, BoundaryStates] | None = None  # set during fit
 
@@ -473,14 +478,14 @@ class _ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, _ELMURDTConfigBase]):
         export_policy(self, fname)
 
 
-class ELMURDT(_ELMURDTBase):
+class ELMURDT(ELMURDTBase):
     _discrete = False
 
     def get_action_type(self) -> ActionSpace:
         return ActionSpace.CONTINUOUS
 
 
-class DiscreteELMURDT(_ELMURDTBase):
+class DiscreteELMURDT(ELMURDTBase):
     _discrete = True
 
     def get_action_type(self) -> ActionSpace:

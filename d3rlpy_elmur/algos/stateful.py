@@ -23,7 +23,7 @@ from d3rlpy.types import NDArray, Observation, Shape
 from ..observations import map_observations
 
 if TYPE_CHECKING:
-    from .elmur_dt import _ELMURDTBase
+    from .elmur_dt import ELMURDTBase
 
 __all__ = ["ELMURStatefulWrapper", "check_observation"]
 
@@ -82,7 +82,7 @@ class ELMURStatefulWrapper(StatefulTransformerWrapper):  # type: ignore[type-arg
 
     def __init__(
         self,
-        algo: _ELMURDTBase,
+        algo: ELMURDTBase,
         target_return: float,
         action_sampler: TransformerActionSampler,
     ):

@@ -33,7 +33,7 @@ from d3rlpy.algos import DecisionTransformerConfig, DiscreteDecisionTransformerC
 from d3rlpy.logging import FileAdapter, FileAdapterFactory
 from d3rlpy.logging.logger import AlgProtocol, SaveProtocol
 
-from ..algos.elmur_dt import _ELMURDTBase, plan_epochs
+from ..algos.elmur_dt import ELMURDTBase, plan_epochs
 from ..algos.segments import SegmentRecurrentView
 from ..checkpoint import (
     CheckpointError,
@@ -201,7 +201,7 @@ def check_run(run: RunConfig, buffer: Any) -> None:
     config = run.make_config()
     _check_max_timestep(config, buffer, run.name)
     algo = config.create(device="cpu:0")
-    if isinstance(algo, _ELMURDTBase):
+    if isinstance(algo, ELMURDTBase):
         with warnings.catch_warnings():  # warnings come again, once, when it trains
             warnings.simplefilter("ignore")
             try:
@@ -485,7 +485,7 @@ def _fit(
     per_epoch, every = _epoch_plan(run)
     d3rlpy.seed(seed)
     algo = config.create(device=device)
-    data = algo.segment_view(buffer, seed) if isinstance(algo, _ELMURDTBase) else buffer
+    data = algo.segment_view(buffer, seed) if isinstance(algo, ELMURDTBase) else buffer
     sampler = data if isinstance(data, SegmentRecurrentView) else None
     done, seconds_before = 0, 0.0
     if state is not None:

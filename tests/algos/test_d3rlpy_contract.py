@@ -37,7 +37,7 @@ from d3rlpy.preprocessing import (
 from d3rlpy.types import Shape
 
 from d3rlpy_elmur import DiscreteELMURDTConfig, ELMURDTConfig
-from d3rlpy_elmur.algos.elmur_dt import _ELMURDTBase
+from d3rlpy_elmur.algos.elmur_dt import ELMURDTBase
 from tests.encoders import FlattenEncoderFactory
 
 SHAPES: list[Shape] = [(6,), (4, 8, 8), ((5,), (7,))]
@@ -78,7 +78,7 @@ def _scalers(shape: Shape, action_size: int, discrete: bool) -> dict[str, Any]:
     return scalers
 
 
-def _algo(discrete: bool, shape: Shape, scaled: bool, action_size: int) -> _ELMURDTBase:
+def _algo(discrete: bool, shape: Shape, scaled: bool, action_size: int) -> ELMURDTBase:
     torch.manual_seed(0)
     config_class = DiscreteELMURDTConfig if discrete else ELMURDTConfig
     extra = _scalers(shape, action_size, discrete) if scaled else {}
@@ -86,13 +86,13 @@ def _algo(discrete: bool, shape: Shape, scaled: bool, action_size: int) -> _ELMU
     return config.create()  # type: ignore[no-any-return]
 
 
-def _actions(algo: _ELMURDTBase, n: int, action_size: int, rng: np.random.Generator) -> np.ndarray:
+def _actions(algo: ELMURDTBase, n: int, action_size: int, rng: np.random.Generator) -> np.ndarray:
     if algo.get_action_type() == ActionSpace.DISCRETE:
         return rng.integers(action_size, size=(n, 1))
     return rng.random((n, action_size), dtype=np.float32)
 
 
-def _dataset(algo: _ELMURDTBase, shape: Shape, action_size: int, rng: np.random.Generator) -> Any:
+def _dataset(algo: ELMURDTBase, shape: Shape, action_size: int, rng: np.random.Generator) -> Any:
     episodes, length = 4, 13
     n = episodes * length
     terminals = np.zeros(n, dtype=np.float32)
@@ -106,7 +106,7 @@ def _dataset(algo: _ELMURDTBase, shape: Shape, action_size: int, rng: np.random.
     return create_infinite_replay_buffer(generator())
 
 
-def _sampler(algo: _ELMURDTBase) -> Any:
+def _sampler(algo: ELMURDTBase) -> Any:
     if algo.get_action_type() == ActionSpace.DISCRETE:
         return GreedyTransformerActionSampler()
     return IdentityTransformerActionSampler()
