@@ -169,6 +169,23 @@ def test_bench_quick_writes_results_table_and_plot(roots: Path, capsys) -> None:
     )
 
 
+def test_bench_in_worker_processes_shows_a_bar_over_runs_and_one_label_per_run(
+    roots: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    out = roots / "pool"
+    assert main(["bench", "bench_toy", "--quick", "--jobs", "2", "--out", str(out)]) == 0
+    stdout, stderr = capfd.readouterr()
+    assert "runs: 100%" in stderr and "4/4" in stderr  # the bar counts finished runs
+    labels = ("ELMURDT, seed 0: ", "BC-GRU, seed 0: ", "DT, seed 0: ", "BC, seed 0: ")
+    worker_lines = [
+        line for line in stdout.splitlines() if "training ..." in line or ": step " in line
+    ]
+    assert len(worker_lines) >= 8  # each run: a start line and a line per epoch
+    # every line a worker prints carries its run's label (it used to switch to the config's)
+    assert all(line.startswith(labels) for line in worker_lines), worker_lines
+    assert {line.split(":")[0] for line in worker_lines} == {label[:-2] for label in labels}
+
+
 def test_demo_prints_the_table_and_ends_with_the_results_dir(roots: Path, capsys) -> None:
     out = roots / "demo"
     assert main(["demo", "--out", str(out), "--jobs", "1", "--quiet"]) == 0
