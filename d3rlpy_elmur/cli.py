@@ -193,10 +193,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .bench.evaluate import evaluate_model
     from .bench.runinfo import run_info
     from .bench.tmaze import format_length
-    from .bench.train import load_model
+    from .io import load_learnable
 
     _setup(args)
-    algo = load_model(args.model)
+    algo = load_learnable(args.model)
     rows = evaluate_model(
         algo,
         args.env,

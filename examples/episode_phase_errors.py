@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from d3rlpy_elmur.bench import ensure_dataset, load_model
+from d3rlpy_elmur import load_learnable
+from d3rlpy_elmur.bench import ensure_dataset
 from d3rlpy_elmur.datasets import load_minari
 from d3rlpy_elmur.envs.experts import make_expert
 from d3rlpy_elmur.envs.popgym_experts import expert_name_for_popgym, make_popgym_env
@@ -104,7 +105,7 @@ def main() -> None:
     rows = []
     for name in args.models:
         path = Path(name)
-        algo = load_model(path / "model.d3" if path.is_dir() else path)
+        algo = load_learnable(path / "model.d3" if path.is_dir() else path)
         loop, median_length = closed_loop_errors(algo, args.env, args.episodes, args.seed)
         rows.append(
             {

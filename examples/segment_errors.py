@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from d3rlpy_elmur import ELMURDT, DiscreteELMURDT
-from d3rlpy_elmur.bench import ensure_dataset, load_model, position_errors
+from d3rlpy_elmur import ELMURDT, DiscreteELMURDT, load_learnable
+from d3rlpy_elmur.bench import ensure_dataset, position_errors
 from d3rlpy_elmur.datasets import load_minari
 from d3rlpy_elmur.policies import make_batch_policy
 
@@ -39,7 +39,7 @@ def main() -> None:
 
     episodes = load_minari(ensure_dataset(args.dataset)).episodes[: args.episodes]
     paths = [Path(name) / "model.d3" if Path(name).is_dir() else Path(name) for name in args.models]
-    models = [load_model(path) for path in paths]
+    models = [load_learnable(path) for path in paths]
     context = args.context or next(
         (m.config.context_size for m in models if isinstance(m, ELMURDT | DiscreteELMURDT)), None
     )

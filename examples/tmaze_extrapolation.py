@@ -15,10 +15,10 @@ import time
 
 import torch
 
+from d3rlpy_elmur import load_learnable
 from d3rlpy_elmur.bench import (
     ensure_dataset,
     evaluate_tmaze,
-    load_model,
     load_run_config,
     run_info,
     train_run,
@@ -53,7 +53,7 @@ def main(args: Args) -> None:
         print(trained.summary())
 
         # evaluate the saved file, as anyone loading it would
-        algo = load_model(trained.model_path)
+        algo = load_learnable(trained.model_path)
         rows = evaluate_tmaze(
             algo, args.lengths, args.episodes, args.eval_seed + 1000 * seed, show_progress=True
         )

@@ -109,7 +109,7 @@ def test_a_kill_after_the_last_checkpoint_resumes_to_the_model(
         raise _Stop("killed before model.d3")
 
     with monkeypatch.context() as patch:
-        patch.setattr("d3rlpy_elmur.bench.train.save_model", crash)
+        patch.setattr("d3rlpy_elmur.bench.train.save_learnable", crash)
         with pytest.raises(_Stop):
             train_run(run, out, steps=8, show_progress=False)
     assert read_checkpoint(out / "checkpoint.pt")["step"] == 8

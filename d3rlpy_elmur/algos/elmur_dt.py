@@ -61,6 +61,10 @@ __all__ = [
 ]
 
 
+# d3rlpy's TransformerConfig default, kept so configs written before stay valid (it is unused)
+_UNUSED_MAX_TIMESTEP = 1000
+
+
 def _default_encoder() -> EncoderFactory:
     return VectorEncoderFactory(hidden_units=[128], exclude_last_activation=True)
 
@@ -187,6 +191,24 @@ class _ELMURDTConfigBase(TransformerConfig):
             "num_threads": self.num_threads >= 0,
             "learning_rate": self.learning_rate > 0,
         }
+        # fields inherited from d3rlpy's TransformerConfig that ELMURDT cannot honour
+        unused = {
+            "compile_graph": (
+                self.compile_graph is False,
+                "d3rlpy's CUDA-graph capture runs a fixed window; ELMURDT carries memory "
+                "between calls",
+            ),
+            "max_timestep": (
+                self.max_timestep == _UNUSED_MAX_TIMESTEP,
+                "ELMURDT has no timestep embedding, so episodes of any length are fine",
+            ),
+        }
+        for name, (ok, why) in unused.items():
+            if not ok:
+                raise ValueError(
+                    f"invalid {type(self).__name__}: {name}={getattr(self, name)!r} is not used "
+                    f"({why}); leave it at its default"
+                )
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)

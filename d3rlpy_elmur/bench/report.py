@@ -1,7 +1,7 @@
 """Results -> ``results.md`` and plots. Tables are generated from ``results.json`` only.
 
 :func:`render_markdown` is a pure function of the results dict, so a table can always be
-regenerated (``elmur bench report DIR``) and a test checks it against a fixture. Cells are
+regenerated (``elmur report DIR``) and a test checks it against a fixture. Cells are
 the mean ± standard deviation over seeds (population std, ddof=0); a length above an
 algorithm's horizon cap reads "not evaluated (cap)", never a number.
 """

@@ -37,14 +37,14 @@ from typing import Any
 
 from ..datasets import get_recipe, load_minari, open_minari
 from ..datasets.spaces import is_discrete_action_space
-from ..io import atomic_write
+from ..io import atomic_write, load_learnable
 from .backends import make_executor
 from .configs import ConfigError, load_run_config, load_yaml, resolve_config_path
 from .popgym import evaluate_popgym
 from .report import write_report
 from .runinfo import run_info
 from .tmaze import evaluate_tmaze, format_length
-from .train import check_run, ensure_dataset, load_model, train_run
+from .train import check_run, ensure_dataset, train_run
 
 __all__ = [
     "KINDS",
@@ -339,7 +339,7 @@ def execute_unit(
         log=None if show_progress else log,
         loggers=loggers,
     )
-    algo = load_model(trained.model_path)  # evaluate what was saved
+    algo = load_learnable(trained.model_path)  # evaluate what was saved
     record = {
         **base,
         "fingerprint": fingerprint,

@@ -48,7 +48,7 @@ import yaml
 
 from d3rlpy_elmur_cli import DEFAULT_EVAL_SEED  # the parser's, which must not import d3rlpy
 
-from ..io import atomic_write
+from ..io import atomic_write, load_learnable
 from .backends import make_executor
 from .configs import (
     ConfigError,
@@ -59,7 +59,7 @@ from .configs import (
 )
 from .evaluate import evaluate_model
 from .runinfo import run_info
-from .train import OutputExistsError, ensure_dataset, load_model, train_run
+from .train import OutputExistsError, ensure_dataset, train_run
 
 __all__ = [
     "DEFAULT_EVAL_SEED",
@@ -241,7 +241,7 @@ def run_trial(
         loggers=loggers,
     )
     rows = evaluate_model(
-        load_model(trained.model_path),
+        load_learnable(trained.model_path),
         trial.env,
         trial.episodes,
         trial.eval_seed,

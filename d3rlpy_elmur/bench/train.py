@@ -45,7 +45,7 @@ from ..checkpoint import (
 from ..datasets import build_recipe, find_recipe_by_id, load_minari, load_recipes
 from ..datasets.errors import DatasetNotFoundError
 from ..datasets.writer import dataset_exists, datasets_root
-from ..io import atomic_write, load_learnable, remove_stale_temps, save_learnable
+from ..io import atomic_write, remove_stale_temps, save_learnable
 from .configs import ConfigError, RunConfig, load_run_config
 from .loggers import check_loggers, run_logger
 
@@ -54,9 +54,7 @@ __all__ = [
     "TrainResult",
     "check_run",
     "ensure_dataset",
-    "load_model",
     "resume_run",
-    "save_model",
     "train_run",
 ]
 
@@ -92,17 +90,6 @@ class TrainResult:
             f"seed {self.seed}, {self.seconds:.1f} s ({self.updates_per_second:.1f} updates/s), "
             f"final loss {loss} -> {self.model_path}"
         )
-
-
-# ----------------------------------------------------------------- model files
-def save_model(algo: Any, path: str | os.PathLike[str]) -> Path:
-    """Save atomically: a crash leaves the old file or the new one, never half of one."""
-    return save_learnable(algo, path)
-
-
-def load_model(path: str | os.PathLike[str]) -> Any:
-    """Load a ``.d3`` with the package's safe loader (no code from the file is run)."""
-    return load_learnable(path)
 
 
 # ----------------------------------------------------------------- datasets
@@ -555,7 +542,7 @@ def _fit(
     )
     summary = {**dataclasses.asdict(result), "torch_threads": torch.get_num_threads()}
     _write_text(out / "train.json", json.dumps(summary, indent=2) + "\n")
-    save_model(algo, out / MODEL_FILE)  # its presence marks a finished run
+    save_learnable(algo, out / MODEL_FILE)  # atomic; its presence marks a finished run
     (out / CHECKPOINT_FILE).unlink(missing_ok=True)  # a finished run has nothing to resume
     return result
 

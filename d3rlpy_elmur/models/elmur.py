@@ -44,7 +44,7 @@ class ELMURConfig:
     num_heads: int = 2
     context_size: int = 10  # K: steps per segment
     attention_window: int = 0  # W: previous-segment tokens every token also attends to (<= K)
-    memory_slots: int = 2  # M: slots per layer
+    memory_slots: int = 1  # M: slots per layer (the algorithm configs' default too)
     lru_blend: float = 0.79  # lambda of the blend into the least recently used slot
     memory_init_std: float = 0.1  # std of the learned initial slots
     dropout: float = 0.0

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["SequenceEncoder", "State", "reset_rows", "select_rows"]
+__all__ = ["SequenceEncoder", "State", "reset_rows"]
 
 State = dict[str, torch.Tensor]
 
@@ -90,8 +90,3 @@ def reset_rows(state: State, initial: State, rows: torch.Tensor) -> State:
         else:
             out[key] = torch.where(mask, initial[key].to(value.dtype), value)
     return out
-
-
-def select_rows(state: State, index: torch.Tensor) -> State:
-    """The rows ``index`` of every tensor of ``state``."""
-    return {key: value.index_select(0, index) for key, value in state.items()}

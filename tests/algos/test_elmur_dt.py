@@ -82,6 +82,8 @@ def test_registered_with_d3rlpy() -> None:
         ("memory_refresh_every", 0),
         ("sequence_encoder", "lstm"),
         ("encoder_factory", "vector"),
+        ("compile_graph", True),  # inherited from d3rlpy and not honoured: refused
+        ("max_timestep", 50),
     ],
 )
 def test_invalid_config_fails_at_create_naming_the_field(field: str, value: object) -> None:

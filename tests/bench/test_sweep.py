@@ -14,10 +14,10 @@ import optuna
 import pytest
 import yaml
 
+from d3rlpy_elmur import load_learnable
 from d3rlpy_elmur.bench.configs import ConfigError, load_run_config
 from d3rlpy_elmur.bench.evaluate import evaluate_model
 from d3rlpy_elmur.bench.sweep import load_space, run_sweep
-from d3rlpy_elmur.bench.train import load_model
 from d3rlpy_elmur.cli import main
 
 from ..toy_roots import make_toy_roots
@@ -60,7 +60,7 @@ def test_a_grid_sweep_trains_each_config_once_and_writes_the_best_as_a_config(
         assert params["batch_size"] == t["values"]["params.batch_size"]
     first = trials[0]
     rows = evaluate_model(
-        load_model(Path(first["run_dir"]) / "model.d3"),
+        load_learnable(Path(first["run_dir"]) / "model.d3"),
         "d3rlpy_elmur/TMaze-v0",
         4,
         5_000_000,
