@@ -14,6 +14,7 @@ load as before.
 :func:`atomic_write`, :func:`atomic_path` and :func:`save_learnable` write to a temporary
 file next to the target and rename it over the target, so a crash or an exception mid-write never
 leaves a half-written file behind (readers see the old file or the new one).
+:func:`exclusive_folder` lets one process at a time work in a folder.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import pickle
 import re
 import secrets
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, TypeAlias, Union
 
@@ -44,6 +45,7 @@ from d3rlpy.serializable_config import CONFIG_STORAGE
 from d3rlpy.torch_utility import map_location
 
 __all__ = [
+    "exclusive_folder",
     "ModelFileError",
     "UnsafeModelFileError",
     "ModelVersionWarning",
@@ -366,3 +368,29 @@ def _fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def exclusive_folder(
+    folder: PathLike, lock_name: str, busy: Callable[[str], Exception]
+) -> Iterator[None]:
+    """Hold ``folder/lock_name`` locked (``flock``) for the block, its holder's pid inside;
+    while another process holds it, raise ``busy(pid)``. Where there is no ``flock``
+    (Windows), one process per folder is up to the user."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(folder / lock_name, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise busy(handle.read().strip() or "?") from None
+        handle.truncate(0)  # the holder's pid, for whoever finds the folder busy
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield

@@ -417,6 +417,14 @@ def test_bench_resume_continues_a_run_cut_after_a_checkpoint(
     assert again["results"][0]["return_mean"] == run["results"][0]["return_mean"]
     assert (folder / "model.d3").stat().st_mtime_ns == stamp
 
+    # trained again without --resume and cut: the old result is gone with the old model, so a
+    # --resume (or a backend's retry) finishes the new run instead of reusing the old one
+    resumes.clear()
+    assert main(args) == 130
+    assert not (folder / "result.json").exists() and not (folder / "model.d3").exists()
+    assert main([*args, "--resume"]) == 0
+    assert resumes == [False, True]
+
 
 _ORPHAN = """
 import multiprocessing, os, sys, time

@@ -9,8 +9,9 @@ Both are a ``concurrent.futures.Executor``, so the bench and the sweep drive the
   Ray runs the workers at low priority; "auto" finds one started on this machine); without it
   a local cluster is started for the command and stopped after. The tasks see the driver's
   dataset, recipe and config roots (``MINARI_DATASETS_PATH``, ``ELMUR_RECIPES_DIR``,
-  ``ELMUR_CONFIGS_DIR``) and write run folders where the driver would: on a cluster these
-  paths must be on a filesystem every node shares. A task whose worker process dies is run
+  ``ELMUR_CONFIGS_DIR``) and run in the driver's working directory, so they write run
+  folders where the driver would: on a cluster these paths must be on a filesystem every node
+  shares. A task whose worker process dies is run
   again (up to ``RAY_RETRIES`` times); the bench and the sweep make such a rerun continue from
   the run's last checkpoint. An exception raised by a run is not retried.
 """
@@ -25,7 +26,7 @@ from typing import Any
 
 from d3rlpy_elmur_cli import BACKENDS  # the parser's, which must not import d3rlpy
 
-from .workers import worker_init
+from .workers import configure_worker, worker_init
 
 __all__ = ["BACKENDS", "RAY_RETRIES", "RayExecutor", "make_executor"]
 
@@ -36,8 +37,10 @@ _FORWARDED_ENV = ("MINARI_DATASETS_PATH", "ELMUR_RECIPES_DIR", "ELMUR_CONFIGS_DI
 def make_executor(
     backend: str, jobs: int, threads: int, address: str | None = None
 ) -> concurrent.futures.Executor:
-    """An executor of ``backend`` (see the module docstring); ``jobs`` bounds the local pool,
-    a Ray cluster runs as many tasks at once as its CPUs allow."""
+    """An executor of ``backend`` (see the module docstring). ``jobs`` bounds the local pool;
+    on Ray the bench submits every run and the cluster runs as many at once as its CPUs
+    allow, while a sweep keeps ``jobs`` trials in flight (it asks Optuna for one as another
+    ends)."""
     if backend == "local":
         if address is not None:
             raise ValueError("--address is for --backend ray")
@@ -45,22 +48,17 @@ def make_executor(
             max_workers=jobs,
             mp_context=multiprocessing.get_context("spawn"),  # a forked torch can hang
             initializer=worker_init,
-            initargs=(threads, True),
+            initargs=(threads,),
         )
     if backend == "ray":
         return RayExecutor(threads, address)
     raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
 
 
-def _in_ray_task(fn: Callable[..., Any], threads: int, *args: Any) -> Any:
-    import logging
-
-    import structlog
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+def _in_ray_task(fn: Callable[..., Any], threads: int, cwd: str, *args: Any) -> Any:
+    # the driver's folder: relative run folders and configs mean what they mean there
+    os.chdir(cwd)
+    configure_worker(threads)
     return fn(*args)
 
 
@@ -88,12 +86,13 @@ class RayExecutor(concurrent.futures.Executor):
             runtime_env={"env_vars": env} if env else None,
         )
         self._threads = threads
+        self._cwd = os.getcwd()
         self._refs: list[Any] = []
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         if kwargs:
             raise TypeError("RayExecutor.submit takes positional arguments only")
-        ref = self._task.remote(fn, self._threads, *args)
+        ref = self._task.remote(fn, self._threads, self._cwd, *args)
         self._refs.append(ref)
         return ref.future()
 

@@ -130,13 +130,12 @@ def configs_dir() -> Path:
 
 
 def resolve_config_path(name: str | os.PathLike[str], relative_to: Path | None = None) -> Path:
-    """A config path as given, else relative to ``relative_to``, else in :func:`configs_dir`
+    """A config relative to ``relative_to`` (the folder of the file whose ``base`` it is),
+    else as given (relative to the working directory), else in :func:`configs_dir`
     (``.yaml`` may be left out)."""
     raw = Path(name)
-    candidates = [raw]
-    if relative_to is not None:
-        candidates.append(relative_to / raw)
-    candidates.append(configs_dir() / raw)
+    candidates = [] if relative_to is None or raw.is_absolute() else [relative_to / raw]
+    candidates += [raw, configs_dir() / raw]
     for candidate in list(candidates):
         if candidate.suffix != ".yaml":
             candidates.append(candidate.with_name(candidate.name + ".yaml"))

@@ -318,6 +318,8 @@ def execute_unit(
         if record.get("fingerprint") == fingerprint:
             return {**record, "reused": True}
         # the config, budget or evaluation changed since: run it again
+    # a run trained again must not leave the old result for a retry or a --resume to reuse
+    cached.unlink(missing_ok=True)
     label = f"{unit.label}{', ' + unit.task if unit.task else ''}, seed {unit.seed}: "
     log = (lambda line: _print(label + line)) if announce else None  # one label per run
     if log is not None:

@@ -7,9 +7,10 @@ A search space is a YAML mapping of run-config fields (dotted paths) to their va
     params.lru_blend: {low: 0.2, high: 0.9}      # a range: floats (integers if both bounds are)
     params.embed_dim: {low: 32, high: 256, log: true}
 
-When every field is a list the sweep walks the grid (Optuna's ``GridSampler`` in a seeded
-order), so each trial is another config and ``trials`` is capped at the grid's size. With a
-range, Optuna's seeded TPE sampler proposes the trials.
+When every field is a list the sweep walks the grid: its configs are queued in an order
+seeded by ``sampler_seed`` (Optuna's ``enqueue_trial``), so each trial is another config and
+``trials`` is capped at the grid's size. With a range, Optuna's seeded TPE sampler proposes
+the trials.
 
 Every trial trains with the config's budget and training seed, and its score is the mean
 over the evaluation rows of the success rate (T-Maze) or else the mean return, on
@@ -24,7 +25,8 @@ Output folder::
     trials/VALUES/  one folder per config tried: trial.yaml (base + the trial's values, a config
                     ``elmur train`` reads), the run's files (model.d3, logs, checkpoint.pt) and
                     result.json (its score)
-    best.yaml       the best trial's config, for ``elmur train`` and the suites
+    best.yaml       the best trial's config (ties: the earliest trial), for ``elmur train``
+                    and the suites
     sweep.json, sweep.md, sweep.png   every trial: values, score, training time
 """
 
@@ -40,7 +42,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +50,11 @@ import yaml
 
 from d3rlpy_elmur_cli import DEFAULT_EVAL_SEED  # the parser's, which must not import d3rlpy
 
-from ..io import atomic_write, load_learnable
+from ..io import atomic_write, exclusive_folder, load_learnable
 from .backends import make_executor
 from .configs import (
     ConfigError,
+    configs_dir,
     load_run_config,
     load_yaml,
     override_run_config,
@@ -248,15 +251,19 @@ def run_trial(
         corridors=trial.corridors or None,
         target_return=trial.target_return,
     )
+    score = _score(rows)
+    if not math.isfinite(score):  # Optuna would fail it silently, and nothing would count it
+        raise ValueError(f"trial {trial.number} scored {score}: the model's outputs diverged")
     record = {
         "values": trial.values,
-        "score": _score(rows),
+        "score": score,
         "fingerprint": fingerprint,
         "train": {
             "steps": trained.steps,
             "seed": trained.seed,
             "seconds": trained.seconds,
             "final_loss": trained.final_loss,
+            **({} if trained.resumed_from is None else {"resumed_from": trained.resumed_from}),
         },
         "rows": rows,
     }
@@ -266,21 +273,13 @@ def run_trial(
 
 
 # ----------------------------------------------------------------- the study
-@contextlib.contextmanager
-def _sweep_lock(out: Path) -> Iterator[None]:
+def _sweep_lock(out: Path) -> contextlib.AbstractContextManager[None]:
     """One sweep process per folder: it alone decides which trials are cut and rerun."""
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # no flock on Windows: one sweep per folder is up to the user
-        yield
-        return
-    with open(out / ".sweep.lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutputExistsError(f"another sweep is running in {out}") from None
-        yield
+    return exclusive_folder(
+        out,
+        ".sweep.lock",
+        lambda pid: OutputExistsError(f"another sweep (pid {pid}) runs in {out}"),
+    )
 
 
 def _open_study(out: Path, identity: dict[str, Any], dims: Sequence[Dimension], seed: int) -> Any:
@@ -344,13 +343,21 @@ def _queue_owed_trials(
             queued.append(values)
 
 
+def _base_reference(base: Path, folder: Path) -> str:
+    """How a config written in ``folder`` names ``base``: by name when it is one of the
+    shipped presets (found in any install), else by its path relative to ``folder``."""
+    if base.parent == configs_dir().resolve():
+        return base.name
+    return os.path.relpath(base, folder)
+
+
 def _write_trial_config(
     out: Path, base: Path, dataset: str, values: dict[str, Any], description: str
 ) -> Path:
     folder = out / "trials" / _slug(values)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "trial.yaml"
-    data = {"base": os.path.relpath(base, folder), "dataset": dataset, **_nested(values)}
+    data = {"base": _base_reference(base, folder), "dataset": dataset, **_nested(values)}
     text = f"# {description}\n" + yaml.safe_dump(data, sort_keys=False)
     with atomic_write(path, "w") as f:
         f.write(text)
@@ -425,10 +432,8 @@ def run_sweep(
         _queue_owed_trials(study, dims, trials, sampler_seed, log)
 
         def make_trial(number: int, values: dict[str, Any]) -> SweepTrial:
-            label = ", ".join(f"{k}={v}" for k, v in values.items())
-            path = _write_trial_config(
-                out, base, dataset_name, values, f"sweep trial {number}: {base.name} with {label}"
-            )
+            description = f"sweep trial {number}: {base.name} with {_label(values)}"
+            path = _write_trial_config(out, base, dataset_name, values, description)
             return SweepTrial(
                 number=number,
                 values=values,
@@ -520,8 +525,8 @@ def _drive(
 ) -> None:
     """Ask Optuna for trials, run them (here, or ``jobs`` at a time on ``backend``) and tell
     it the scores, until ``trials`` have finished or nothing is left to ask. A failed trial is
-    told as failed and costs no budget (it is run again by the next invocation); as many
-    failures as the budget stop the sweep."""
+    told as failed and costs no budget (a grid's config is queued again by the next
+    invocation; a range's is not); as many failures as the budget stop the sweep."""
     failures = 0
     if jobs == 1 and backend == "local":
         while finished() < trials and failures < trials:
@@ -575,6 +580,8 @@ def _summary(
 ) -> dict[str, Any]:
     rows = []
     for frozen in study.get_trials(deepcopy=False):
+        if frozen.state.name == "WAITING":  # queued, never run: not a trial yet
+            continue
         rows.append(
             {
                 "number": frozen.number,
@@ -660,9 +667,10 @@ def _write_outputs(summary: dict[str, Any], out: Path, base: Path, dataset: str)
     best = summary["best"]
     if best is None:
         return
-    data = {"base": os.path.relpath(base, out), "dataset": dataset, **_nested(best["values"])}
+    complete = [row for row in summary["trials"] if row["state"] == "complete"]
+    data = {"base": _base_reference(base, out), "dataset": dataset, **_nested(best["values"])}
     header = (
-        f"# Chosen by a sweep of {base.name} ({len(summary['trials'])} trials): trial "
+        f"# Chosen by a sweep of {base.name} ({len(complete)} trials): trial "
         f"{best['number']}, score {best['score']:.4f}\n# (mean over {summary['episodes']} "
         f"episodes of {summary['env']} from seed {summary['eval_seed']}; sweep.md has them all)\n"
     )

@@ -22,7 +22,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from ..checkpoint import (
 from ..datasets import build_recipe, find_recipe_by_id, load_minari, load_recipes
 from ..datasets.errors import DatasetNotFoundError
 from ..datasets.writer import dataset_exists, datasets_root
-from ..io import atomic_write, remove_stale_temps, save_learnable
+from ..io import atomic_write, exclusive_folder, remove_stale_temps, save_learnable
 from .configs import ConfigError, RunConfig, load_run_config
 from .loggers import check_loggers, run_logger
 
@@ -400,27 +400,13 @@ def _refuse_to_replace(out: Path, overwrite: bool) -> None:
         )
 
 
-@contextlib.contextmanager
-def _exclusive(out: Path) -> Iterator[None]:
+def _exclusive(out: Path) -> contextlib.AbstractContextManager[None]:
     """One training process per folder: two would interleave checkpoints and logs."""
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # Windows has no flock: one process per folder is up to the user
-        yield
-        return
-    with open(out / ".lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            raise OutputExistsError(
-                f"another process (pid {handle.read().strip() or '?'}) is training in {out}"
-            ) from None
-        handle.truncate(0)  # the holder's pid, for whoever finds the folder busy
-        handle.write(str(os.getpid()))
-        handle.flush()
-        yield
+    return exclusive_folder(
+        out,
+        ".lock",
+        lambda pid: OutputExistsError(f"another process (pid {pid}) is training in {out}"),
+    )
 
 
 def _identity(run: RunConfig, config: Any, dataset_id: str) -> dict[str, Any]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import time
 
-__all__ = ["exit_with_parent", "worker_init"]
+__all__ = ["configure_worker", "exit_with_parent", "worker_init"]
 
 
-def worker_init(threads: int, quiet_logs: bool) -> None:
-    """Set up a spawned worker: its torch threads, quiet d3rlpy logs, and an exit when the
-    process that started it ends."""
+def configure_worker(threads: int) -> None:
+    """A worker's torch threads (0 keeps torch's) and quiet d3rlpy logs (a line per epoch is
+    logged instead)."""
     import logging
 
     import structlog
@@ -18,8 +18,13 @@ def worker_init(threads: int, quiet_logs: bool) -> None:
 
     if threads:
         torch.set_num_threads(threads)
-    if quiet_logs:
-        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
+def worker_init(threads: int) -> None:
+    """Set up a spawned worker process: :func:`configure_worker`, and an exit when the process
+    that started it ends."""
+    configure_worker(threads)
     exit_with_parent()
 
 

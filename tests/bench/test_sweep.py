@@ -175,8 +175,8 @@ def test_a_killed_sweep_process_resumes(roots: Path) -> None:
         results = list(out.glob("trials/*/result.json"))
         assert process.poll() is None, "the sweep ended before it could be killed"
     assert results, "the first trial did not finish in time"
-    # the second trial has started: its folder has a config
-    while time.monotonic() < deadline and len(list(out.glob("trials/*/config.yaml"))) < 2:
+    # the second trial has trained an epoch: its folder has a checkpoint
+    while time.monotonic() < deadline and not list(out.glob("trials/*/checkpoint.pt")):
         time.sleep(0.1)
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -190,3 +190,6 @@ def test_a_killed_sweep_process_resumes(roots: Path) -> None:
     complete = [t for t in summary["trials"] if t["state"] == "complete"]
     assert sorted(t["values"]["params.learning_rate"] for t in complete) == [0.0001, 0.003]
     assert first.stat().st_mtime_ns == stamp
+    # the cut trial went on from its checkpoint
+    (second,) = [p for p in out.glob("trials/*/result.json") if p.parent != results[0].parent]
+    assert json.loads(second.read_text())["train"]["resumed_from"] > 0
