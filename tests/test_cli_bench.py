@@ -326,20 +326,20 @@ def test_a_failing_run_is_reported_and_the_others_finish(
     roots: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("popgym")
-    import d3rlpy_elmur.bench.suite as suite_module
+    import d3rlpy_elmur.bench.train as train_module
 
     args = _rp_suite(roots, "fail", {"DT": "toy_dt_long.yaml", "BC": "toy_bc.yaml"})
     (roots / "configs" / "toy_dt_long.yaml").write_text(
         "base: toy_dt.yaml\nparams: {max_timestep: 128}\n"
     )
-    real_train_run = suite_module.train_run
+    real_train_run = train_module.train_run
 
     def train_run(run, *args, **kwargs):  # a failure only training shows (say, out of memory)
         if run.algo == "discrete_decision_transformer":
             raise RuntimeError("simulated training failure")
         return real_train_run(run, *args, **kwargs)
 
-    monkeypatch.setattr(suite_module, "train_run", train_run)
+    monkeypatch.setattr(train_module, "train_run", train_run)
     out = roots / "fail"
     assert main(args) == 1
     assert "1 run(s) failed" in capsys.readouterr().err
@@ -381,10 +381,10 @@ def test_bench_resume_continues_a_run_cut_after_a_checkpoint(
     roots: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("popgym")
-    import d3rlpy_elmur.bench.suite as suite_module
+    import d3rlpy_elmur.bench.train as train_module
 
     args = _rp_suite(roots, "cut", {"BC": "toy_bc.yaml"})
-    real_train_run = suite_module.train_run
+    real_train_run = train_module.train_run
     resumes: list[bool] = []
 
     def train_run(run, *args, **kwargs):
@@ -396,7 +396,7 @@ def test_bench_resume_continues_a_run_cut_after_a_checkpoint(
 
         return real_train_run(run, *args, **{**kwargs, "log": cut if len(resumes) == 1 else None})
 
-    monkeypatch.setattr(suite_module, "train_run", train_run)
+    monkeypatch.setattr(train_module, "train_run", train_run)
     out = roots / "cut"
     assert main(args) == 130
     assert "a cut run goes on from its last epoch's checkpoint" in capsys.readouterr().err

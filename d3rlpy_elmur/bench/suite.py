@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime
-import hashlib
 import json
 import os
 import time
@@ -44,7 +43,7 @@ from .popgym import evaluate_popgym
 from .report import write_report
 from .runinfo import run_info
 from .tmaze import evaluate_tmaze, format_length
-from .train import check_run, ensure_dataset, train_run
+from .train import check_run, ensure_dataset, run_fingerprint, train_checkpointed
 
 __all__ = [
     "KINDS",
@@ -324,19 +323,14 @@ def execute_unit(
     log = (lambda line: _print(label + line)) if announce else None  # one label per run
     if log is not None:
         log("training ...")
-    run = load_run_config(unit.config)
-    # a checkpoint every epoch (None), whatever the config says, so that it fits the suite's
-    # step budget and --resume continues a cut run from its last epoch
-    run = run.replace(train=dataclasses.replace(run.train, checkpoint_every=None))
-    trained = train_run(
-        run,
+    trained = train_checkpointed(
+        unit.config,
         run_dir,
         dataset=unit.dataset_id,
         steps=unit.steps,
         seed=unit.seed,
-        show_progress=show_progress,
-        overwrite=True,
         resume=resume,
+        show_progress=show_progress,
         # a line per epoch where there are no progress bars (worker processes)
         log=None if show_progress else log,
         loggers=loggers,
@@ -381,11 +375,7 @@ def _fingerprint(unit: RunUnit) -> str:
     fields = dataclasses.asdict(unit)
     for key in ("index", "label", "run_dir"):
         fields.pop(key)
-    config = load_run_config(unit.config).to_dict()
-    config["train"].pop("checkpoint_every")  # checkpointing does not change the model
-    fields["config"] = config
-    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode())
-    return digest.hexdigest()[:16]
+    return run_fingerprint(fields, unit.config)
 
 
 def _print(line: str) -> None:

@@ -62,7 +62,7 @@ from .configs import (
 )
 from .evaluate import evaluate_model
 from .runinfo import run_info
-from .train import OutputExistsError, ensure_dataset, train_run
+from .train import OutputExistsError, ensure_dataset, run_fingerprint, train_checkpointed
 
 __all__ = [
     "DEFAULT_EVAL_SEED",
@@ -208,10 +208,7 @@ def _trial_fingerprint(trial: SweepTrial) -> str:
     fields = dataclasses.asdict(trial)
     for key in ("number", "run_dir", "config"):
         fields.pop(key)
-    config = load_run_config(trial.config).to_dict()
-    config["train"].pop("checkpoint_every")  # checkpointing does not change the model
-    fields["resolved"] = config
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return run_fingerprint(fields, trial.config, key="resolved")
 
 
 def run_trial(
@@ -228,18 +225,14 @@ def run_trial(
         record = dict(json.loads(cached.read_text()))
         if record.get("fingerprint") == fingerprint:
             return record
-    run = load_run_config(trial.config)
-    # a checkpoint every epoch, so that a cut trial continues from its last one
-    run = run.replace(train=dataclasses.replace(run.train, checkpoint_every=None))
-    trained = train_run(
-        run,
+    trained = train_checkpointed(
+        trial.config,
         run_dir,
         dataset=trial.dataset,
         steps=trial.steps,
         seed=trial.seed,
-        show_progress=show_progress,
-        overwrite=True,
         resume=True,
+        show_progress=show_progress,
         log=None if log is None else (lambda line: log(f"trial {trial.number}: {line}")),
         loggers=loggers,
     )

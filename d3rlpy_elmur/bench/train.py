@@ -55,6 +55,8 @@ __all__ = [
     "check_run",
     "ensure_dataset",
     "resume_run",
+    "run_fingerprint",
+    "train_checkpointed",
     "train_run",
 ]
 
@@ -297,6 +299,50 @@ def train_run(
             + yaml.safe_dump(resolved_config(run, config, dataset_id), sort_keys=False),
         )
         return _fit(run, config, buffer, dataset_id, out, None, device, show_progress, log, loggers)
+
+
+def train_checkpointed(
+    config: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    dataset: str | None,
+    steps: int | None,
+    seed: int | None,
+    resume: bool,
+    show_progress: bool,
+    log: Callable[[str], None] | None,
+    loggers: Sequence[str] = (),
+) -> TrainResult:
+    """:func:`train_run` of the config file ``config`` as the bench and the sweeps run it: a
+    checkpoint every epoch whatever the config says (a cut run continues from its last epoch,
+    and any budget fits), into a folder replaced unless it holds this very run and
+    ``resume``."""
+    run = load_run_config(config)
+    run = run.replace(train=dataclasses.replace(run.train, checkpoint_every=None))
+    return train_run(
+        run,
+        out_dir,
+        dataset=dataset,
+        steps=steps,
+        seed=seed,
+        show_progress=show_progress,
+        overwrite=True,
+        resume=resume,
+        log=log,
+        loggers=loggers,
+    )
+
+
+def run_fingerprint(
+    fields: dict[str, Any], config: str | os.PathLike[str], key: str = "config"
+) -> str:
+    """A digest of what a cached result depends on: ``fields`` and, under ``key``, the
+    resolved config of the file ``config`` (its checkpoint interval left out: checkpointing
+    does not change the model)."""
+    resolved = load_run_config(config).to_dict()
+    resolved["train"].pop("checkpoint_every")
+    data = {**fields, key: resolved}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _same_run(out: Path, run: RunConfig, config: Any, dataset_id: str) -> bool:
