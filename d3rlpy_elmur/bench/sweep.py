@@ -644,8 +644,9 @@ def plot_sweep(summary: dict[str, Any], path: str | Path) -> Path | None:
     colours = ["tab:orange" if row["number"] == best["number"] else "tab:blue" for row in rows]
     ax.barh(labels, [row["score"] for row in rows], color=colours)
     ax.invert_yaxis()
-    ax.set_xlabel(f"score ({summary['episodes']} episodes of {summary['env']})")
-    ax.set_title(f"sweep on {summary['dataset']} (best in orange)")
+    ax.set_xlabel(f"score: mean over {summary['episodes']} validation episodes")
+    task = summary["dataset"].split("/")[-1]
+    ax.set_title(f"{task}: one training per trial, best in orange", loc="left", fontsize=10)
     ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
     return _save_figure(plt, fig, path)
