@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -43,7 +42,14 @@ from .popgym import evaluate_popgym
 from .report import write_report
 from .runinfo import run_info
 from .tmaze import evaluate_tmaze, format_length
-from .train import check_run, ensure_dataset, run_fingerprint, train_checkpointed
+from .train import (
+    cached_result,
+    check_run,
+    ensure_dataset,
+    run_fingerprint,
+    train_checkpointed,
+    write_result,
+)
 
 __all__ = [
     "KINDS",
@@ -312,11 +318,9 @@ def execute_unit(
             with atomic_write(marker, "w") as f:
                 f.write(attempt)
     fingerprint = _fingerprint(unit)
-    if resume and cached.is_file():
-        record = dict(json.loads(cached.read_text()))
-        if record.get("fingerprint") == fingerprint:
-            return {**record, "reused": True}
-        # the config, budget or evaluation changed since: run it again
+    record = cached_result(cached, fingerprint) if resume else None
+    if record is not None:
+        return {**record, "reused": True}
     # a run trained again must not leave the old result for a retry or a --resume to reuse
     cached.unlink(missing_ok=True)
     label = f"{unit.label}{', ' + unit.task if unit.task else ''}, seed {unit.seed}: "
@@ -351,8 +355,7 @@ def execute_unit(
         },
         "results": _evaluate_unit(unit, algo, show_progress, None if show_progress else log),
     }
-    with atomic_write(cached, "w") as f:
-        f.write(json.dumps(record, indent=2) + "\n")
+    write_result(cached, record)
     return record
 
 

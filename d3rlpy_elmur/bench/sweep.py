@@ -62,7 +62,14 @@ from .configs import (
 )
 from .evaluate import evaluate_model
 from .runinfo import run_info
-from .train import OutputExistsError, ensure_dataset, run_fingerprint, train_checkpointed
+from .train import (
+    OutputExistsError,
+    cached_result,
+    ensure_dataset,
+    run_fingerprint,
+    train_checkpointed,
+    write_result,
+)
 
 __all__ = [
     "DEFAULT_EVAL_SEED",
@@ -151,11 +158,16 @@ def grid_size(dims: Sequence[Dimension]) -> int | None:
     return math.prod(len(d.choices) for d in dims)
 
 
+def _corners(dims: Sequence[Dimension]) -> list[dict[str, Any]]:
+    """Every config of a grid; where a field is a range, its two bounds stand for it."""
+    combos = itertools.product(*((d.choices or (d.low, d.high)) for d in dims))
+    return [dict(zip([d.path for d in dims], combo, strict=True)) for combo in combos]
+
+
 def _check_space(run: Any, dims: Sequence[Dimension], where: str) -> None:
     """Every config of a grid (a range: its bounds) must be a valid config of ``run``'s
     algorithm, checked before anything trains."""
-    for combo in itertools.product(*((d.choices or (d.low, d.high)) for d in dims)):
-        values = dict(zip([d.path for d in dims], combo, strict=True))
+    for values in _corners(dims):
         override_run_config(run, _nested(values), where)
 
 
@@ -221,10 +233,9 @@ def run_trial(
     run_dir = Path(trial.run_dir)
     cached = run_dir / "result.json"
     fingerprint = _trial_fingerprint(trial)
-    if cached.is_file():
-        record = dict(json.loads(cached.read_text()))
-        if record.get("fingerprint") == fingerprint:
-            return record
+    reused = cached_result(cached, fingerprint)
+    if reused is not None:
+        return reused
     trained = train_checkpointed(
         trial.config,
         run_dir,
@@ -260,8 +271,7 @@ def run_trial(
         },
         "rows": rows,
     }
-    with atomic_write(cached, "w") as f:
-        f.write(json.dumps(record, indent=2) + "\n")
+    write_result(cached, record)
     return record
 
 
@@ -321,10 +331,7 @@ def _queue_owed_trials(
     if grid_size(dims) is None:
         owed = [t.params for t in cut if t.params]  # cut before its values: nothing owed
     else:
-        owed = [
-            dict(zip([d.path for d in dims], combo, strict=True))
-            for combo in itertools.product(*(d.choices for d in dims))
-        ]
+        owed = _corners(dims)  # a grid: its configs
         random.Random(seed).shuffle(owed)
         # the cut ones first: they continue from their checkpoints
         cut_values = [t.params for t in cut]
@@ -482,8 +489,7 @@ def run_sweep(
             backend,
             address,
         )
-        summary = _summary(study, dims, identity, out, time.perf_counter() - start, command)
-        summary["config_file"] = str(base)
+        summary = _summary(study, dims, identity, base, out, time.perf_counter() - start, command)
     _write_outputs(summary, out, base, dataset_name)
     return summary
 
@@ -567,6 +573,7 @@ def _summary(
     study: Any,
     dims: Sequence[Dimension],
     identity: dict[str, Any],
+    base: Path,
     out: Path,
     seconds: float,
     command: str | None,
@@ -591,6 +598,7 @@ def _summary(
     return {
         "schema_version": 1,
         "out": str(out),
+        "config_file": str(base),
         **identity,
         "trials": rows,
         "best": best,

@@ -54,10 +54,12 @@ __all__ = [
     "TrainResult",
     "check_run",
     "ensure_dataset",
+    "cached_result",
     "resume_run",
     "run_fingerprint",
     "train_checkpointed",
     "train_run",
+    "write_result",
 ]
 
 MODEL_FILE = "model.d3"
@@ -343,6 +345,21 @@ def run_fingerprint(
     resolved["train"].pop("checkpoint_every")
     data = {**fields, key: resolved}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cached_result(path: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The result record in ``path`` (a run folder's ``result.json``) if it was made with
+    ``fingerprint``, else None (missing, or made with another config, budget or data)."""
+    if not path.is_file():
+        return None
+    record = dict(json.loads(path.read_text()))
+    return record if record.get("fingerprint") == fingerprint else None
+
+
+def write_result(path: Path, record: dict[str, Any]) -> None:
+    """Write a result record atomically (what :func:`cached_result` reads back)."""
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps(record, indent=2) + "\n")
 
 
 def _same_run(out: Path, run: RunConfig, config: Any, dataset_id: str) -> bool:
