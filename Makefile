@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-fast demo lint clean
+.PHONY: test test-fast demo lint mutation clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,5 +26,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Mutants of the model, the replay and the evaluation against the fast tests ([tool.mutmut] in
+# pyproject.toml). Hours on 2 cores, so not in CI; rerunning continues where it stopped.
+mutation: $(STAMP)
+	$(PY) -m pip install -q -e ".[mutation]"
+	$(VENV)/bin/mutmut run --max-children 2
+	$(VENV)/bin/mutmut results
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) build dist *.egg-info mutants

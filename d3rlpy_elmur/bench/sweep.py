@@ -598,7 +598,7 @@ def _summary(
     return {
         "schema_version": 1,
         "out": str(out),
-        "config_file": str(base),
+        "config_file": _base_reference(base, Path.cwd()),  # no machine's paths in results
         **identity,
         "trials": rows,
         "best": best,

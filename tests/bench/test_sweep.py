@@ -76,7 +76,9 @@ def test_a_grid_sweep_trains_each_config_once_and_writes_the_best_as_a_config(
     assert chosen.algo == "discrete_bc" and chosen.dataset == "tiny"
     table = (out / "sweep.md").read_text()
     assert table.count("| complete |") == 4 and f"**{best['score']:.3f}**" in table
-    assert json.loads((out / "sweep.json").read_text())["best"]["number"] == best["number"]
+    written = json.loads((out / "sweep.json").read_text())
+    assert written["best"]["number"] == best["number"]
+    assert not Path(written["config_file"]).is_absolute()  # no machine's paths in results
 
     # run again: nothing is trained, the study is read back
     stamps = {t["run_dir"]: (Path(t["run_dir"]) / "model.d3").stat().st_mtime_ns for t in trials}

@@ -1,0 +1,83 @@
+"""run_episodes' bookkeeping: seeds, reset options, step limits and success reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from d3rlpy_elmur.evaluation import run_episodes
+
+
+class CountdownEnv(gym.Env):
+    """Episodes of ``2 + seed % 3`` steps with reward 1 per step; even seeds report success.
+
+    ``options={"bonus": b}`` adds ``b`` to the last reward.
+    """
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        super().reset(seed=seed)
+        self.seed_, self.left = int(seed or 0), 2 + int(seed or 0) % 3
+        self.bonus = float((options or {}).get("bonus", 0.0))
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action: Any) -> Any:
+        self.left -= 1
+        done = self.left == 0
+        info = {"success": True} if done and self.seed_ % 2 == 0 else {}
+        return np.zeros(1, np.float32), 1.0 + (self.bonus if done else 0.0), done, False, info
+
+
+class ZeroPolicy:
+    def __init__(self) -> None:
+        self.resets: list[int] = []
+
+    def reset(self, n_envs: int) -> None:
+        self.resets.append(n_envs)
+
+    def act(self, observations: Any, rewards: Any) -> np.ndarray:
+        return np.zeros(len(rewards), np.int64)
+
+
+def venv(n: int) -> gym.vector.VectorEnv:
+    return gym.vector.SyncVectorEnv([CountdownEnv for _ in range(n)])
+
+
+def test_episodes_are_seeded_in_order_and_success_counts_only_where_reported() -> None:
+    policy = ZeroPolicy()
+    calls: list[tuple[int, int]] = []
+
+    def options(first: int, n_envs: int) -> dict[str, float]:
+        calls.append((first, n_envs))
+        return {"bonus": 10.0 * first}
+
+    result = run_episodes(policy, venv(3), n_episodes=5, seed=7, reset_options=options)
+    lengths = [2 + s % 3 for s in range(7, 12)]  # 3, 4, 2, 3, 4
+    bonus = [0, 0, 0, 30, 30]  # the second round starts at episode 3
+    returns = np.array(lengths) + np.array(bonus)
+    assert calls == [(0, 3), (3, 3)] and policy.resets == [3, 3]
+    assert result["episodes"] == 5 and result["env_steps"] == sum(lengths)
+    assert result["return_mean"] == pytest.approx(returns.mean())
+    assert result["return_std"] == pytest.approx(returns.std())
+    assert result["success_rate"] == pytest.approx(2 / 5)  # seeds 8 and 10; the rest count 0
+
+
+def test_max_steps_cuts_a_round_and_its_episodes_score_no_success() -> None:
+    result = run_episodes(ZeroPolicy(), venv(2), n_episodes=2, max_steps=2)  # seeds from 0
+    # seed 0 ends at step 2 with success; seed 1 (3 steps) is cut after 2 rewards
+    assert result["env_steps"] == 4 and result["return_mean"] == pytest.approx(2.0)
+    assert result["success_rate"] == pytest.approx(0.5)
+    full = run_episodes(ZeroPolicy(), venv(2), n_episodes=2, seed=0, max_steps=3)
+    assert full["env_steps"] == 5
+
+
+def test_no_success_reports_give_none_and_bad_counts_are_refused() -> None:
+    result = run_episodes(ZeroPolicy(), venv(1), n_episodes=1, seed=1)  # odd seed: no report
+    assert result["success_rate"] is None and result["return_mean"] == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="n_episodes=0"):
+        run_episodes(ZeroPolicy(), venv(1), n_episodes=0)
