@@ -25,12 +25,14 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # Mutants of the model, the replay and the evaluation against the fast tests ([tool.mutmut] in
-# pyproject.toml). Hours on 2 cores, so not in CI; rerunning continues where it stopped.
+# pyproject.toml). Hours on 2 cores, so not in CI; rerunning continues where it stopped. One torch
+# thread per child: two children on two cores.
 mutation: $(STAMP)
 	$(PY) -m pip install -q -e ".[mutation]"
-	$(VENV)/bin/mutmut run --max-children 2
+	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children 2
 	$(VENV)/bin/mutmut results
 
 clean:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Union
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -23,7 +23,7 @@ from .policies import BatchPolicy, make_batch_policy
 
 __all__ = ["evaluate", "run_episodes", "check_spaces", "EnvLike", "ResetOptions"]
 
-EnvLike = Union[gym.Env, gym.vector.VectorEnv, str]
+EnvLike = gym.Env | gym.vector.VectorEnv | str
 
 
 def _as_vector_env(env: EnvLike, n_envs: int) -> tuple[gym.vector.VectorEnv, bool]:
@@ -47,7 +47,7 @@ def _as_vector_env(env: EnvLike, n_envs: int) -> tuple[gym.vector.VectorEnv, boo
     raise TypeError(f"env must be a gymnasium Env, VectorEnv or env id, got {type(env)!r}")
 
 
-ResetOptions = Union[dict[str, Any], Callable[[int, int], dict[str, Any]], None]
+ResetOptions = dict[str, Any] | Callable[[int, int], dict[str, Any]] | None
 
 
 def run_episodes(
@@ -76,7 +76,9 @@ def run_episodes(
         while first < n_episodes:
             active = min(n_envs, n_episodes - first)
             options = reset_options(first, n_envs) if callable(reset_options) else reset_options
-            obs, _ = env.reset(seed=[seed + first + i for i in range(n_envs)], options=options)
+            seeds = [seed + first + i for i in range(n_envs)]
+            # gymnasium types VectorEnv.reset's seed as int | None; its vector envs take a list
+            obs, _ = env.reset(seed=seeds, options=options)  # type: ignore[arg-type]
             policy.reset(n_envs)
             done = np.arange(n_envs) >= active
             ep_return = np.zeros(n_envs)

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["PolicyStep", "export_policy"]
 
 
-class PolicyStep(nn.Module):  # type: ignore[misc]
+class PolicyStep(nn.Module):
     """ELMURDT's policy step as a pure function of explicit state (what is exported)."""
 
     def __init__(self, algo: ELMURDTBase, split_write: bool = False):
@@ -132,7 +132,7 @@ class PolicyStep(nn.Module):  # type: ignore[misc]
         return [*names, "write.steps", "write.done"] if self.split_write else names
 
 
-class WriteStep(nn.Module):  # type: ignore[misc]
+class WriteStep(nn.Module):
     """ELMUR's segment-end memory write alone (``ELMUR.export_write``), for the ONNX graph
     that runs it only at steps where some row ends a segment."""
 
@@ -141,7 +141,7 @@ class WriteStep(nn.Module):  # type: ignore[misc]
         self.sequence = step.policy.sequence
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.sequence.export_write(*inputs)  # type: ignore[no-any-return]
+        return self.sequence.export_write(*inputs)
 
     @staticmethod
     def input_names() -> list[str]:

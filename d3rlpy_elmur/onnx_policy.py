@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -49,13 +49,13 @@ class ONNXPolicy:
         """Starts ``n`` new episodes."""
         self._n = n
         # zeros: the graph replaces the state of rows marked ``first`` by the initial one
-        self._state = {
+        self._state: dict[str, np.ndarray] = {
             i.name: np.zeros([n, *i.shape[1:]], dtype=_DTYPES[i.type]) for i in self._state_inputs
         }
         self._first = np.ones(n, dtype=np.bool_)
         self._return_to_go = np.full((n, 1), self.target_return, dtype=np.float32)
 
-    def predict(self, observation: Union[np.ndarray, Sequence[np.ndarray]], reward: float) -> Any:
+    def predict(self, observation: np.ndarray | Sequence[np.ndarray], reward: float) -> Any:
         """The action for one episode's observation (run ``reset()`` first for a new one)."""
         if self._n != 1:
             raise ValueError(f"{self._n} episodes are running: use predict_batch, or reset()")
@@ -65,7 +65,7 @@ class ONNXPolicy:
 
     def predict_batch(
         self,
-        observations: Union[np.ndarray, Sequence[np.ndarray]],
+        observations: np.ndarray | Sequence[np.ndarray],
         rewards: np.ndarray,
         first: np.ndarray | None = None,
     ) -> np.ndarray:
@@ -74,7 +74,7 @@ class ONNXPolicy:
 
     def step(
         self,
-        observations: Union[np.ndarray, Sequence[np.ndarray]],
+        observations: np.ndarray | Sequence[np.ndarray],
         rewards: np.ndarray,
         first: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +90,7 @@ class ONNXPolicy:
         rewards = np.asarray(rewards, dtype=np.float32).reshape(self._n, 1)
         start = np.where(self._first[:, None], self.target_return, self._return_to_go)
         self._return_to_go = (start - rewards).astype(np.float32)
-        feed = {
+        feed: dict[str, np.ndarray] = {
             name: np.asarray(part, dtype=np.float32)
             for name, part in zip(self._observation_names, parts, strict=True)
         }

@@ -90,12 +90,12 @@ class ELMURBatchPolicy:
                 probs = out.softmax(-1).cpu()
                 action_t = torch.multinomial(probs, 1, generator=self._rng)[:, 0]
             self._previous = action_t.to(device, torch.float32)[:, None]
-            return action_t.cpu().numpy()  # type: ignore[no-any-return]
+            return action_t.cpu().numpy()
         self._previous = out
         actions = out.cpu().numpy()
         if config.action_scaler is not None:
             actions = config.action_scaler.reverse_transform_numpy(actions)
-        return actions  # type: ignore[no-any-return]
+        return actions
 
 
 class GreedyQLearningPolicy:

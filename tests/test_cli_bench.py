@@ -307,7 +307,7 @@ def test_task_configs_must_name_tasks_of_the_suite(roots: Path) -> None:
         "kind: popgym\ntasks: [rp]\nalgorithms:\n"
         "  - {config: toy_elmur.yaml, task_configs: {pend: toy_elmur.yaml}}\n"
     )
-    with pytest.raises(ConfigError, match="task_configs names task.*pend"):
+    with pytest.raises(ConfigError, match=r"task_configs names task.*pend"):
         load_suite("bench_bad_tasks")
 
 

@@ -213,7 +213,7 @@ def test_handwritten_inst_opcode_is_refused(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
     path = tmp_path / "inst.d3"
     path.write_bytes(f"(S'touch {marker}'\nios\nsystem\n.".encode())
-    with pytest.raises(UnsafeModelFileError, match="os.system"):
+    with pytest.raises(UnsafeModelFileError, match=r"os\.system"):
         load_learnable(path)
     assert not marker.exists()
 

@@ -43,7 +43,7 @@ OBS_SHAPE = (3,)
 NUMERIC_KINDS = "biuf"  # bool, int, uint, float: what an observation may be made of
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _algo(kind: str) -> Any:
     """A tiny untrained model per kind, built once (predictions need no training)."""
     config = DiscreteELMURDTConfig if kind == "discrete" else ELMURDTConfig
@@ -650,7 +650,7 @@ def test_sequence_encoder_fields_do_fail_when_the_model_is_built() -> None:
 
 
 # ======================================================================== model files
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _genuine_d3() -> bytes:
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "model.d3"

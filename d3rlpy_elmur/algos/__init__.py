@@ -1,3 +1,6 @@
+"""ELMURDT and DiscreteELMURDT: configs, the segment-recurrent replay and stateful inference."""
+
+from . import elmur_dt, replay_states, segments, stateful
 from .elmur_dt import *
 from .replay_states import *
 from .segments import *

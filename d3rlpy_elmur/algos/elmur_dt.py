@@ -378,7 +378,7 @@ class ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, _ELMURDTConfigBase]):
                 stacklevel=4,
             )
 
-    def fit(  # type: ignore[override]
+    def fit(
         self,
         dataset: ReplayBufferBase,
         n_steps: int,
@@ -401,7 +401,7 @@ class ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, _ELMURDTConfigBase]):
         per_epoch = plan_epochs(n_steps, n_steps_per_epoch)
         self._replay = (view, BoundaryStates(view.num_boundaries))
         try:
-            super().fit(view, n_steps, n_steps_per_epoch=per_epoch, **kwargs)  # type: ignore[arg-type]
+            super().fit(view, n_steps, n_steps_per_epoch=per_epoch, **kwargs)
         finally:
             self._replay = None  # the table belongs to this fit (it can be large)
 
@@ -469,7 +469,7 @@ class ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, _ELMURDTConfigBase]):
             for column, state in enumerate(trace, start=1):
                 states.write(boundaries[:, column], state)
 
-    def as_stateful_wrapper(  # type: ignore[override]
+    def as_stateful_wrapper(
         self,
         target_return: float = 0.0,
         action_sampler: TransformerActionSampler | None = None,
@@ -501,6 +501,8 @@ class ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, _ELMURDTConfigBase]):
 
 
 class ELMURDT(ELMURDTBase):
+    """ELMURDT for continuous actions (made by ``ELMURDTConfig.create``)."""
+
     _discrete = False
 
     def get_action_type(self) -> ActionSpace:
@@ -508,6 +510,8 @@ class ELMURDT(ELMURDTBase):
 
 
 class DiscreteELMURDT(ELMURDTBase):
+    """ELMURDT for discrete actions (made by ``DiscreteELMURDTConfig.create``)."""
+
     _discrete = True
 
     def get_action_type(self) -> ActionSpace:

@@ -39,7 +39,7 @@ def segment_window_length(context_size: int, num_segments: int) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class SegmentWindowBatch(TrajectoryMiniBatch):  # type: ignore[misc]
+class SegmentWindowBatch(TrajectoryMiniBatch):
     """A trajectory batch that also says where its rows lie in their episodes.
 
     Args:

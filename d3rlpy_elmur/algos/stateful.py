@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ def check_observation(observation: Any, shape: Shape, batched: bool) -> Observat
     Raises TypeError for non-numeric input and ValueError for a wrong shape or NaN/inf.
     """
     if not is_tuple_shape(shape):
-        return _check_array(observation, tuple(shape), batched)  # type: ignore[arg-type]
+        return _check_array(observation, tuple(shape), batched)
     parts = cast_tuple_shape(shape)
     if not isinstance(observation, (list, tuple)) or len(observation) != len(parts):
         raise TypeError(
@@ -77,7 +77,7 @@ def _check_array(observation: Any, shape: tuple[int, ...], batched: bool) -> np.
     return array
 
 
-class ELMURStatefulWrapper(StatefulTransformerWrapper):  # type: ignore[type-arg]
+class ELMURStatefulWrapper(StatefulTransformerWrapper):
     """``predict(observation, reward) -> action``; ``reset()`` starts a new episode."""
 
     def __init__(
@@ -99,7 +99,7 @@ class ELMURStatefulWrapper(StatefulTransformerWrapper):  # type: ignore[type-arg
         super().reset()
         self._state = self._impl.initial_step_state(1)
         self._step = 0
-        self._previous_action: Union[NDArray, int, None] = None
+        self._previous_action: NDArray | int | None = None
         # Per-step inputs are written into these instead of allocating tensors every step
         # (the model copies what it keeps, so reusing them is safe).
         self._steps = torch.zeros(1, dtype=torch.long, device=self._device)
@@ -107,7 +107,7 @@ class ELMURStatefulWrapper(StatefulTransformerWrapper):  # type: ignore[type-arg
         width = 1 if self._impl.discrete else self._impl.action_size
         self._previous = torch.zeros(1, width, device=self._device)
 
-    def predict(self, x: Observation, reward: float) -> Union[NDArray, int]:
+    def predict(self, x: Observation, reward: float) -> NDArray | int:
         """Action for observation ``x``; ``reward`` is the reward of the previous step."""
         config = self._algo.config
         observation = map_observations(
@@ -130,7 +130,7 @@ class ELMURStatefulWrapper(StatefulTransformerWrapper):  # type: ignore[type-arg
         self._previous_action = action  # in the model's (scaled) action space, as in training
         self._step += 1
         if config.action_scaler is not None and not self._impl.discrete:
-            return config.action_scaler.reverse_transform_numpy(action)  # type: ignore[no-any-return]
+            return config.action_scaler.reverse_transform_numpy(action)
         return action
 
     def _encode_previous_action(self) -> torch.Tensor:

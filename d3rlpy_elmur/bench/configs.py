@@ -158,7 +158,7 @@ _Loader.add_implicit_resolver(
 
 def load_yaml(text: str) -> Any:
     """``yaml.safe_load``, with 1e6 and 3e-4 read as numbers."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506  (a SafeLoader subclass)
+    return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader subclass
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

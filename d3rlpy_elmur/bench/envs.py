@@ -11,6 +11,8 @@ it saw offline.
 from __future__ import annotations
 
 import difflib
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -85,7 +87,7 @@ class FlatObservation(gym.ObservationWrapper[np.ndarray, Any, Any]):
         self._source = env.observation_space
         shape, dtype = flatten_observation_space(self._source)
         low, high = (0, 255) if is_image_space(self._source) else (-np.inf, np.inf)
-        self.observation_space = gym.spaces.Box(low, high, shape, dtype)
+        self.observation_space = gym.spaces.Box(low, high, shape, dtype.type)
 
     def observation(self, observation: Any) -> np.ndarray:
         return convert_observation(self._source, observation)
@@ -104,6 +106,10 @@ def check_env_id(env_id: str) -> None:
     close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else " (see gymnasium.pprint_registry())"
     raise ValueError(f"unknown environment id {env_id!r}{hint}")
+
+
+def _pinned_tmaze(env_kwargs: dict[str, Any], goal: int) -> gym.Env[Any, Any]:
+    return PinnedGoal(TMazeEnv(**env_kwargs), goal)
 
 
 def _make_one(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env[Any, Any]:
@@ -134,7 +140,9 @@ def make_eval_env(
     if is_tmaze(env_id):
         goals = balanced_goals(num_envs)
         # The class itself, not gym.make: its checker/order wrappers cost per step at 10^6.
-        fns = [lambda g=g: PinnedGoal(TMazeEnv(**kwargs), g) for g in goals]
+        fns: list[Callable[[], gym.Env[Any, Any]]] = [
+            functools.partial(_pinned_tmaze, kwargs, g) for g in goals
+        ]
     else:
-        fns = [lambda: _make_one(env_id, kwargs) for _ in range(num_envs)]
+        fns = [functools.partial(_make_one, env_id, kwargs) for _ in range(num_envs)]
     return gym.vector.SyncVectorEnv(fns)

@@ -55,7 +55,7 @@ def run_logger(
     return _OffsetFactory(CombineAdapterFactory([*factories, csv]), epoch_offset, step_offset)
 
 
-class _OffsetAdapter(LoggerAdapter):  # type: ignore[misc]
+class _OffsetAdapter(LoggerAdapter):
     def __init__(self, inner: LoggerAdapter, epoch_offset: int, step_offset: int):
         self._inner = inner
         self._epoch = epoch_offset
@@ -83,7 +83,7 @@ class _OffsetAdapter(LoggerAdapter):  # type: ignore[misc]
         self._inner.watch_model(epoch + self._epoch, step + self._step)
 
 
-class _OffsetFactory(LoggerAdapterFactory):  # type: ignore[misc]
+class _OffsetFactory(LoggerAdapterFactory):
     def __init__(self, inner: LoggerAdapterFactory, epoch_offset: int, step_offset: int):
         self._inner = inner
         self._epoch = epoch_offset
@@ -96,7 +96,7 @@ class _OffsetFactory(LoggerAdapterFactory):  # type: ignore[misc]
         return _OffsetAdapter(inner, self._epoch, self._step)
 
 
-class _NamedFactory(LoggerAdapterFactory):  # type: ignore[misc]
+class _NamedFactory(LoggerAdapterFactory):
     """``inner``'s adapters under the run's name (the CSV adapter's experiment is "logs")."""
 
     def __init__(self, inner: LoggerAdapterFactory, name: str):

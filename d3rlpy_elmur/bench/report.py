@@ -202,7 +202,7 @@ def _render_tmaze(results: dict[str, Any]) -> list[str]:
             "`max_length` in the config or suite: evaluating these algorithms that far costs "
             "hours on this machine (see the README). No number is reported for them.",
         ]
-    lines += ["", "## Cost", ""] + _cost_table(results)
+    lines += ["", "## Cost", "", *_cost_table(results)]
     return lines
 
 
@@ -241,8 +241,8 @@ def _render_popgym(results: dict[str, Any]) -> list[str]:
         for j, task in enumerate(tasks):
             text = _cell(cells[i].get(task["env"]), n_seeds, 3)
             row.append(f"**{text}**" if i in best[j] else text)
-        complete = all(m is not None for m in means[i])
-        row.append(f"{sum(means[i]):.3f}" if complete else MISSING_CELL)  # type: ignore[arg-type]
+        known = [m for m in means[i] if m is not None]
+        row.append(f"{sum(known):.3f}" if len(known) == len(tasks) else MISSING_CELL)
         rows.append(row)
     lines += _table(header, rows)
     wins = []
@@ -257,7 +257,7 @@ def _render_popgym(results: dict[str, Any]) -> list[str]:
         "**Bold**: the best mean in each task (means equal to 3 decimals tie). Best or tied "
         "best per algorithm: " + "; ".join(wins) + ".",
     ]
-    lines += ["", "## Cost", ""] + _cost_table(results)
+    lines += ["", "## Cost", "", *_cost_table(results)]
     return lines
 
 

@@ -83,6 +83,8 @@ _ALGO_KEYS = {"label", "config", "continuous_config", "task_configs", "steps", "
 
 @dataclasses.dataclass(frozen=True)
 class SuiteAlgorithm:
+    """One algorithm row of a suite: its label, run config(s) and budget overrides."""
+
     label: str
     config: str
     continuous_config: str | None = None
@@ -105,6 +107,8 @@ class SuiteAlgorithm:
 
 @dataclasses.dataclass(frozen=True)
 class Suite:
+    """A benchmark suite: its algorithms on one dataset (T-Maze) or a list of tasks."""
+
     name: str
     kind: str
     algorithms: tuple[SuiteAlgorithm, ...]
@@ -616,6 +620,7 @@ def _execution_order(units: Sequence[RunUnit]) -> list[int]:
 
 
 def is_discrete_dataset(dataset_id: str) -> bool:
+    """Whether the Minari dataset ``dataset_id`` has discrete actions."""
     return is_discrete_action_space(open_minari(dataset_id).action_space)
 
 

@@ -73,6 +73,8 @@ class OutputExistsError(FileExistsError):
 
 @dataclasses.dataclass(frozen=True)
 class TrainResult:
+    """Where a training run put its model, and what it trained."""
+
     out_dir: str
     model_path: str
     algo: str

@@ -10,7 +10,7 @@ from .spaces import *
 from .tmaze import *
 from .writer import *
 
-__all__ = [  # noqa: F405
+__all__ = [
     *errors.__all__,
     *loader.__all__,
     *popgym.__all__,

@@ -18,7 +18,8 @@ Actions: ``Discrete(n, start)`` -> int64 index in ``[0, n)`` (action size n);
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -164,8 +165,8 @@ def is_discrete_action_space(space: gym.Space[Any]) -> bool:
 def action_size_of(space: gym.Space[Any]) -> int:
     """d3rlpy's action size: n for ``Discrete(n)``, the flat size for ``Box``."""
     if is_discrete_action_space(space):
-        return int(space.n)  # type: ignore[attr-defined]
-    return int(np.prod(space.shape))  # type: ignore[arg-type]
+        return int(cast(gym.spaces.Discrete, space).n)
+    return math.prod(cast(gym.spaces.Box, space).shape)
 
 
 def convert_actions(space: gym.Space[Any], actions: Any) -> np.ndarray:

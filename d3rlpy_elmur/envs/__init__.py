@@ -8,9 +8,9 @@ from .tmaze import *
 from .tmaze_vector import *
 from .visual_tmaze import *
 
-register_envs()  # noqa: F405
+register_envs()
 
-__all__ = [  # noqa: F405
+__all__ = [
     *experts.__all__,
     *popgym_experts.__all__,
     *registration.__all__,

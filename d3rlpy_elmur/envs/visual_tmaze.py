@@ -48,7 +48,7 @@ def render_tmaze_frame(
     # agent square: centred for y = 0, top / bottom of the scene band in a goal cell
     top = {1: q, 0: mid - 2, -1: 3 * q - 4}[int(y)]
     frame[top : top + 4, mid - 2 : mid + 2] = _BLUE
-    frame[3 * q :] = int(round((noise + 1) * 127))
+    frame[3 * q :] = round((noise + 1) * 127)
     return frame
 
 
@@ -128,7 +128,7 @@ class VisualTMazeEnv(TMazeEnv):
         noise = self._next_noise()
         frame = self._frames[(int(y), int(hint), int(flag))].copy()
         band = 3 * self.frame_size // 4
-        level = int(round((noise + 1) * 127))
+        level = round((noise + 1) * 127)
         if self.channels_first:
             frame[:, band:] = level
         else:

@@ -1,10 +1,13 @@
+"""Sequence encoders (ELMUR, the GRU baseline), their factories and the policy around them."""
+
+from . import elmur, factories, gru, policy, sequence
 from .elmur import *
 from .factories import *
 from .gru import *
 from .policy import *
 from .sequence import *
 
-__all__ = [  # noqa: F405
+__all__ = [
     *elmur.__all__,
     *factories.__all__,
     *gru.__all__,

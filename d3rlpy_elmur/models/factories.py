@@ -27,6 +27,8 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True)
 class SequenceEncoderArgs:
+    """The algorithm config's fields that shape its sequence encoder."""
+
     embed_dim: int
     context_size: int
     attention_window: int
@@ -40,6 +42,8 @@ class SequenceEncoderArgs:
 
 
 class SequenceEncoderFactory(DynamicConfig):
+    """Base of the registered sequence-encoder factories (d3rlpy's ``DynamicConfig``)."""
+
     def create(self, args: SequenceEncoderArgs) -> SequenceEncoder:
         raise NotImplementedError
 

@@ -22,7 +22,7 @@ __all__ = ["TOKEN_FORMATS", "SequencePolicy", "create_sequence_policy"]
 TOKEN_FORMATS = ("obs", "rtg_obs", "rtg_obs_act")
 
 
-class SequencePolicy(nn.Module):  # type: ignore[misc]
+class SequencePolicy(nn.Module):
     """Outputs logits (discrete) or tanh actions (continuous), one per step."""
 
     def __init__(

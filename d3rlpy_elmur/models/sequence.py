@@ -23,7 +23,7 @@ __all__ = ["SequenceEncoder", "State", "reset_rows"]
 State = dict[str, torch.Tensor]
 
 
-class SequenceEncoder(nn.Module):  # type: ignore[misc]
+class SequenceEncoder(nn.Module):
     """Base class: subclasses implement the four methods below."""
 
     embed_dim: int

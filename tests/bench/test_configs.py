@@ -178,7 +178,7 @@ def test_base_chain_merges_and_rejects_cycles(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="circular"):
         load_run_config(tmp_path / "x.yaml")
     (tmp_path / "typo.yaml").write_text("algo: discrete_bc\ntrian: {steps: 1}\n")
-    with pytest.raises(ConfigError, match="unknown key.*trian"):
+    with pytest.raises(ConfigError, match=r"unknown key.*trian"):
         load_run_config(tmp_path / "typo.yaml")
 
 

@@ -27,7 +27,7 @@ def test_markdown_is_regenerated_exactly_from_the_json(kind: str) -> None:
 
 def test_tmaze_cells_are_mean_and_std_over_seeds() -> None:
     results = _load("tmaze")
-    elmur, dt = results["algorithms"]
+    elmur, _dt = results["algorithms"]
     cells = aggregate(elmur, "success_rate")
     assert cells[10_000]["values"] == [0.9, 0.7]
     assert cells[10_000]["mean"] == pytest.approx(0.8)

@@ -101,7 +101,7 @@ def test_actions() -> None:
     assert convert_actions(Discrete(3, start=1), np.array([1, 3])).tolist() == [[0], [2]]
     with pytest.raises(ValueError, match="step 1"):
         convert_actions(discrete, np.array([0, 5]))
-    with pytest.raises(ValueError, match="1.5"):
+    with pytest.raises(ValueError, match=r"1\.5"):
         convert_actions(discrete, np.array([1.5]))
     box = Box(-2, 2, (2,))
     assert action_size_of(box) == 2

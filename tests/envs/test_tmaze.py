@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import tracemalloc
 
 import gymnasium as gym
@@ -216,12 +215,9 @@ def test_long_episode_runs_in_constant_memory_and_time() -> None:
     _, reward, terminated, _, info = env.step(DOWN)
     assert terminated and reward == 1.0 and info["success"]
 
-    # the whole 10^5-step episode with the expert, timed (pure env ~1.3 us/step)
-    start = time.perf_counter()
-    total, steps, info = rollout(env, 1)
-    elapsed = time.perf_counter() - start
+    # the whole 10^5-step episode with the expert (its speed: benchmarks/, not a test)
+    _total, steps, info = rollout(env, 1)
     assert info["success"] and steps == length + 1
-    assert elapsed < 10.0
 
 
 # ------------------------------------------------------------------ variants

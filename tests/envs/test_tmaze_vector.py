@@ -131,7 +131,7 @@ def test_truncation_after_length_plus_two_steps() -> None:
     venv = TMazeVectorEnv(3, corridor_length=4)
     venv.reset(seed=1)
     for t in range(1, 7):
-        _, reward, terminated, truncated, info = venv.step(np.full(3, UP))  # a wall every step
+        _, _reward, terminated, truncated, info = venv.step(np.full(3, UP))  # a wall every step
         assert not terminated.any()
         assert truncated.all() == (t == 6), t
     assert info["_success"].all() and not info["success"].any()

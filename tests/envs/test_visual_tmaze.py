@@ -43,7 +43,7 @@ def test_frames_show_cue_then_corridor_then_junction(goal: int) -> None:
     assert np.all(cue_band == np.array(colour, dtype=np.uint8)[:, None, None])
     for t in range(1, length + 1):
         obs, *_ = env.step(RIGHT)
-        y, hint, flag, noise = decode_tmaze_frame(obs)
+        _y, hint, flag, _noise = decode_tmaze_frame(obs)
         assert hint == 0 and np.all(obs[:, :8] == 0), t  # cue gone
         assert flag == (1.0 if t == length else 0.0)
     obs, reward, terminated, *_ = env.step(UP if goal == 1 else DOWN)

@@ -14,6 +14,7 @@ from d3rlpy_elmur.models import (
     reset_rows,
     time_bucket,
 )
+from d3rlpy_elmur.models.elmur import lru_target
 
 D, K = 16, 4
 
@@ -101,6 +102,16 @@ def test_lru_rows_are_independent_and_no_lru_overwrites_all() -> None:
     assert torch.equal(new, cand)
 
 
+def test_lru_slot_anchored_at_step_zero_is_full_not_empty() -> None:
+    # A segment of one step ending at t=0 anchors its slot at 0; -1 alone means empty.
+    memory, cand = torch.zeros(1, 2, 1), torch.ones(1, 2, 1)
+    new, anc = lru_update(memory, cand, torch.tensor([[0, 5]]), torch.tensor([6]), 0.5)
+    assert anc.tolist() == [[6, 5]]
+    assert new[0, :, 0].tolist() == [0.5, 0.0]
+    target, coef = lru_target(torch.tensor([[0, 5]]), 0.5)
+    assert target.tolist() == [0] and coef.tolist() == [0.5]
+
+
 def test_model_anchors_follow_segments_and_reset() -> None:
     model = make(memory_slots=2)
     tokens, valid, steps = inputs(2, 5 * K)
@@ -152,7 +163,7 @@ def test_step_inference_equals_segment_forward(overrides: dict[str, object]) -> 
     T = 5 * K + 3  # five full segments and a partial one
     tokens, valid, steps = inputs(3, T, offset=0)
     with torch.no_grad():
-        seg_out, seg_state = model(tokens, valid, steps, model.initial_state(3))
+        seg_out, _seg_state = model(tokens, valid, steps, model.initial_state(3))
         step_out = run_steps(model, tokens, steps)
     assert (seg_out - step_out).abs().max() <= 1e-5
 
@@ -294,7 +305,7 @@ def test_time_biases_index_the_offset_from_each_slot_anchor() -> None:
             table.weight.copy_(torch.arange(buckets * heads, dtype=torch.float).view(buckets, -1))
     steps = (torch.arange(K) + 40).expand(2, K)
     anchors = torch.tensor([[[9, 39, -1], [29, 19, 3]], [[-1, -1, -1], [0, 35, 39]]])
-    reads, writes = model._biases(steps, anchors)
+    reads, writes = model.time_biases(steps, anchors)
     for layer in range(2):
         for b in range(2):
             for t in range(K):

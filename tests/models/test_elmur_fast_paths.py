@@ -1,6 +1,6 @@
 """The performance rewrites of ELMUR compute the same function as the plain formulas.
 
-Each fast path (one-slot candidate with folded projections, LRU write of the target slot only,
+Each fast path (the candidate with folded projections, LRU write of the target slot only,
 folded read of the step path, time-bucket lookup) is checked against the straightforward
 computation it replaces, values and gradients.
 """
@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from d3rlpy_elmur.models import ELMUR, lru_update
-from d3rlpy_elmur.models.elmur import _LUT_SIZE, lru_target, time_bucket
+from d3rlpy_elmur.models.elmur import ELMURLayer, lru_target, time_bucket
+from d3rlpy_elmur.models.elmur_step import _LUT_SIZE, ELMURStepper, read_plan
 from tests.models.test_elmur import D, K
 from tests.models.test_elmur import make as make_model
 
@@ -20,22 +21,32 @@ def make(**overrides: object) -> ELMUR:
     return make_model(**{"memory_slots": 3, **overrides})
 
 
+def plain_candidate(
+    layer: ELMURLayer, memory: torch.Tensor, tokens: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
+    """m~ = u + FFN_mem(u), u = m + CrossAttn(q=m, kv=h, B_wr), through the attention module."""
+    toks = layer.ln_write_tok(tokens)
+    u = layer._residual(memory, lambda q: layer.write_attn(q, toks, bias), layer.ln_write)
+    return layer.ln_mem_out(layer._residual(u, layer.mem_ffn, layer.ln_mem_ffn))
+
+
 @pytest.mark.parametrize("norm", ["post", "pre"])
-def test_candidate_one_is_the_row_of_candidate(norm: str) -> None:
-    layer = make(norm=norm).layers[0]
+def test_folded_candidate_equals_the_plain_formula_for_every_slot(norm: str) -> None:
+    layer = make(norm=norm).elmur_layers()[0]
     torch.manual_seed(1)
     memory, tokens = torch.randn(5, 3, D), torch.randn(5, K, D)
     bias = torch.randn(5, 2, 3, K)
     bias[0, :, :, 1] = float("-inf")  # masked padding, as in writing rows
-    full = layer.candidate(memory, tokens, bias)
+    plain = plain_candidate(layer, memory, tokens, bias)
+    assert (layer.candidate(memory, tokens, bias) - plain).abs().max() <= 1e-5
     for slot in range(3):
         one = layer.candidate_one(memory[:, slot], tokens, bias[:, :, slot])
-        assert (one - full[:, slot]).abs().max() <= 1e-5
+        assert (one - plain[:, slot]).abs().max() <= 1e-5
 
 
 def test_lru_write_equals_lru_update_of_all_candidates_with_gradients() -> None:
     model = make()
-    layer = model.layers[0]
+    layer = model.elmur_layers()[0]
     torch.manual_seed(2)
     memory = torch.randn(4, 3, D, requires_grad=True)
     tokens = torch.randn(4, K, D, requires_grad=True)
@@ -52,10 +63,14 @@ def test_lru_write_equals_lru_update_of_all_candidates_with_gradients() -> None:
         assert weight is not None and memory.grad is not None and tokens.grad is not None
         return new.detach(), anc, memory.grad.clone(), tokens.grad.clone(), weight.clone()
 
-    fast = grads(lambda: model._lru_write(layer, memory, anchors, tokens, bias, last))
+    fast = grads(lambda: model.lru_write(layer, memory, anchors, tokens, bias, last))
     plain = grads(
         lambda: lru_update(
-            memory, layer.candidate(memory, tokens, bias), anchors, last, model.cfg.lru_blend
+            memory,
+            plain_candidate(layer, memory, tokens, bias),
+            anchors,
+            last,
+            model.cfg.lru_blend,
         )
     )
     assert torch.equal(fast[1], plain[1])
@@ -73,12 +88,12 @@ def test_lru_target_matches_lru_update() -> None:
 
 
 def test_read_plan_equals_cross_attention() -> None:
-    layer = make().layers[1]
+    layer = make().elmur_layers()[1]
     torch.manual_seed(3)
     memory, h = torch.randn(3, 3, D), torch.randn(3, D)
     bias = torch.randn(3, 2, 3)
     ref = layer.read_attn(h[:, None], memory, bias[:, :, None, :])[:, 0]
-    A, c, P = layer.read_plan(memory)
+    A, c, P = read_plan(layer, memory)
     scores = torch.baddbmm((c + bias.reshape(3, -1)).unsqueeze(1), h.unsqueeze(1), A)
     weights = scores.view(3, 2, -1).softmax(-1).view(3, 1, -1)
     got = torch.baddbmm(layer.read_attn.out_proj.bias, weights, P)[:, 0]
@@ -86,12 +101,12 @@ def test_read_plan_equals_cross_attention() -> None:
 
 
 def test_bucket_lookup_equals_time_bucket_and_falls_back_beyond_the_table() -> None:
-    model = make()
+    stepper = ELMURStepper(make())
+    stepper.refresh()
     offsets = torch.tensor([[0, 5, 16, 999, _LUT_SIZE - 1], [_LUT_SIZE, 10**6, 3, 2, 1]])
-    empty = torch.zeros_like(offsets, dtype=torch.bool)
-    empty[1, 4] = True
-    want = time_bucket(offsets, model.cfg.time_buckets).masked_fill(empty, 64)
-    assert torch.equal(model._buckets(offsets, empty), want)
+    want = time_bucket(offsets, 64)
+    assert torch.equal(stepper.buckets(lookup=True)(offsets, 64), want)
+    assert stepper.buckets(lookup=False) is time_bucket
 
 
 def test_step_cache_follows_parameter_updates() -> None:

@@ -1,0 +1,1 @@
+"""The torch side of the algorithms (d3rlpy's impl layer)."""

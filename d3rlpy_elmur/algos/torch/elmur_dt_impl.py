@@ -28,6 +28,8 @@ __all__ = ["ELMURDTModules", "ELMURDTImpl", "previous_actions"]
 
 @dataclasses.dataclass(frozen=True)
 class ELMURDTModules(Modules):
+    """What d3rlpy saves, moves and wraps for DDP: the policy and its optimizer."""
+
     policy: SequencePolicy
     optim: OptimizerWrapper
 
@@ -48,10 +50,12 @@ def previous_actions(
 
 def time_slice(observations: TorchObservation, index: slice | torch.Tensor) -> TorchObservation:
     """Steps ``index`` of [B, T, ...] observations (every part of a tuple)."""
-    return map_observations(lambda part: part[:, index], observations)  # type: ignore[no-any-return]
+    return map_observations(lambda part: part[:, index], observations)
 
 
 class ELMURDTImpl(TransformerAlgoImplBase):
+    """The loss and update over segment windows, and the stateful step of inference."""
+
     _modules: ELMURDTModules
 
     def __init__(
@@ -74,7 +78,7 @@ class ELMURDTImpl(TransformerAlgoImplBase):
     @property
     def policy(self) -> SequencePolicy:
         """The policy without its DDP wrapper (for inference and non-forward methods)."""
-        return unwrap_ddp_model(self._modules.policy)  # type: ignore[no-any-return]
+        return unwrap_ddp_model(self._modules.policy)
 
     @property
     def discrete(self) -> bool:
