@@ -8,13 +8,15 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from d3rlpy_elmur import evaluation
 from d3rlpy_elmur.evaluation import run_episodes
 
 
 class CountdownEnv(gym.Env):
     """Episodes of ``2 + seed % 3`` steps with reward 1 per step; even seeds report success.
 
-    ``options={"bonus": b}`` adds ``b`` to the last reward.
+    ``options``: ``bonus`` adds to the last reward; ``length`` sets the episode's length;
+    ``early`` reports success on every step but the last instead.
     """
 
     observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
@@ -22,14 +24,20 @@ class CountdownEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
         super().reset(seed=seed)
-        self.seed_, self.left = int(seed or 0), 2 + int(seed or 0) % 3
-        self.bonus = float((options or {}).get("bonus", 0.0))
+        options = options or {}
+        self.seed_ = int(seed or 0)
+        self.left = int(options.get("length", 2 + self.seed_ % 3))
+        self.bonus = float(options.get("bonus", 0.0))
+        self.early = bool(options.get("early", False))
         return np.zeros(1, np.float32), {}
 
     def step(self, action: Any) -> Any:
         self.left -= 1
         done = self.left == 0
-        info = {"success": True} if done and self.seed_ % 2 == 0 else {}
+        if self.early:
+            info = {} if done else {"success": True}
+        else:
+            info = {"success": True} if done and self.seed_ % 2 == 0 else {}
         return np.zeros(1, np.float32), 1.0 + (self.bonus if done else 0.0), done, False, info
 
 
@@ -81,3 +89,28 @@ def test_no_success_reports_give_none_and_bad_counts_are_refused() -> None:
     assert result["success_rate"] is None and result["return_mean"] == pytest.approx(3.0)
     with pytest.raises(ValueError, match="n_episodes=0"):
         run_episodes(ZeroPolicy(), venv(1), n_episodes=0)
+
+
+def test_a_success_reported_before_the_last_step_does_not_count() -> None:
+    # seed 0 ends at step 2 while seed 1 (3 steps) reports success mid-episode
+    result = run_episodes(ZeroPolicy(), venv(2), n_episodes=2, reset_options={"early": True})
+    assert result["success_rate"] is None
+
+
+def test_progress_bar_only_when_asked_and_counting_env_steps_in_thousands(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    options = {"length": 2500}
+    run_episodes(ZeroPolicy(), venv(1), n_episodes=1, reset_options=options)
+    assert capsys.readouterr().err == ""
+    run_episodes(ZeroPolicy(), venv(1), n_episodes=1, reset_options=options, show_progress=True)
+    err = capsys.readouterr().err
+    assert "evaluate: " in err and "2000step " in err and "step/s" in err
+
+
+def test_seconds_and_throughput_come_from_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    ticks = iter([10.0, 12.5])
+    monkeypatch.setattr(evaluation.time, "perf_counter", lambda: next(ticks))
+    result = run_episodes(ZeroPolicy(), venv(1), n_episodes=1, seed=0)  # 2 steps
+    assert result["seconds"] == pytest.approx(2.5)
+    assert result["env_steps_per_second"] == pytest.approx(2 / 2.5)

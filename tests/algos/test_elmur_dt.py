@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 import torch
 from d3rlpy.algos import GreedyTransformerActionSampler, SoftmaxTransformerActionSampler
+from d3rlpy.algos.transformer.inputs import TorchTransformerInput
 from d3rlpy.logging import FileAdapterFactory, NoopAdapterFactory
 
 import d3rlpy_elmur
 from d3rlpy_elmur import DiscreteELMURDTConfig, ELMURDTConfig, evaluate
 from d3rlpy_elmur.algos import SegmentRecurrentView, plan_epochs
+from d3rlpy_elmur.algos.torch.elmur_dt_impl import previous_actions
 from d3rlpy_elmur.models import ELMURFactory, GRUFactory
 from tests.helpers import CueRecallEnv, cue_recall_dataset, cue_recall_episode
 
@@ -177,6 +179,65 @@ def test_sampler_windows_are_segment_aligned_and_right_padded() -> None:
     assert late.any() and batch.has_previous[late, K].all()
 
 
+def numbered_dataset(lengths: list[int], terminated: list[bool]) -> d3rlpy.dataset.ReplayBuffer:
+    """Episodes whose step i of episode e has observation, action and reward 100 e + i + 1."""
+    episodes = []
+    for e, (n, done) in enumerate(zip(lengths, terminated, strict=True)):
+        values = (100 * e + np.arange(n) + 1).astype(np.float32)[:, None]
+        episodes.append(d3rlpy.dataset.Episode(values.repeat(3, 1), values, values, done))
+    return d3rlpy.dataset.ReplayBuffer(d3rlpy.dataset.InfiniteBuffer(), episodes=episodes)
+
+
+def test_whole_episode_windows_hold_exactly_the_episode_and_zeros_after_it() -> None:
+    view = SegmentRecurrentView(numbered_dataset([5, 9], [True, False]), K, S, seed=0)
+    (batch,) = view.episode_batches(rows=2)  # both from t = 0, 3 segments of K = 4
+    T = 3 * K
+    assert batch.length == T and batch.previous_actions.dtype == np.float32
+    for row, (e, n, done) in enumerate([(0, 5, True), (1, 9, False)]):
+        real = np.arange(T) < n
+        values = np.where(real, 100 * e + np.arange(T) + 1, 0).astype(np.float32)
+        assert np.array_equal(batch.masks[row], real.astype(np.float32))
+        assert np.array_equal(batch.timesteps[row], np.where(real, np.arange(T), 0))
+        for name in ("actions", "rewards"):
+            assert np.array_equal(getattr(batch, name)[row, :, 0], values), name
+        assert np.array_equal(batch.observations[row], values[:, None].repeat(3, 1))
+        # returns-to-go from each step to the episode's end
+        rtg = np.where(real, np.cumsum(values[::-1])[::-1], 0)  # padding adds nothing
+        assert np.allclose(batch.returns_to_go[row, :, 0], rtg)
+        assert np.array_equal(batch.terminals[row, :, 0], (np.arange(T) == n - 1) & done)
+        previous = np.where(real & (np.arange(T) >= 1), np.roll(values, 1), 0)
+        assert np.array_equal(batch.previous_actions[row, :, 0], previous)
+        assert np.array_equal(batch.has_previous[row], real & (np.arange(T) >= 1))
+    # boundaries before segments 1.. of each episode; none at t = 0 or past the end
+    assert batch.boundaries.tolist() == [[-1, 1, -1, -1], [-1, 3, 4, -1]]
+
+
+def test_sampler_starts_windows_at_every_segment_with_a_full_window_and_is_seeded() -> None:
+    view = SegmentRecurrentView(numbered_dataset([20], [True]), K, S, seed=5)  # 5 segments
+    batch = view.sample_trajectory_batch(300, K)
+    assert set(batch.timesteps[:, K].astype(int)) == {0, K, 2 * K}  # first in 0..5 - S
+    again = SegmentRecurrentView(numbered_dataset([20], [True]), K, S, seed=5)
+    assert np.array_equal(again.sample_trajectory_batch(300, K).timesteps, batch.timesteps)
+
+
+def test_view_refuses_an_empty_dataset_or_an_empty_episode() -> None:
+    class Empty:
+        episodes: list[object] = []
+
+    with pytest.raises(ValueError, match="the dataset holds no episodes"):
+        SegmentRecurrentView(Empty(), K, S)  # type: ignore[arg-type]
+
+    class NoSteps:
+        def size(self) -> int:
+            return 0
+
+    class OneEmpty:
+        episodes = [NoSteps()]
+
+    with pytest.raises(ValueError, match="episode 0 of the dataset has no steps"):
+        SegmentRecurrentView(OneEmpty(), K, S)  # type: ignore[arg-type]
+
+
 def test_sampler_picks_episodes_in_proportion_to_length() -> None:
     rng = np.random.default_rng(0)
     episodes = [cue_recall_episode(3, 1, rng), cue_recall_episode(29, -1, rng)]
@@ -235,6 +296,109 @@ def test_loss_is_label_smoothed_cross_entropy_over_real_steps(smoothing: float) 
     uniform = -log_p.mean(-1)
     expected = ((1 - smoothing) * nll + smoothing * uniform)[mask].mean()
     assert torch.allclose(loss, expected, atol=1e-6)
+
+
+def test_previous_actions_mark_episode_starts_and_window_starts_as_none() -> None:
+    actions = torch.tensor([[[1.0], [2.0], [0.0]]])
+    # discrete "none" is -1: at the window's first step (unknown) and where t == 0
+    assert previous_actions(actions, torch.tensor([[50, 51, 52]]), True)[0, :, 0].tolist() == [
+        -1.0,
+        1.0,
+        2.0,
+    ]
+    assert previous_actions(actions, torch.tensor([[7, 0, 1]]), True)[0, :, 0].tolist() == [
+        -1.0,
+        -1.0,
+        2.0,
+    ]
+    # continuous "none" is zeros
+    cont = torch.tensor([[[0.5, -0.5], [0.25, 1.0], [1.0, 1.0]]])
+    got = previous_actions(cont, torch.tensor([[3, 0, 1]]), False)[0]
+    assert got.tolist() == [[0.0, 0.0], [0.0, 0.0], [0.25, 1.0]]
+
+
+def continuous_batch(rows: int, real: list[int]) -> d3rlpy.torch_utility.TorchTrajectoryMiniBatch:
+    """S * K steps per row (no context segment), the first real[i] steps of row i real."""
+    torch.manual_seed(3)
+    T = S * K
+    masks = (torch.arange(T)[None] < torch.tensor(real)[:, None]).float()
+    return d3rlpy.torch_utility.TorchTrajectoryMiniBatch(
+        observations=torch.randn(rows, T, 3),
+        actions=torch.rand(rows, T, 2) * 2 - 1,
+        rewards=torch.zeros(rows, T, 1),
+        returns_to_go=torch.randn(rows, T, 1),
+        terminals=torch.zeros(rows, T, 1),
+        timesteps=torch.arange(T)[None].repeat(rows, 1).float(),
+        masks=masks,
+        device="cpu:0",
+        numpy_batch=None,
+    )
+
+
+@pytest.mark.parametrize("real", [[S * K, 5], [1]])
+def test_continuous_loss_is_the_squared_error_over_real_steps_plus_the_moe_loss(
+    real: list[int],
+) -> None:
+    torch.manual_seed(0)
+    algo = ELMURDTConfig(  # type: ignore[arg-type]
+        **SMALL, token_format="rtg_obs_act", sequence_encoder=ELMURFactory(ffn="moe")
+    ).create()
+    algo.create_impl((3,), 2)
+    impl = algo.impl
+    assert impl is not None
+    batch = continuous_batch(len(real), real)
+    valid, steps = batch.masks > 0, batch.timesteps.long()
+    with torch.no_grad():
+        losses = impl.compute_loss(batch)
+        out, _ = impl.policy(
+            batch.observations,
+            batch.returns_to_go,
+            previous_actions(batch.actions, steps, False),
+            valid,
+            steps,
+            impl.policy.sequence.initial_state(len(real)),
+        )
+        aux = impl.policy.sequence.aux_loss()
+    assert set(losses) == {"action_loss", "loss"} and aux is not None and float(aux) > 0
+    expected = ((out - batch.actions) ** 2).sum(-1)[valid].mean()
+    assert torch.allclose(losses["action_loss"], expected, atol=1e-6)
+    assert torch.allclose(losses["loss"], expected + aux, atol=1e-6)
+
+
+def test_stateless_predict_runs_the_given_window_from_t0() -> None:
+    algo = built_algo(token_format="rtg_obs_act")
+    impl = algo.impl
+    assert impl is not None
+    torch.manual_seed(4)
+    n, pad = 6, 3  # d3rlpy left-pads a short history
+    obs, rtg = torch.randn(1, n, 3), torch.randn(1, n, 1)
+    actions = torch.tensor([[[2.0], [0.0], [1.0], [1.0], [2.0], [0.0]]])
+
+    def padded(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.zeros(1, pad, *x.shape[2:]), x], 1)
+
+    inpt = TorchTransformerInput(
+        observations=padded(obs),
+        actions=padded(actions),
+        rewards=padded(torch.zeros(1, n, 1)),
+        returns_to_go=padded(rtg),
+        timesteps=torch.cat([torch.zeros(1, pad), torch.arange(n)[None] + 40.0], 1).long(),
+        masks=torch.cat([torch.zeros(1, pad), torch.ones(1, n)], 1),
+        length=n + pad,
+    )
+    prev = torch.tensor([[[-1.0], [2.0], [0.0], [1.0], [1.0], [2.0]]])
+    with torch.no_grad():
+        got = impl.inner_predict(inpt)
+        ref, _ = impl.policy(
+            obs,
+            rtg,
+            prev,
+            torch.ones(1, n, dtype=torch.bool),
+            torch.arange(n)[None],
+            impl.policy.sequence.initial_state(1),
+        )
+    assert got.shape == ref[0, -1].shape and torch.allclose(got, ref[0, -1], atol=1e-6)
+    assert not torch.allclose(got, ref[0, -2], atol=1e-3)
 
 
 # ------------------------------------------------------------------ fit, steps, predict
