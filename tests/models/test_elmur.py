@@ -157,7 +157,7 @@ VARIANTS = [
 ]
 
 
-@pytest.mark.parametrize("overrides", VARIANTS)
+@pytest.mark.parametrize("overrides", [*VARIANTS, {"context_size": 1}])  # K = 1: anchors at 0
 def test_step_inference_equals_segment_forward(overrides: dict[str, object]) -> None:
     model = make(**overrides)
     T = 5 * K + 3  # five full segments and a partial one
@@ -334,6 +334,22 @@ def test_moe_balance_loss_ignores_padding_and_does_not_grow_with_segments() -> N
     mask = torch.cat([valid, torch.zeros(2, K, dtype=torch.bool)], 1)
     model(padded, mask, steps.repeat(1, 2), model.initial_state(2))
     assert torch.allclose(model.aux_loss(), one)  # type: ignore[arg-type]
+    # one segment with one real token: the weighted sum of the layers' losses, not halved
+    single = torch.zeros(2, K, dtype=torch.bool)
+    single[0, 0] = True
+    model(tokens, single, steps, model.initial_state(2))
+    layers = [layer.ffn.last_aux for layer in model.elmur_layers()]
+    expected = model.cfg.moe_aux_weight * sum(layers)  # type: ignore[arg-type]
+    assert torch.allclose(model.aux_loss(), expected)  # type: ignore[arg-type]
+
+
+def test_states_are_kept_only_when_asked() -> None:
+    model = make()
+    tokens, valid, steps = inputs(2, 2 * K)
+    model(tokens, valid, steps, model.initial_state(2))
+    assert model.kept_states() == []
+    model(tokens, valid, steps, model.initial_state(2), keep_states=True)
+    assert len(model.kept_states()) == 2
 
 
 # ---------------------------------------------------------------------- stability, positions
