@@ -23,7 +23,8 @@ from d3rlpy.constants import ActionSpace
 from d3rlpy.types import Observation
 
 from .algos.elmur_dt import ELMURDTBase
-from .observations import first_part, map_observations
+from .algos.stateful import StepInference
+from .observations import map_observations
 
 __all__ = [
     "BatchPolicy",
@@ -45,57 +46,32 @@ class BatchPolicy(Protocol):
 
 
 class ELMURBatchPolicy:
-    """ELMURDT's step path over a batch: memory per row, one model call per step."""
+    """ELMURDT's step path over a batch (:class:`StepInference`): memory per row, one model
+    call per step; greedy, or sampled from the softmax with a seeded generator."""
 
     def __init__(self, algo: ELMURDTBase, target_return: float, greedy: bool, seed: int) -> None:
-        impl = algo.impl
-        if impl is None:
-            raise ValueError("the algorithm is not built: fit it or call build_with_env first")
-        self._impl = impl
-        self._config = algo.config
-        self._target_return = float(target_return)
+        self._inference = StepInference(algo, target_return)
+        self._device = algo.impl.device
         self._greedy = greedy
         self._rng = torch.Generator(device="cpu").manual_seed(seed)
 
     def reset(self, n_envs: int) -> None:
-        impl, device = self._impl, self._impl.device
-        self._state = impl.initial_step_state(n_envs)
-        self._rtg = np.full(n_envs, self._target_return)
-        self._t = 0
-        self._previous = (
-            torch.full((n_envs, 1), -1.0)
-            if impl.discrete
-            else torch.zeros(n_envs, impl.action_size)
-        ).to(device)
+        self._inference.reset(n_envs)
 
     def act(self, observations: Observation, rewards: np.ndarray) -> np.ndarray:
-        impl, config, device = self._impl, self._config, self._impl.device
-        n_envs = first_part(observations).shape[0]
-        self._rtg = self._rtg - rewards
+        device = self._device
         obs_t = map_observations(
             lambda part: torch.as_tensor(part, dtype=torch.float32, device=device), observations
         )
-        if config.observation_scaler is not None:
-            obs_t = config.observation_scaler.transform(obs_t)
-        rtg_t = torch.as_tensor(self._rtg, dtype=torch.float32, device=device)[:, None]
-        if config.reward_scaler is not None:
-            rtg_t = config.reward_scaler.transform(rtg_t)
-        steps = torch.full((n_envs,), self._t, dtype=torch.long, device=device)
-        out, self._state = impl.step(obs_t, rtg_t, self._previous, steps, self._state)
-        self._t += 1
-        if impl.discrete:
-            if self._greedy:
-                action_t = out.argmax(-1)
-            else:
-                probs = out.softmax(-1).cpu()
-                action_t = torch.multinomial(probs, 1, generator=self._rng)[:, 0]
-            self._previous = action_t.to(device, torch.float32)[:, None]
-            return action_t.cpu().numpy()
-        self._previous = out
-        actions = out.cpu().numpy()
-        if config.action_scaler is not None:
-            actions = config.action_scaler.reverse_transform_numpy(actions)
-        return actions
+        out = self._inference.outputs(obs_t, rewards)
+        if not self._inference.discrete:
+            return self._inference.take(out)
+        if self._greedy:
+            action_t = out.argmax(-1)
+        else:
+            probs = out.softmax(-1).cpu()
+            action_t = torch.multinomial(probs, 1, generator=self._rng)[:, 0].to(device)
+        return self._inference.take(action_t)
 
 
 class GreedyQLearningPolicy:

@@ -2,7 +2,10 @@
 
 The encoder's step path keeps a key/value cache inside the current segment and writes memory
 once at its end, so each ``predict`` costs the same at step 10 and at step 10^6 and nothing grows
-with the episode.
+with the episode. :class:`StepInference` is the one place that turns environment inputs into
+the model's (scaled observations, return-to-go, previous action, step) and its actions back,
+for n episodes in lock step; the single-episode wrapper and the batched evaluation policy both
+run on it.
 """
 
 from __future__ import annotations
@@ -18,14 +21,14 @@ from d3rlpy.algos.transformer.action_samplers import TransformerActionSampler
 from d3rlpy.algos.transformer.base import StatefulTransformerWrapper
 from d3rlpy.dataset import is_tuple_shape
 from d3rlpy.dataset.utils import cast_tuple_shape
-from d3rlpy.types import NDArray, Observation, Shape
+from d3rlpy.types import NDArray, Observation, Shape, TorchObservation
 
 from ..observations import map_observations
 
 if TYPE_CHECKING:
     from .elmur_dt import ELMURDTBase
 
-__all__ = ["ELMURStatefulWrapper", "check_observation"]
+__all__ = ["ELMURStatefulWrapper", "StepInference", "check_observation"]
 
 
 def check_observation(observation: Any, shape: Shape, batched: bool) -> Observation:
@@ -77,6 +80,67 @@ def _check_array(observation: Any, shape: tuple[int, ...], batched: bool) -> np.
     return array
 
 
+class StepInference:
+    """ELMURDT's step path over n episodes in lock step, in the environment's units.
+
+    ``outputs`` scales the observations and the return-to-go (target minus the rewards so
+    far) with the algorithm's scalers, as d3rlpy's ``predict`` does, and runs one step;
+    ``take`` records the chosen actions as the next step's previous action (in the model's
+    scaled space, as in training) and returns them in the environment's units.
+    """
+
+    def __init__(self, algo: ELMURDTBase, target_return: float) -> None:
+        impl = algo.impl
+        if impl is None:
+            raise ValueError("the algorithm is not built: fit it or call build_with_env first")
+        self._impl = impl
+        self._config = algo.config
+        self.discrete = bool(impl.discrete)
+        self.target_return = float(target_return)
+        self.reset(1)
+
+    def reset(self, n: int) -> None:
+        """Starts ``n`` new episodes."""
+        impl, device = self._impl, self._impl.device
+        self.state = impl.initial_step_state(n)
+        self.step_count = 0
+        # float64 on the host: a return-to-go summed over 10^6 rewards must not drift
+        self._return_rest = np.full((n, 1), self.target_return)
+        # per-step inputs are written into these (the model copies what it keeps)
+        self._rtg = torch.zeros(n, 1, device=device)
+        self._steps = torch.zeros(n, dtype=torch.long, device=device)
+        width = 1 if self.discrete else impl.action_size
+        self._previous = torch.full((n, width), -1.0 if self.discrete else 0.0, device=device)
+
+    def outputs(self, observations: TorchObservation, rewards: Any) -> torch.Tensor:
+        """The model's outputs [n, A] (logits, or actions in the scaled space) for the newest
+        observations [n, ...] (unscaled tensors on the device); ``rewards`` [n] came with them
+        (the rewards of the previous steps, 0 at t = 0)."""
+        config = self._config
+        if config.observation_scaler is not None:
+            observations = config.observation_scaler.transform(observations)
+        self._return_rest -= np.asarray(rewards, dtype=np.float64).reshape(-1, 1)
+        rtg = self._rtg.copy_(torch.from_numpy(self._return_rest))
+        if config.reward_scaler is not None:
+            rtg = config.reward_scaler.transform(rtg)
+        steps = self._steps.fill_(self.step_count)
+        out, self.state = self._impl.step(observations, rtg, self._previous, steps, self.state)
+        self.step_count += 1
+        return out
+
+    def take(self, actions: torch.Tensor) -> np.ndarray:
+        """Records ``actions`` (indices [n] or scaled actions [n, A]) as the previous actions;
+        returns them in the environment's units."""
+        if self.discrete:
+            self._previous.copy_(actions.view(-1, 1))
+            return actions.cpu().numpy()
+        self._previous.copy_(actions)
+        taken = actions.cpu().numpy()
+        if self._config.action_scaler is not None:
+            return np.asarray(self._config.action_scaler.reverse_transform_numpy(taken))
+        return taken
+
+
 class ELMURStatefulWrapper(StatefulTransformerWrapper):
     """``predict(observation, reward) -> action``; ``reset()`` starts a new episode."""
 
@@ -87,69 +151,37 @@ class ELMURStatefulWrapper(StatefulTransformerWrapper):
         action_sampler: TransformerActionSampler,
     ):
         super().__init__(algo, target_return, action_sampler)
-        impl = algo.impl
-        assert impl is not None
-        self._impl = impl
-        self._device = impl.device
-        self._shape = impl.observation_shape
+        self._inference = StepInference(algo, target_return)
+        self._device = self._inference._impl.device
+        self._shape = self._inference._impl.observation_shape
         self.reset()
 
     def reset(self) -> None:
         """Clears memory, caches and the step counter."""
         super().reset()
-        self._state = self._impl.initial_step_state(1)
-        self._step = 0
-        self._previous_action: NDArray | int | None = None
-        # Per-step inputs are written into these instead of allocating tensors every step
-        # (the model copies what it keeps, so reusing them is safe).
-        self._steps = torch.zeros(1, dtype=torch.long, device=self._device)
-        self._rtg = torch.zeros(1, 1, device=self._device)
-        width = 1 if self._impl.discrete else self._impl.action_size
-        self._previous = torch.zeros(1, width, device=self._device)
+        self._inference.reset(1)
 
     def predict(self, x: Observation, reward: float) -> NDArray | int:
         """Action for observation ``x``; ``reward`` is the reward of the previous step."""
-        config = self._algo.config
         observation = map_observations(
             lambda part: torch.from_numpy(part).to(self._device)[None],
             check_observation(x, self._shape, batched=False),
         )
-        if config.observation_scaler is not None:
-            observation = config.observation_scaler.transform(observation)
         if not math.isfinite(reward):
             raise ValueError(f"reward is {reward}; expected a finite number")
-        self._return_rest -= float(reward)
-        rtg = self._rtg.fill_(self._return_rest)
-        if config.reward_scaler is not None:
-            rtg = config.reward_scaler.transform(rtg)
-        previous = self._encode_previous_action()
-        steps = self._steps.fill_(self._step)
-        out, self._state = self._impl.step(observation, rtg, previous, steps, self._state)
+        out = self._inference.outputs(observation, reward)
         out = out[0] if out.device.type == "cpu" else out[0].cpu()
         action = self._action_sampler(out.numpy())
-        self._previous_action = action  # in the model's (scaled) action space, as in training
-        self._step += 1
-        if config.action_scaler is not None and not self._impl.discrete:
-            return config.action_scaler.reverse_transform_numpy(action)
-        return action
-
-    def _encode_previous_action(self) -> torch.Tensor:
-        size = self._impl.action_size
-        if self._impl.discrete:
-            value = -1.0 if self._previous_action is None else float(self._previous_action)
-            return self._previous.fill_(value)
-        if self._previous_action is None:
-            return self._previous.zero_()
-        action = torch.as_tensor(self._previous_action, dtype=torch.float32)
-        return self._previous.copy_(action.view(1, size))
+        taken = self._inference.take(torch.as_tensor(action, dtype=torch.float32)[None])
+        return action if self._inference.discrete else taken[0]
 
     @property
     def step_count(self) -> int:
         """Steps taken in the current episode."""
-        return self._step
+        return self._inference.step_count
 
     @property
     def recurrent_state(self) -> Mapping[str, torch.Tensor]:
         """The model's state now (memory, anchors, segment caches), for inspection: a read-only
         view of tensors the next ``predict`` updates in place."""
-        return MappingProxyType(self._state)
+        return MappingProxyType(self._inference.state)
