@@ -243,7 +243,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- bench / report / demo
 def _run_suite(args: argparse.Namespace, suite_name: str, seeds: list[int]) -> dict[str, Any]:
-    from .bench.suite import load_suite, run_suite
+    from .bench.suite import run_suite
+    from .bench.suite_config import load_suite
 
     suite = load_suite(suite_name)
     if getattr(args, "quick", False):

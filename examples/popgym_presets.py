@@ -16,7 +16,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from d3rlpy_elmur.bench.suite import is_discrete_dataset, load_suite
+from d3rlpy_elmur.bench.suite import is_discrete_dataset
+from d3rlpy_elmur.bench.suite_config import load_suite
 from d3rlpy_elmur.bench.sweep import run_sweep
 from d3rlpy_elmur.bench.train import ensure_dataset
 

@@ -301,7 +301,7 @@ def test_bench_popgym_one_model_per_task(roots: Path, capsys) -> None:
 
 def test_task_configs_must_name_tasks_of_the_suite(roots: Path) -> None:
     from d3rlpy_elmur.bench.configs import ConfigError
-    from d3rlpy_elmur.bench.suite import load_suite
+    from d3rlpy_elmur.bench.suite_config import load_suite
 
     (roots / "configs" / "bench_bad_tasks.yaml").write_text(
         "kind: popgym\ntasks: [rp]\nalgorithms:\n"

@@ -1,4 +1,5 @@
-"""Experiment tracking through d3rlpy's logger adapters (TensorBoard, Weights & Biases).
+"""A run's logs: d3rlpy's CSV logs in its folder, and experiment tracking through d3rlpy's
+logger adapters (TensorBoard, Weights & Biases).
 
 Every run always writes d3rlpy's CSV logs into its folder (checkpoints and resume rely on
 them); ``--logger tensorboard`` / ``wandb`` add d3rlpy's adapters beside them. A resumed run's
@@ -8,16 +9,25 @@ CSV adapter does, so a resumed run's curves join the interrupted ones.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from d3rlpy.logging import CombineAdapterFactory, LoggerAdapter, LoggerAdapterFactory
+from d3rlpy.logging import (
+    CombineAdapterFactory,
+    FileAdapter,
+    FileAdapterFactory,
+    LoggerAdapter,
+    LoggerAdapterFactory,
+)
 from d3rlpy.logging.logger import AlgProtocol, SaveProtocol
 
 from d3rlpy_elmur_cli import LOGGERS  # the parser's, which must not import d3rlpy
 
-__all__ = ["LOGGERS", "check_loggers", "run_logger"]
+from ..io import atomic_write
+
+__all__ = ["LOGGERS", "RunFileAdapterFactory", "check_loggers", "final_loss", "run_logger"]
 
 
 def check_loggers(names: Sequence[str]) -> list[str]:
@@ -108,3 +118,69 @@ class _NamedFactory(LoggerAdapterFactory):
     ) -> LoggerAdapter:
         del experiment_name
         return self._inner.create(algo, self._name, n_steps_per_epoch)
+
+
+class RunFileAdapter(FileAdapter):
+    """d3rlpy's CSV logs without the per-parameter gradient files (about fifty per run)
+    and without intermediate ``model_<step>.d3`` copies (we save ``model.d3`` once).
+
+    ``on_commit(step)`` runs after an epoch's rows are written: the checkpoint is taken there,
+    so the logs of every step it covers are already on disk. (A resumed run's numbering is
+    continued by ``bench.loggers.run_logger``.)
+    """
+
+    def __init__(self, algo: AlgProtocol, logdir: str, on_commit: Callable[[int], None]):
+        super().__init__(algo, logdir)
+        self._on_commit = on_commit
+
+    def after_write_metric(self, epoch: int, step: int) -> None:
+        self._on_commit(step)
+
+    def watch_model(self, epoch: int, step: int) -> None:
+        pass
+
+    def save_model(self, epoch: int, algo: SaveProtocol) -> None:
+        pass
+
+
+class RunFileAdapterFactory(FileAdapterFactory):
+    """Makes a :class:`RunFileAdapter` that calls ``on_commit(step)`` after each epoch."""
+
+    def __init__(self, root_dir: str, on_commit: Callable[[int], None]):
+        super().__init__(root_dir)
+        self._on_commit = on_commit
+
+    def create(
+        self, algo: AlgProtocol, experiment_name: str, n_steps_per_epoch: int
+    ) -> FileAdapter:
+        logdir = os.path.join(self._root_dir, experiment_name)
+        return RunFileAdapter(algo, logdir, self._on_commit)
+
+
+def log_rows(text: str) -> list[tuple[int, str]]:
+    """(step, row) of a d3rlpy CSV log; a torn last line (a killed writer) is skipped."""
+    rows = []
+    for line in text.splitlines(keepends=True):
+        fields = line.split(",")
+        if line.endswith("\n") and len(fields) == 3 and fields[1].isdigit():
+            rows.append((int(fields[1]), line))
+    return rows
+
+
+def final_loss(log_dir: Path) -> float | None:
+    """The last logged loss of a run's ``logs/`` (None before the first epoch)."""
+    path = log_dir / "loss.csv"
+    rows = log_rows(path.read_text()) if path.is_file() else []
+    return float(rows[-1][1].split(",")[2]) if rows else None
+
+
+def truncate_logs(log_dir: Path, step: int) -> None:
+    """Keep the CSV rows up to ``step``: the resumed run logs the later steps again."""
+    if not log_dir.is_dir():
+        return
+    for path in log_dir.glob("*.csv"):
+        text = path.read_text()
+        kept = "".join(row for row_step, row in log_rows(text) if row_step <= step)
+        if kept != text:
+            with atomic_write(path, "w") as f:
+                f.write(kept)

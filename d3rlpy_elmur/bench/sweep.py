@@ -61,15 +61,9 @@ from .configs import (
     resolve_config_path,
 )
 from .evaluate import evaluate_model
+from .run_folder import OutputExistsError, cached_result, run_fingerprint, write_result
 from .runinfo import run_info
-from .train import (
-    OutputExistsError,
-    cached_result,
-    ensure_dataset,
-    run_fingerprint,
-    train_checkpointed,
-    write_result,
-)
+from .train import ensure_dataset, train_checkpointed
 
 __all__ = [
     "DEFAULT_EVAL_SEED",

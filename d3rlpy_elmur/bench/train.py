@@ -1,22 +1,9 @@
-"""Train one run config: build its dataset if needed, fit, save ``model.d3`` and the config.
-
-Output folder::
-
-    config.yaml    the resolved run config: every d3rlpy field spelled out; `elmur train` reads
-                   it, `elmur train --resume` continues from it (written first)
-    checkpoint.pt  the training state every ``train.checkpoint_every`` steps (see
-                   d3rlpy_elmur.checkpoint)
-    logs/          d3rlpy's FileAdapter logs (params.json, loss.csv, time_*.csv)
-    train.json     the summary: algorithm, dataset, steps, seed, seconds, updates/s, final loss
-    model.d3       the trained algorithm (d3rlpy_elmur.load_learnable / d3rlpy.load_learnable);
-                   written last, so its presence marks a finished run
-"""
+"""Train one run config: build its dataset if needed, fit, and write the run folder
+(``run_folder.py`` describes it), resuming from its checkpoint when asked."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -30,8 +17,6 @@ import d3rlpy
 import torch
 import yaml
 from d3rlpy.algos import DecisionTransformerConfig, DiscreteDecisionTransformerConfig
-from d3rlpy.logging import FileAdapter, FileAdapterFactory
-from d3rlpy.logging.logger import AlgProtocol, SaveProtocol
 
 from ..algos.elmur_dt import ELMURDTBase, plan_epochs
 from ..algos.segments import SegmentRecurrentView
@@ -45,57 +30,26 @@ from ..checkpoint import (
 from ..datasets import build_recipe, find_recipe_by_id, load_minari, load_recipes
 from ..datasets.errors import DatasetNotFoundError
 from ..datasets.writer import dataset_exists, datasets_root
-from ..io import atomic_write, exclusive_folder, remove_stale_temps, save_learnable
+from ..io import atomic_write, remove_stale_temps, save_learnable
 from .configs import ConfigError, RunConfig, load_run_config
-from .loggers import check_loggers, run_logger
+from .loggers import RunFileAdapterFactory, check_loggers, final_loss, run_logger, truncate_logs
+from .run_folder import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    MODEL_FILE,
+    OutputExistsError,
+    TrainResult,
+    checkpoint_mismatch,
+    exclusive_run,
+    finished_result,
+    own_checkpoint,
+    refuse_to_replace,
+    resolved_config,
+    run_identity,
+    same_run,
+)
 
-__all__ = [
-    "OutputExistsError",
-    "TrainResult",
-    "check_run",
-    "ensure_dataset",
-    "cached_result",
-    "resume_run",
-    "run_fingerprint",
-    "train_checkpointed",
-    "train_run",
-    "write_result",
-]
-
-MODEL_FILE = "model.d3"
-CONFIG_FILE = "config.yaml"
-CHECKPOINT_FILE = "checkpoint.pt"
-
-
-class OutputExistsError(FileExistsError):
-    """The output folder already holds a model (pass overwrite=True to replace it)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainResult:
-    """Where a training run put its model, and what it trained."""
-
-    out_dir: str
-    model_path: str
-    algo: str
-    config_name: str
-    dataset: str
-    steps: int
-    seed: int
-    seconds: float
-    updates_per_second: float
-    final_loss: float | None
-    resumed_from: int | None = None  # the checkpoint step a resumed run continued from
-
-    def summary(self) -> str:
-        loss = "n/a" if self.final_loss is None else f"{self.final_loss:.4g}"
-        resumed = "" if self.resumed_from is None else f" (resumed at step {self.resumed_from})"
-        return (
-            f"trained {self.config_name} ({self.algo}) on {self.dataset}: {self.steps} steps"
-            f"{resumed}, "
-            f"seed {self.seed}, {self.seconds:.1f} s ({self.updates_per_second:.1f} updates/s), "
-            f"final loss {loss} -> {self.model_path}"
-        )
+__all__ = ["check_run", "ensure_dataset", "resume_run", "train_checkpointed", "train_run"]
 
 
 # ----------------------------------------------------------------- datasets
@@ -118,58 +72,6 @@ def ensure_dataset(name_or_id: str, progress: bool = True) -> str:
         print(f"building dataset {recipe.name} ({recipe.n_episodes} episodes) ...", flush=True)
         build_recipe(recipe, progress=progress)
     return recipe.id
-
-
-# ----------------------------------------------------------------- logging
-class _RunFileAdapter(FileAdapter):
-    """d3rlpy's CSV logs without the per-parameter gradient files (about fifty per run)
-    and without intermediate ``model_<step>.d3`` copies (we save ``model.d3`` once).
-
-    ``on_commit(step)`` runs after an epoch's rows are written: the checkpoint is taken there,
-    so the logs of every step it covers are already on disk. (A resumed run's numbering is
-    continued by ``bench.loggers.run_logger``.)
-    """
-
-    def __init__(self, algo: AlgProtocol, logdir: str, on_commit: Callable[[int], None]):
-        super().__init__(algo, logdir)
-        self._on_commit = on_commit
-
-    def after_write_metric(self, epoch: int, step: int) -> None:
-        self._on_commit(step)
-
-    def watch_model(self, epoch: int, step: int) -> None:
-        pass
-
-    def save_model(self, epoch: int, algo: SaveProtocol) -> None:
-        pass
-
-
-class _RunFileAdapterFactory(FileAdapterFactory):
-    def __init__(self, root_dir: str, on_commit: Callable[[int], None]):
-        super().__init__(root_dir)
-        self._on_commit = on_commit
-
-    def create(
-        self, algo: AlgProtocol, experiment_name: str, n_steps_per_epoch: int
-    ) -> FileAdapter:
-        logdir = os.path.join(self._root_dir, experiment_name)
-        return _RunFileAdapter(algo, logdir, self._on_commit)
-
-
-def _log_rows(text: str) -> list[tuple[int, str]]:
-    """(step, row) of a d3rlpy CSV log; a torn last line (a killed writer) is skipped."""
-    rows = []
-    for line in text.splitlines(keepends=True):
-        fields = line.split(",")
-        if line.endswith("\n") and len(fields) == 3 and fields[1].isdigit():
-            rows.append((int(fields[1]), line))
-    return rows
-
-
-def _final_loss(log_dir: Path) -> float | None:
-    path = log_dir / "loss.csv"
-    rows = _log_rows(path.read_text()) if path.is_file() else []
-    return float(rows[-1][1].split(",")[2]) if rows else None
 
 
 # ----------------------------------------------------------------- training
@@ -206,15 +108,6 @@ def check_run(run: RunConfig, buffer: Any) -> None:
 def _write_text(path: Path, text: str) -> None:
     with atomic_write(path, "w") as f:
         f.write(text)
-
-
-def resolved_config(run: RunConfig, config: Any, dataset_id: str) -> dict[str, Any]:
-    """The run config with every d3rlpy field spelled out (reloadable by ``train``)."""
-    data = run.to_dict()
-    data["dataset"] = dataset_id
-    # JSON round trip: enums and tuples become plain YAML values.
-    data["params"] = json.loads(config.serialize())
-    return data
 
 
 def train_run(
@@ -267,17 +160,17 @@ def train_run(
     )
     _epoch_plan(run)  # a bad checkpoint interval fails before anything is built or written
     if not resume:  # a resumable folder is only known once the config is built
-        _refuse_to_replace(out, overwrite)
+        refuse_to_replace(out, overwrite)
     dataset_id = ensure_dataset(dataset_name, progress=show_progress)
     buffer = load_minari(dataset_id)
     config = run.make_config()
     _check_max_timestep(config, buffer, run.name)
-    with _exclusive(out):
-        if resume and _same_run(out, run, config, dataset_id):
-            finished = _finished(out)
+    with exclusive_run(out):
+        if resume and same_run(out, run, config, dataset_id):
+            finished = finished_result(out)
             if finished is not None:
                 return finished
-            state = _own_checkpoint(out, run, config, dataset_id, device)
+            state = own_checkpoint(out, run, config, dataset_id, device)
             if state is not None:
                 try:
                     return _fit(
@@ -294,7 +187,7 @@ def train_run(
                     )
                 except CheckpointError as e:  # it matched but does not load: start again
                     warnings.warn(f"{e}; training {out} again from step 0", stacklevel=2)
-        _refuse_to_replace(out, overwrite)  # again, now that no other process can start
+        refuse_to_replace(out, overwrite)  # again, now that no other process can start
         for stale in (MODEL_FILE, CHECKPOINT_FILE, "train.json"):  # _fit clears the logs
             (out / stale).unlink(missing_ok=True)
         _write_text(
@@ -337,72 +230,6 @@ def train_checkpointed(
     )
 
 
-def run_fingerprint(
-    fields: dict[str, Any], config: str | os.PathLike[str], key: str = "config"
-) -> str:
-    """A digest of what a cached result depends on: ``fields`` and, under ``key``, the
-    resolved config of the file ``config`` (its checkpoint interval left out: checkpointing
-    does not change the model)."""
-    resolved = load_run_config(config).to_dict()
-    resolved["train"].pop("checkpoint_every")
-    data = {**fields, key: resolved}
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def cached_result(path: Path, fingerprint: str) -> dict[str, Any] | None:
-    """The result record in ``path`` (a run folder's ``result.json``) if it was made with
-    ``fingerprint``, else None (missing, or made with another config, budget or data)."""
-    if not path.is_file():
-        return None
-    record = dict(json.loads(path.read_text()))
-    return record if record.get("fingerprint") == fingerprint else None
-
-
-def write_result(path: Path, record: dict[str, Any]) -> None:
-    """Write a result record atomically (what :func:`cached_result` reads back)."""
-    with atomic_write(path, "w") as f:
-        f.write(json.dumps(record, indent=2) + "\n")
-
-
-def _same_run(out: Path, run: RunConfig, config: Any, dataset_id: str) -> bool:
-    """Whether ``out`` was started by ``train_run`` with exactly this resolved config."""
-    path = out / CONFIG_FILE
-    return path.is_file() and yaml.safe_load(path.read_text()) == resolved_config(
-        run, config, dataset_id
-    )
-
-
-def _finished(out: Path) -> TrainResult | None:
-    """The result of the finished run in ``out`` (its model and ``train.json``), if any."""
-    summary = out / "train.json"
-    if not (out / MODEL_FILE).is_file() or not summary.is_file():
-        return None
-    fields = {f.name for f in dataclasses.fields(TrainResult)}
-    data = json.loads(summary.read_text())
-    return TrainResult(**{key: value for key, value in data.items() if key in fields})
-
-
-def _foreign(state: dict[str, Any], run: RunConfig, config: Any, dataset_id: str) -> str | None:
-    """Why the checkpoint ``state`` is not one of this run (None: it is)."""
-    expected = _identity(run, config, dataset_id)
-    found = {key: state["meta"].get(key) for key in expected}
-    return None if found == expected else f"{found} != {expected}"
-
-
-def _own_checkpoint(
-    out: Path, run: RunConfig, config: Any, dataset_id: str, device: str
-) -> dict[str, Any] | None:
-    """The readable checkpoint in ``out`` if it belongs to this run, else None."""
-    path = out / CHECKPOINT_FILE
-    if not path.is_file():
-        return None
-    try:
-        state = read_checkpoint(path, device)
-    except CheckpointError:  # torn by a kill: start again
-        return None
-    return None if _foreign(state, run, config, dataset_id) else state
-
-
 def resume_run(
     out_dir: str | os.PathLike[str],
     *,
@@ -428,13 +255,13 @@ def resume_run(
     dataset_id = ensure_dataset(run.dataset, progress=show_progress)
     buffer = load_minari(dataset_id)
     config = run.make_config()
-    with _exclusive(out):
+    with exclusive_run(out):
         if (out / MODEL_FILE).exists():
             raise OutputExistsError(f"{out} is finished ({MODEL_FILE} exists): nothing to resume")
         checkpoint = out / CHECKPOINT_FILE
         state = read_checkpoint(checkpoint, device) if checkpoint.is_file() else None
         if state is not None:
-            mismatch = _foreign(state, run, config, dataset_id)
+            mismatch = checkpoint_mismatch(state, run, config, dataset_id)
             if mismatch is not None:
                 raise CheckpointError(
                     f"{checkpoint} belongs to another run ({config_path}): {mismatch}"
@@ -450,40 +277,6 @@ def resume_run(
         return _fit(
             run, config, buffer, dataset_id, out, state, device, show_progress, log, loggers
         )
-
-
-def _refuse_to_replace(out: Path, overwrite: bool) -> None:
-    if overwrite:
-        return
-    if (out / MODEL_FILE).exists():
-        raise OutputExistsError(f"{out / MODEL_FILE} exists; pass --overwrite to replace it")
-    unfinished = [name for name in (CHECKPOINT_FILE, CONFIG_FILE) if (out / name).exists()]
-    if unfinished:
-        raise OutputExistsError(
-            f"{out} holds an unfinished run ({', '.join(unfinished)}): `elmur train --resume "
-            f"{out}` continues it, --overwrite starts again"
-        )
-
-
-def _exclusive(out: Path) -> contextlib.AbstractContextManager[None]:
-    """One training process per folder: two would interleave checkpoints and logs."""
-    return exclusive_folder(
-        out,
-        ".lock",
-        lambda pid: OutputExistsError(f"another process (pid {pid}) is training in {out}"),
-    )
-
-
-def _identity(run: RunConfig, config: Any, dataset_id: str) -> dict[str, Any]:
-    """What a checkpoint must match to be resumed into a run."""
-    digest = hashlib.sha256(config.serialize().encode()).hexdigest()[:16]
-    return {
-        "algo": run.algo,
-        "dataset": dataset_id,
-        "steps": run.train.steps,
-        "seed": run.train.seed,
-        "config_digest": digest,
-    }
 
 
 def _epoch_plan(run: RunConfig) -> tuple[int, int]:
@@ -530,13 +323,13 @@ def _fit(
         build_impl(algo, data)
         done = restore_checkpoint(state, algo, sampler=sampler)
         seconds_before = float(state["meta"].get("seconds", 0.0))
-        _truncate_logs(out / "logs", done)
+        truncate_logs(out / "logs", done)
     elif (out / "logs").exists():  # d3rlpy appends to its CSVs: a fresh start clears them
         shutil.rmtree(out / "logs")
     for name in (CHECKPOINT_FILE, MODEL_FILE, "train.json"):  # the folder is ours (locked)
         remove_stale_temps(out / name)
     meta = {
-        **_identity(run, config, dataset_id),
+        **run_identity(run, config, dataset_id),
         "torch_threads": torch.get_num_threads(),
         "device": device,
     }
@@ -570,7 +363,7 @@ def _fit(
                 loggers,
                 out,
                 run.name,
-                _RunFileAdapterFactory(str(out), checkpoint),
+                RunFileAdapterFactory(str(out), checkpoint),
                 done // per_epoch,
                 done,
             ),
@@ -588,7 +381,7 @@ def _fit(
         seed=seed,
         seconds=seconds,
         updates_per_second=n_steps / max(seconds, 1e-9),
-        final_loss=_final_loss(out / "logs"),
+        final_loss=final_loss(out / "logs"),
         resumed_from=done if state is not None else None,
     )
     summary = {**dataclasses.asdict(result), "torch_threads": torch.get_num_threads()}
@@ -596,14 +389,3 @@ def _fit(
     save_learnable(algo, out / MODEL_FILE)  # atomic; its presence marks a finished run
     (out / CHECKPOINT_FILE).unlink(missing_ok=True)  # a finished run has nothing to resume
     return result
-
-
-def _truncate_logs(log_dir: Path, step: int) -> None:
-    """Keep the CSV rows up to ``step``: the resumed run logs the later steps again."""
-    if not log_dir.is_dir():
-        return
-    for path in log_dir.glob("*.csv"):
-        text = path.read_text()
-        kept = "".join(row for row_step, row in _log_rows(text) if row_step <= step)
-        if kept != text:
-            _write_text(path, kept)

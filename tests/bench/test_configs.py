@@ -16,7 +16,7 @@ from d3rlpy_elmur.bench.configs import (
     load_run_config,
     make_learnable_config,
 )
-from d3rlpy_elmur.bench.suite import load_suite
+from d3rlpy_elmur.bench.suite_config import load_suite
 from d3rlpy_elmur.models.factories import ELMURFactory, GRUFactory
 
 
