@@ -120,7 +120,7 @@ def onnx_step(algo: Any, steps: int, episodes: int, seed: int) -> dict[str, Any]
 
     from d3rlpy_elmur import load_onnx_policy
     from d3rlpy_elmur.envs import TMazeVectorEnv
-    from d3rlpy_elmur.policies import ELMURBatchPolicy
+    from d3rlpy_elmur.evaluation import ELMURBatchPolicy
 
     out: dict[str, Any] = {"steps": steps}
     with tempfile.TemporaryDirectory() as tmp:

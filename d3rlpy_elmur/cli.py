@@ -190,9 +190,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- eval
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .bench.evaluate import evaluate_model
     from .bench.runinfo import run_info
-    from .bench.tmaze import format_length
+    from .evaluation.tasks import evaluate_model, format_length
     from .io import load_learnable
 
     _setup(args)

@@ -22,7 +22,7 @@ import torch
 from d3rlpy_elmur import ELMURDT, DiscreteELMURDT, load_learnable
 from d3rlpy_elmur.bench import ensure_dataset, position_errors
 from d3rlpy_elmur.datasets import load_minari
-from d3rlpy_elmur.policies import make_batch_policy
+from d3rlpy_elmur.evaluation import make_batch_policy
 
 
 def main() -> None:

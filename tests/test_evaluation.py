@@ -8,8 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from d3rlpy_elmur import evaluation
-from d3rlpy_elmur.evaluation import run_episodes
+from d3rlpy_elmur.evaluation import episodes, run_episodes
 
 
 class CountdownEnv(gym.Env):
@@ -110,7 +109,7 @@ def test_progress_bar_only_when_asked_and_counting_env_steps_in_thousands(
 
 def test_seconds_and_throughput_come_from_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     ticks = iter([10.0, 12.5])
-    monkeypatch.setattr(evaluation.time, "perf_counter", lambda: next(ticks))
+    monkeypatch.setattr(episodes.time, "perf_counter", lambda: next(ticks))
     result = run_episodes(ZeroPolicy(), venv(1), n_episodes=1, seed=0)  # 2 steps
     assert result["seconds"] == pytest.approx(2.5)
     assert result["env_steps_per_second"] == pytest.approx(2 / 2.5)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..policies import BatchPolicy
+from ..evaluation.policies import BatchPolicy
 
 __all__ = ["position_errors"]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .tmaze import format_length
+from ..evaluation.tasks import format_length
 
 __all__ = [
     "CAP_CELL",

@@ -15,15 +15,14 @@ from typing import Any
 
 from ..datasets import get_recipe, load_minari, open_minari
 from ..datasets.spaces import is_discrete_action_space
+from ..evaluation.tasks import evaluate_popgym, evaluate_tmaze, format_length
 from ..io import atomic_write, load_learnable
 from .backends import make_executor
 from .configs import ConfigError, load_run_config
-from .popgym import evaluate_popgym
 from .report import write_report
 from .run_folder import cached_result, run_fingerprint, write_result
 from .runinfo import run_info
 from .suite_config import Suite
-from .tmaze import evaluate_tmaze, format_length
 from .train import check_run, ensure_dataset, train_checkpointed
 
 __all__ = ["RunUnit", "execute_unit", "is_discrete_dataset", "run_suite"]

@@ -50,6 +50,7 @@ import yaml
 
 from d3rlpy_elmur_cli import DEFAULT_EVAL_SEED  # the parser's, which must not import d3rlpy
 
+from ..evaluation.tasks import evaluate_model
 from ..io import atomic_write, exclusive_folder, load_learnable
 from .backends import make_executor
 from .configs import (
@@ -60,7 +61,6 @@ from .configs import (
     override_run_config,
     resolve_config_path,
 )
-from .evaluate import evaluate_model
 from .run_folder import OutputExistsError, cached_result, run_fingerprint, write_result
 from .runinfo import run_info
 from .train import ensure_dataset, train_checkpointed

@@ -8,13 +8,14 @@ import pytest
 from d3rlpy.algos import GreedyTransformerActionSampler
 
 from d3rlpy_elmur import DiscreteELMURDTConfig
-from d3rlpy_elmur.bench.envs import make_eval_env
-from d3rlpy_elmur.evaluation import evaluate, run_episodes
-from d3rlpy_elmur.policies import (
+from d3rlpy_elmur.evaluation import (
     BatchedDecisionTransformerPolicy,
     ELMURBatchPolicy,
     GreedyQLearningPolicy,
+    evaluate,
     make_batch_policy,
+    make_eval_env,
+    run_episodes,
 )
 
 OBS_DIM = 3

@@ -1,4 +1,6 @@
-"""T-Maze evaluation: success rate per episode horizon T = L + 2 (the paper's lengths)."""
+"""The benchmark's tasks: T-Maze success rate per horizon T = L + 2 (the paper's lengths),
+POPGym mean return per task, and :func:`evaluate_model`, which picks between them by env id
+(what ``elmur eval``, the suites and the sweeps run)."""
 
 from __future__ import annotations
 
@@ -6,15 +8,22 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..envs.registration import TMAZE_ID
-from ..evaluation import evaluate
-from .envs import make_eval_env
+from .envs import is_tmaze, make_eval_env
+from .episodes import evaluate
 
-__all__ = ["PAPER_LENGTHS", "QUICK_LENGTHS", "evaluate_tmaze", "format_length"]
+__all__ = [
+    "PAPER_LENGTHS",
+    "QUICK_LENGTHS",
+    "evaluate_model",
+    "evaluate_popgym",
+    "evaluate_tmaze",
+    "format_length",
+]
 
 # Inference lengths T of the paper's T-Maze table (docs/design.md §3).
 PAPER_LENGTHS = (9, 30, 90, 300, 900, 3000, 10_000, 100_000, 1_000_000)
 QUICK_LENGTHS = PAPER_LENGTHS[:7]
-# Sub-envs per round: 100 episodes of a length run as one batch.
+# Sub-envs per round: 100 episodes of a length (or of a POPGym task) run as one batch.
 MAX_ENVS = 100
 # Shorter lengths finish in seconds: a progress bar each would only add noise.
 PROGRESS_FROM = 10_000
@@ -80,3 +89,67 @@ def evaluate_tmaze(
         for env in envs.values():
             env.close()
     return rows
+
+
+def evaluate_popgym(
+    algo: Any,
+    env_id: str,
+    episodes: int,
+    seed: int,
+    *,
+    target_return: float = 1.0,
+    show_progress: bool = False,
+) -> dict[str, Any]:
+    """``{"task": env_id, "return_mean", "return_std", "episodes", ...}`` over
+    ``episodes`` episodes seeded ``seed + i`` (a POPGym id, or any gymnasium id)."""
+    env = make_eval_env(env_id, min(episodes, MAX_ENVS))
+    try:
+        result = evaluate(
+            algo,
+            env,
+            n_episodes=episodes,
+            seed=seed,
+            target_return=target_return,
+            show_progress=show_progress,
+        )
+    finally:
+        env.close()
+    return {"task": env_id, **result}
+
+
+def evaluate_model(
+    algo: Any,
+    env_id: str,
+    episodes: int,
+    seed: int,
+    *,
+    corridors: Sequence[int] | None = None,
+    target_return: float = 1.0,
+    show_progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Rows of greedy batched evaluation: one per T-Maze corridor length L (at T = L + 2;
+    default T = 9 ... 10^4), else one row for the environment."""
+    if episodes < 1:
+        raise ValueError(f"--episodes {episodes}: evaluate at least one episode")
+    if is_tmaze(env_id):
+        lengths = [c + 2 for c in corridors] if corridors else list(QUICK_LENGTHS)
+        return evaluate_tmaze(
+            algo,
+            lengths,
+            episodes,
+            seed,
+            target_return=target_return,
+            show_progress=show_progress,
+        )
+    if corridors:
+        raise ValueError(f"corridor lengths apply to the T-Maze only, not to {env_id}")
+    return [
+        evaluate_popgym(
+            algo,
+            env_id,
+            episodes,
+            seed,
+            target_return=target_return,
+            show_progress=show_progress,
+        )
+    ]

@@ -22,9 +22,9 @@ from d3rlpy.algos import QLearningAlgoBase, TransformerAlgoBase
 from d3rlpy.constants import ActionSpace
 from d3rlpy.types import Observation
 
-from .algos.elmur_dt import ELMURDTBase
-from .algos.stateful import StepInference
-from .observations import map_observations
+from ..algos.elmur_dt import ELMURDTBase
+from ..algos.stateful import StepInference
+from ..observations import map_observations
 
 __all__ = [
     "BatchPolicy",

@@ -16,9 +16,9 @@ import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
-from .envs.registration import TMAZE_ID
-from .envs.tmaze_vector import TMazeVectorEnv
-from .observations import map_observations
+from ..envs.registration import TMAZE_ID
+from ..envs.tmaze_vector import TMazeVectorEnv
+from ..observations import map_observations
 from .policies import BatchPolicy, make_batch_policy
 
 __all__ = ["evaluate", "run_episodes", "check_spaces", "EnvLike", "ResetOptions"]
