@@ -105,7 +105,8 @@ class _ELMURDTConfigBase(TransformerConfig):
         sequence_encoder: the sequence-encoder factory ("elmur" or "gru"), with its own options.
         encoder_factory: d3rlpy's observation encoder (``PixelEncoderFactory`` for images).
         optim_factory: d3rlpy's optimizer factory (AdamW, weight decay 1e-4, clip 1.0).
-        num_threads: torch intra-op threads set when the algorithm is built (0: leave as is).
+        num_threads: torch intra-op threads while ``fit`` runs, restored when it returns
+            (0: leave torch's setting as it is).
     """
 
     batch_size: int = 64
@@ -297,8 +298,6 @@ class ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, _ELMURDTConfigBase]):
 
     def inner_create_impl(self, observation_shape: Shape, action_size: int) -> None:
         cfg = self._config
-        if cfg.num_threads:
-            torch.set_num_threads(cfg.num_threads)
         is_vector = isinstance(cfg.encoder_factory, VectorEncoderFactory)
         if is_vector and is_tuple_shape(observation_shape):
             raise ValueError(
@@ -393,6 +392,13 @@ class ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, _ELMURDTConfigBase]):
         start from the stored boundary states of the dataset's episodes (see
         ``memory_refresh_every``). Other keyword arguments (logger_adapter, eval_env,
         save_interval, callback, ...) are d3rlpy's.
+
+        What d3rlpy's ``fit`` cannot express, and so this override adds: windows of whole
+        segments (d3rlpy samples ``context_size`` steps through the dataset; the view samples
+        ``(1 + S) * K``), the table of boundary states those windows start from, which lives
+        as long as this call, a seed for the window sampler, ``num_threads`` for this call
+        only, and an epoch length that divides ``n_steps`` (d3rlpy trains
+        ``n_steps // n_steps_per_epoch`` whole epochs: 0 updates when n_steps is smaller).
         """
         if isinstance(dataset, SegmentRecurrentView):  # a view built (or restored) by the caller
             view = dataset
@@ -400,9 +406,14 @@ class ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, _ELMURDTConfigBase]):
             view = self.segment_view(dataset, seed)
         per_epoch = plan_epochs(n_steps, n_steps_per_epoch)
         self._replay = (view, BoundaryStates(view.num_boundaries))
+        threads = torch.get_num_threads()
         try:
+            # a process-wide torch setting: set for this fit only, not when the model is built
+            if self._config.num_threads:
+                torch.set_num_threads(self._config.num_threads)
             super().fit(view, n_steps, n_steps_per_epoch=per_epoch, **kwargs)
         finally:
+            torch.set_num_threads(threads)
             self._replay = None  # the table belongs to this fit (it can be large)
 
     def update(self, batch: TrajectoryMiniBatch) -> dict[str, float]:

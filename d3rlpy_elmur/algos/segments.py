@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from d3rlpy.dataset import ReplayBufferBase, TrajectoryMiniBatch
+from d3rlpy.dataset import ReplayBuffer, ReplayBufferBase, TrajectoryMiniBatch
 
 from ..observations import map_observations
 
@@ -57,11 +57,14 @@ class SegmentWindowBatch(TrajectoryMiniBatch):
     boundaries: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
 
 
-class SegmentRecurrentView:
-    """A replay-buffer view whose trajectory batches are segment-recurrent windows.
+class SegmentRecurrentView(ReplayBuffer):
+    """A replay buffer over the same storage as ``dataset`` whose trajectory batches are
+    segment-recurrent windows.
 
-    Everything but ``sample_trajectory_batch`` is forwarded to the wrapped buffer, so d3rlpy's
-    scalers, dataset info and logging see the real dataset.
+    It is d3rlpy's ``ReplayBuffer`` on the dataset's own buffer, picker, slicer and dataset
+    info, so d3rlpy's scalers, dataset info and logging see the real dataset; only
+    ``sample_trajectory_batch`` differs (d3rlpy's slicer cuts one row at a time and has no
+    place for the boundary states a window starts from).
     """
 
     def __init__(
@@ -74,14 +77,24 @@ class SegmentRecurrentView:
         episodes = list(dataset.episodes)
         if not episodes:
             raise ValueError("the dataset holds no episodes")
-        self._dataset = dataset
-        self.context_size = context_size
-        self.num_segments = num_segments
-        self._rng = np.random.default_rng(seed)
         lengths = np.array([ep.size() for ep in episodes], dtype=np.int64)
         if (lengths <= 0).any():
             bad = int(np.argmin(lengths))
             raise ValueError(f"episode {bad} of the dataset has no steps")
+        info = dataset.dataset_info
+        super().__init__(
+            dataset.buffer,
+            transition_picker=dataset.transition_picker,
+            trajectory_slicer=dataset.trajectory_slicer,
+            observation_signature=info.observation_signature,
+            action_signature=info.action_signature,
+            reward_signature=info.reward_signature,
+            action_space=info.action_space,
+            action_size=info.action_size,
+        )
+        self.context_size = context_size
+        self.num_segments = num_segments
+        self._rng = np.random.default_rng(seed)
         self._lengths = lengths
         self._starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         # boundary j of episode e (the state before its segment j) has index
@@ -119,9 +132,6 @@ class SegmentRecurrentView:
     @rng_state.setter
     def rng_state(self, state: dict[str, Any]) -> None:
         self._rng.bit_generator.state = state
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._dataset, name)
 
     def sample_trajectory_batch(self, batch_size: int, length: int) -> SegmentWindowBatch:
         """``length`` (d3rlpy passes context_size) is ignored: the window shape is fixed."""

@@ -212,6 +212,38 @@ def test_whole_episode_windows_hold_exactly_the_episode_and_zeros_after_it() -> 
     assert batch.boundaries.tolist() == [[-1, 1, -1, -1], [-1, 3, 4, -1]]
 
 
+def test_view_is_a_replay_buffer_over_the_datasets_own_storage() -> None:
+    dataset = numbered_dataset([5, 9], [True, False])
+    view = SegmentRecurrentView(dataset, K, S, seed=0)
+    # d3rlpy reads the dataset through the view (build_with_dataset, scalers, logging)
+    assert isinstance(view, d3rlpy.dataset.ReplayBuffer)
+    assert view.buffer is dataset.buffer and view.episodes is dataset.episodes
+    assert view.dataset_info == dataset.dataset_info
+    assert view.transition_count == dataset.transition_count
+    # d3rlpy's slicer is not what it samples: every window has (1 + S) * K steps
+    assert view.sample_trajectory_batch(8, K).observations.shape == (8, (1 + S) * K, 3)
+
+
+def test_num_threads_holds_while_fit_runs_and_is_restored_after() -> None:
+    before = torch.get_num_threads()
+    seen: list[int] = []
+    algo = DiscreteELMURDTConfig(
+        context_size=K, num_segments=S, embed_dim=16, batch_size=4, num_threads=before + 1
+    ).create()
+    algo.build_with_dataset(numbered_dataset([12], [True]))
+    assert torch.get_num_threads() == before  # building the model sets nothing process-wide
+    algo.fit(
+        numbered_dataset([12], [True]),
+        n_steps=2,
+        n_steps_per_epoch=2,
+        show_progress=False,
+        logger_adapter=NoopAdapterFactory(),
+        callback=lambda *_: seen.append(torch.get_num_threads()),
+    )
+    assert seen == [before + 1] * 2
+    assert torch.get_num_threads() == before
+
+
 def test_sampler_starts_windows_at_every_segment_with_a_full_window_and_is_seeded() -> None:
     view = SegmentRecurrentView(numbered_dataset([20], [True]), K, S, seed=5)  # 5 segments
     batch = view.sample_trajectory_batch(300, K)
