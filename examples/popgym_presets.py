@@ -6,7 +6,10 @@ plain config), trains each config of the space once (training seed 0, the suite'
 scores it on validation episodes (seeds from 5,000,000; the suite evaluates from 1,000,000).
 Each sweep's folder (study, trial table, plot, best.yaml) goes under OUT/<task>/<config>/;
 running the command again resumes where it stopped. At the end the script prints the
-``task_configs`` that point the suite at the chosen configs.
+``task_configs`` that point the suite at the chosen configs. With ``--install CONFIGS`` it also
+copies each chosen config to CONFIGS/popgym_presets/<task>/best_<config>.yaml and prints the
+``task_configs`` by those names, which the suite finds in the configs folder (from the
+repository: ``--install d3rlpy_elmur/data/configs``, so the presets ship in the wheel).
 
     python examples/popgym_presets.py --out docs/results/popgym_presets --jobs 2
 """
@@ -14,6 +17,7 @@ running the command again resumes where it stopped. At the end the script prints
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 from d3rlpy_elmur.bench.suite import is_discrete_dataset
@@ -22,6 +26,8 @@ from d3rlpy_elmur.bench.sweep import run_sweep
 from d3rlpy_elmur.bench.train import ensure_dataset
 
 SPACES = Path(__file__).resolve().parent / "sweeps"
+# where --install puts the chosen configs, inside the configs folder
+INSTALLED = "popgym_presets"
 # label in the suite -> search space; BC-MLP and CQL cannot remember and are not tuned
 TUNED = {
     "ELMURDT": SPACES / "popgym_sequence.yaml",
@@ -42,6 +48,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, str]]:
     parser.add_argument("--steps", type=int, help="training updates (default: each config's)")
     parser.add_argument("--jobs", type=int, default=1, help="trials trained at once")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per trial")
+    parser.add_argument(
+        "--install", metavar="CONFIGS", help="copy the chosen configs into this configs folder"
+    )
     args = parser.parse_args(argv)
 
     import logging
@@ -77,9 +86,20 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, str]]:
                 show_progress=False,
                 log=lambda line: print(f"  {line}", flush=True),
             )
-            if summary["best"] is not None:
-                chosen.setdefault(label, {})[task] = str(out / "best.yaml")
-    print("\ntask_configs chosen (paths from the current folder):")
+            if summary["best"] is None:
+                continue
+            best = out / "best.yaml"
+            if args.install:
+                # not the base config's own name: a base is looked up beside the file first
+                name = f"{INSTALLED}/{task}/best_{best.parent.name}.yaml"
+                target = Path(args.install) / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(best, target)
+                chosen.setdefault(label, {})[task] = name
+            else:
+                chosen.setdefault(label, {})[task] = str(best)
+    where = "names in the configs folder" if args.install else "paths from the current folder"
+    print(f"\ntask_configs chosen ({where}):")
     for label, configs in chosen.items():
         print(f"  {label}:")
         for task, path in configs.items():

@@ -135,7 +135,8 @@ def test_popgym_presets_sweeps_each_task_from_the_config_the_suite_trains_there(
     )
     example = load_example("popgym_presets")
     argv = ["--suite", "bench_rp", "--out", str(roots / "presets"), "--trials", "2"]
-    chosen = example.main([*argv, "--episodes", "2", "--algorithms", "ELMURDT", "DT"])
+    argv += ["--episodes", "2", "--algorithms", "ELMURDT", "DT"]
+    chosen = example.main(argv)
 
     elmur, dt = roots / "presets" / "rp" / "toy_elmur_k6", roots / "presets" / "rp" / "toy_dt_rp"
     assert chosen == {
@@ -147,3 +148,11 @@ def test_popgym_presets_sweeps_each_task_from_the_config_the_suite_trains_there(
     summary = yaml.safe_load((elmur / "sweep.json").read_text())
     assert summary["env"] == "popgym-RepeatPreviousEasy-v0" and summary["eval_seed"] == 5_000_000
     assert len([t for t in summary["trials"] if t["state"] == "complete"]) == 2
+
+    # run again with --install: nothing is trained, the chosen configs are copied where the
+    # suite finds them by name, and their base still resolves
+    installed = example.main([*argv, "--install", str(roots / "configs")])
+    name = "popgym_presets/rp/best_toy_elmur_k6.yaml"
+    assert installed["ELMURDT"] == {"rp": name}
+    assert (roots / "configs" / name).read_text() == (elmur / "best.yaml").read_text()
+    assert load_run_config(name).to_dict() == best.to_dict()
