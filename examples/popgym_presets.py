@@ -17,9 +17,9 @@ repository: ``--install d3rlpy_elmur/data/configs``, so the presets ship in the 
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
+from d3rlpy_elmur.bench.configs import config_reference, load_yaml, resolve_config_path
 from d3rlpy_elmur.bench.suite import is_discrete_dataset
 from d3rlpy_elmur.bench.suite_config import load_suite
 from d3rlpy_elmur.bench.sweep import run_sweep
@@ -34,6 +34,19 @@ TUNED = {
     "BC-GRU": SPACES / "popgym_sequence.yaml",
     "DT": SPACES / "popgym_dt.yaml",
 }
+
+
+def install(best: Path, target: Path) -> None:
+    """Copy a sweep's ``best.yaml`` to ``target``, its ``base`` named as seen from there."""
+    data = load_yaml(best.read_text())
+    base = resolve_config_path(data["base"], relative_to=best.parent)
+    reference = config_reference(base, target.parent)
+    lines = [
+        f"base: {reference}" if line.startswith("base: ") else line
+        for line in best.read_text().splitlines()
+    ]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, str]]:
@@ -92,9 +105,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, str]]:
             if args.install:
                 # not the base config's own name: a base is looked up beside the file first
                 name = f"{INSTALLED}/{task}/best_{best.parent.name}.yaml"
-                target = Path(args.install) / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(best, target)
+                install(best, Path(args.install) / name)
                 chosen.setdefault(label, {})[task] = name
             else:
                 chosen.setdefault(label, {})[task] = str(best)

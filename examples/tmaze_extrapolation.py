@@ -18,12 +18,12 @@ import torch
 from d3rlpy_elmur import load_learnable
 from d3rlpy_elmur.bench import (
     ensure_dataset,
-    evaluate_tmaze,
     load_run_config,
     run_info,
     train_run,
     write_report,
 )
+from d3rlpy_elmur.evaluation import evaluate_tmaze
 
 
 @dataclasses.dataclass

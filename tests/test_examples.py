@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -15,8 +16,15 @@ def load_example(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # as an import does: dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.py")), ids=lambda p: p.stem)
+def test_every_example_imports(path: Path) -> None:
+    # a module moved inside the package must not break a script no other test runs
+    assert callable(load_example(path.stem).main)
 
 
 def test_repeat_previous_counts_beat_chance_without_recall() -> None:
@@ -156,3 +164,28 @@ def test_popgym_presets_sweeps_each_task_from_the_config_the_suite_trains_there(
     assert installed["ELMURDT"] == {"rp": name}
     assert (roots / "configs" / name).read_text() == (elmur / "best.yaml").read_text()
     assert load_run_config(name).to_dict() == best.to_dict()
+
+
+def test_popgym_presets_install_renames_a_base_given_by_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from d3rlpy_elmur.bench.configs import load_run_config
+
+    from .toy_roots import make_toy_roots
+
+    roots = make_toy_roots(tmp_path, monkeypatch)
+    # a sweep of a config outside the configs folder names its base by a relative path
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "elmur.yaml").write_text(
+        "base: toy_elmur.yaml\nparams: {context_size: 5}\n"
+    )
+    best = tmp_path / "out" / "sweeps" / "rp" / "elmur" / "best.yaml"
+    best.parent.mkdir(parents=True)
+    best.write_text("# chosen\nbase: ../../../../mine/elmur.yaml\nparams: {learning_rate: 0.002}\n")
+    target = roots / "configs" / "popgym_presets" / "rp" / "best_elmur.yaml"
+    assert target.parents[3] == tmp_path  # one folder less deep than the sweep's
+    load_example("popgym_presets").install(best, target)
+    assert target.read_text().startswith("# chosen\nbase: ../../../mine/elmur.yaml\n")
+    installed = load_run_config("popgym_presets/rp/best_elmur.yaml")
+    assert installed.to_dict() == load_run_config(best).to_dict()
+    assert installed.params["context_size"] == 5 and installed.params["learning_rate"] == 0.002

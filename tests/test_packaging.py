@@ -31,7 +31,10 @@ def test_a_wheel_install_trains_a_preset_from_an_empty_folder(tmp_path: Path) ->
     (wheel,) = wheels.glob("d3rlpy_elmur-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "d3rlpy_elmur/data/recipes/tmaze-c28.yaml" in names
-    assert "d3rlpy_elmur/data/configs/tmaze_elmur.yaml" in names
+    # every recipe and config of the checkout, presets in subfolders too
+    shipped = [p.relative_to(REPO).as_posix() for p in (REPO / "d3rlpy_elmur/data").rglob("*.yaml")]
+    assert "d3rlpy_elmur/data/configs/tmaze_elmur.yaml" in shipped
+    assert set(shipped) <= set(names), sorted(set(shipped) - set(names))
     assert "d3rlpy_elmur_cli/__init__.py" in names
     install = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target"]
     subprocess.run([*install, str(target), str(wheel)], check=True)

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from d3rlpy.dataset import ReplayBuffer, ReplayBufferBase, TrajectoryMiniBatch
+from d3rlpy.dataset import InfiniteBuffer, ReplayBuffer, ReplayBufferBase, TrajectoryMiniBatch
 
 from ..observations import map_observations
 
@@ -58,13 +58,14 @@ class SegmentWindowBatch(TrajectoryMiniBatch):
 
 
 class SegmentRecurrentView(ReplayBuffer):
-    """A replay buffer over the same storage as ``dataset`` whose trajectory batches are
+    """A replay buffer of the episodes of ``dataset`` whose trajectory batches are
     segment-recurrent windows.
 
-    It is d3rlpy's ``ReplayBuffer`` on the dataset's own buffer, picker, slicer and dataset
-    info, so d3rlpy's scalers, dataset info and logging see the real dataset; only
-    ``sample_trajectory_batch`` differs (d3rlpy's slicer cuts one row at a time and has no
-    place for the boundary states a window starts from).
+    It is d3rlpy's ``ReplayBuffer`` over the same episode objects (not copied), with the
+    dataset's picker, slicer and dataset info, so d3rlpy's scalers, dataset info and logging
+    see exactly the episodes the windows come from (also for a mixed buffer, whose ``buffer``
+    is only its primary part); only ``sample_trajectory_batch`` differs (d3rlpy's slicer cuts
+    one row at a time and has no place for the boundary states a window starts from).
     """
 
     def __init__(
@@ -82,16 +83,21 @@ class SegmentRecurrentView(ReplayBuffer):
             bad = int(np.argmin(lengths))
             raise ValueError(f"episode {bad} of the dataset has no steps")
         info = dataset.dataset_info
+        # d3rlpy's writer draws a sample observation from numpy's global generator: leave it
+        # as the caller seeded it
+        numpy_state = np.random.get_state()
         super().__init__(
-            dataset.buffer,
+            InfiniteBuffer(),
             transition_picker=dataset.transition_picker,
             trajectory_slicer=dataset.trajectory_slicer,
+            episodes=episodes,
             observation_signature=info.observation_signature,
             action_signature=info.action_signature,
             reward_signature=info.reward_signature,
             action_space=info.action_space,
             action_size=info.action_size,
         )
+        np.random.set_state(numpy_state)
         self.context_size = context_size
         self.num_segments = num_segments
         self._rng = np.random.default_rng(seed)

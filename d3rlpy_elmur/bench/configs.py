@@ -43,6 +43,7 @@ __all__ = [
     "EvalSpec",
     "RunConfig",
     "TrainSpec",
+    "config_reference",
     "configs_dir",
     "load_run_config",
     "make_learnable_config",
@@ -143,6 +144,16 @@ def resolve_config_path(name: str | os.PathLike[str], relative_to: Path | None =
         if candidate.is_file():
             return candidate
     raise ConfigError(f"config {str(name)!r} not found (looked in {configs_dir()})")
+
+
+def config_reference(config: Path, folder: Path) -> str:
+    """How a config written in ``folder`` names ``config`` (as its ``base``): by its path in
+    :func:`configs_dir` when it is a shipped preset (found in any install), else by its path
+    relative to ``folder``."""
+    config, root = config.resolve(), configs_dir().resolve()
+    if config.is_relative_to(root):
+        return config.relative_to(root).as_posix()
+    return os.path.relpath(config, folder)
 
 
 class _Loader(yaml.SafeLoader):

@@ -55,7 +55,7 @@ from ..io import atomic_write, exclusive_folder, load_learnable
 from .backends import make_executor
 from .configs import (
     ConfigError,
-    configs_dir,
+    config_reference,
     load_run_config,
     load_yaml,
     override_run_config,
@@ -337,21 +337,13 @@ def _queue_owed_trials(
             queued.append(values)
 
 
-def _base_reference(base: Path, folder: Path) -> str:
-    """How a config written in ``folder`` names ``base``: by name when it is one of the
-    shipped presets (found in any install), else by its path relative to ``folder``."""
-    if base.parent == configs_dir().resolve():
-        return base.name
-    return os.path.relpath(base, folder)
-
-
 def _write_trial_config(
     out: Path, base: Path, dataset: str, values: dict[str, Any], description: str
 ) -> Path:
     folder = out / "trials" / _slug(values)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "trial.yaml"
-    data = {"base": _base_reference(base, folder), "dataset": dataset, **_nested(values)}
+    data = {"base": config_reference(base, folder), "dataset": dataset, **_nested(values)}
     text = f"# {description}\n" + yaml.safe_dump(data, sort_keys=False)
     with atomic_write(path, "w") as f:
         f.write(text)
@@ -592,7 +584,7 @@ def _summary(
     return {
         "schema_version": 1,
         "out": str(out),
-        "config_file": _base_reference(base, Path.cwd()),  # no machine's paths in results
+        "config_file": config_reference(base, Path.cwd()),  # no machine's paths in results
         **identity,
         "trials": rows,
         "best": best,
@@ -664,7 +656,7 @@ def _write_outputs(summary: dict[str, Any], out: Path, base: Path, dataset: str)
     if best is None:
         return
     complete = [row for row in summary["trials"] if row["state"] == "complete"]
-    data = {"base": _base_reference(base, out), "dataset": dataset, **_nested(best["values"])}
+    data = {"base": config_reference(base, out), "dataset": dataset, **_nested(best["values"])}
     header = (
         f"# Chosen by a sweep of {base.name} ({len(complete)} trials): trial "
         f"{best['number']}, score {best['score']:.4f}\n# (mean over {summary['episodes']} "

@@ -279,6 +279,12 @@ def resume_run(
         )
 
 
+def _training_threads(config: Any) -> int:
+    """The torch threads ``fit`` trains with: ELMURDT's ``num_threads`` while it fits, else
+    the process's setting."""
+    return int(getattr(config, "num_threads", 0) or torch.get_num_threads())
+
+
 def _epoch_plan(run: RunConfig) -> tuple[int, int]:
     """(steps per epoch, checkpoint interval in steps; 0 = none)."""
     n_steps = run.train.steps
@@ -330,7 +336,7 @@ def _fit(
         remove_stale_temps(out / name)
     meta = {
         **run_identity(run, config, dataset_id),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": _training_threads(config),
         "device": device,
     }
     start = time.perf_counter()
@@ -384,7 +390,7 @@ def _fit(
         final_loss=final_loss(out / "logs"),
         resumed_from=done if state is not None else None,
     )
-    summary = {**dataclasses.asdict(result), "torch_threads": torch.get_num_threads()}
+    summary = {**dataclasses.asdict(result), "torch_threads": _training_threads(config)}
     _write_text(out / "train.json", json.dumps(summary, indent=2) + "\n")
     save_learnable(algo, out / MODEL_FILE)  # atomic; its presence marks a finished run
     (out / CHECKPOINT_FILE).unlink(missing_ok=True)  # a finished run has nothing to resume

@@ -212,12 +212,21 @@ def test_whole_episode_windows_hold_exactly_the_episode_and_zeros_after_it() -> 
     assert batch.boundaries.tolist() == [[-1, 1, -1, -1], [-1, 3, 4, -1]]
 
 
-def test_view_is_a_replay_buffer_over_the_datasets_own_storage() -> None:
-    dataset = numbered_dataset([5, 9], [True, False])
+@pytest.mark.parametrize("mixed", [False, True])
+def test_view_is_a_replay_buffer_of_exactly_the_episodes_it_samples(mixed: bool) -> None:
+    dataset: d3rlpy.dataset.ReplayBufferBase = numbered_dataset([5, 9], [True, False])
+    if mixed:  # a mixed buffer's `buffer` is its primary part only
+        dataset = d3rlpy.dataset.MixedReplayBuffer(
+            numbered_dataset([7], [True]), dataset, secondary_mix_ratio=0.5
+        )
+    np.random.seed(3)
     view = SegmentRecurrentView(dataset, K, S, seed=0)
+    after = np.random.random()
+    np.random.seed(3)
+    assert np.random.random() == after  # building it leaves numpy's global generator alone
     # d3rlpy reads the dataset through the view (build_with_dataset, scalers, logging)
     assert isinstance(view, d3rlpy.dataset.ReplayBuffer)
-    assert view.buffer is dataset.buffer and view.episodes is dataset.episodes
+    assert [id(e) for e in view.episodes] == [id(e) for e in dataset.episodes]  # not copied
     assert view.dataset_info == dataset.dataset_info
     assert view.transition_count == dataset.transition_count
     # d3rlpy's slicer is not what it samples: every window has (1 + S) * K steps
