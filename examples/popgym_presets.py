@@ -38,12 +38,11 @@ TUNED = {
 
 def install(best: Path, target: Path) -> None:
     """Copy a sweep's ``best.yaml`` to ``target``, its ``base`` named as seen from there."""
-    data = load_yaml(best.read_text())
-    base = resolve_config_path(data["base"], relative_to=best.parent)
+    text = best.read_text()
+    base = resolve_config_path(load_yaml(text)["base"], relative_to=best.parent)
     reference = config_reference(base, target.parent)
     lines = [
-        f"base: {reference}" if line.startswith("base: ") else line
-        for line in best.read_text().splitlines()
+        f"base: {reference}" if line.startswith("base: ") else line for line in text.splitlines()
     ]
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text("\n".join(lines) + "\n")
