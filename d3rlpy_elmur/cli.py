@@ -1,7 +1,8 @@
 """The ``elmur`` subcommands: one function each (``cmd_<name>``), called by the parser in
-:mod:`d3rlpy_elmur_cli` with the parsed arguments (``dataset build|list``, ``train``, ``eval``,
-``bench``, ``report``, ``sweep`` and ``demo``). The work happens in :mod:`d3rlpy_elmur.bench`;
-these functions only call it and print. ``main`` and ``build_parser`` are the parser's.
+:mod:`d3rlpy_elmur_cli` with the parsed arguments (``dataset build|list``, ``train``,
+``resume``, ``eval``, ``bench``, ``report``, ``sweep`` and ``demo``). The work happens in
+:mod:`d3rlpy_elmur.bench`; these functions only call it and print. ``main`` and
+``build_parser`` are the parser's.
 """
 
 from __future__ import annotations
@@ -143,48 +144,43 @@ def _write_json(data: Any, target: str) -> None:
         f.write(text)
 
 
-# ---------------------------------------------------------------- train
+# ---------------------------------------------------------------- train, resume
 def cmd_train(args: argparse.Namespace) -> int:
     from .bench.configs import load_run_config
-    from .bench.train import resume_run, train_run
+    from .bench.train import train_run
 
     _setup(args)
-    if args.resume:
-        flags = {"dataset": "--dataset", "steps": "--steps", "seed": "--seed", "out": "--out"}
-        flags["checkpoint_every"] = "--checkpoint-every"
-        flags["steps_per_epoch"] = "--steps-per-epoch"
-        extra = [flag for name, flag in flags.items() if getattr(args, name) is not None]
-        extra += ["--overwrite"] if args.overwrite else []
-        extra = ([args.config] if args.config else []) + extra
-        if extra:
-            raise ValueError(
-                f"--resume continues with the folder's own config.yaml; drop {', '.join(extra)}"
-            )
-        out = args.resume
-        result = resume_run(
-            out, device=args.device, show_progress=not args.quiet, loggers=args.logger
-        )
-    else:
-        if not args.config or not args.out:
-            raise ValueError("give a CONFIG and --out DIR, or --resume DIR")
-        out = args.out
-        result = train_run(
-            load_run_config(args.config),
-            out,
-            dataset=args.dataset,
-            steps=args.steps,
-            seed=args.seed,
-            checkpoint_every=args.checkpoint_every,
-            steps_per_epoch=args.steps_per_epoch,
-            device=args.device,
-            show_progress=not args.quiet,
-            overwrite=args.overwrite,
-            loggers=args.logger,
-        )
+    result = train_run(
+        load_run_config(args.config),
+        args.out,
+        dataset=args.dataset,
+        steps=args.steps,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        steps_per_epoch=args.steps_per_epoch,
+        device=args.device,
+        show_progress=not args.quiet,
+        overwrite=args.overwrite,
+        loggers=args.logger,
+    )
+    return _print_run(args, args.out, result.summary())
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .bench.train import resume_run
+
+    _setup(args)
+    result = resume_run(
+        args.dir, device=args.device, show_progress=not args.quiet, loggers=args.logger
+    )
+    return _print_run(args, args.dir, result.summary())
+
+
+def _print_run(args: argparse.Namespace, out: str, summary: str) -> int:
     if args.json:
         _write_json(json.loads((Path(out) / "train.json").read_text()), "-")
     else:
-        print(result.summary())
+        print(summary)
     return 0
 
 

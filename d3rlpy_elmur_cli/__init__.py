@@ -84,9 +84,7 @@ def _add_train(commands: argparse._SubParsersAction[Any]) -> None:
         "train",
         help="train one config (examples/configs/*.yaml); builds its dataset if needed",
     )
-    train.add_argument(
-        "config", nargs="?", help="run config: a path, or a name in examples/configs"
-    )
+    train.add_argument("config", help="run config: a path, or a name in examples/configs")
     train.add_argument("--dataset", help="recipe name or local Minari id (default: config's)")
     train.add_argument(
         "--steps",
@@ -102,7 +100,9 @@ def _add_train(commands: argparse._SubParsersAction[Any]) -> None:
         "n_steps_per_epoch; default: config's)",
     )
     train.add_argument("--seed", type=int, help="training seed (default: config's)")
-    train.add_argument("--out", help="output folder (model.d3, config.yaml, checkpoint, logs)")
+    train.add_argument(
+        "--out", required=True, help="output folder (model.d3, config.yaml, checkpoint, logs)"
+    )
     train.add_argument("--overwrite", action="store_true", help="replace an existing model")
     train.add_argument(
         "--checkpoint-every",
@@ -111,18 +111,27 @@ def _add_train(commands: argparse._SubParsersAction[Any]) -> None:
         help="save checkpoint.pt every N steps, a multiple of the epoch (default: every "
         "epoch; 0: never)",
     )
-    train.add_argument(
+    _run_options(train)
+    train.set_defaults(func="cmd_train")
+
+    resume = commands.add_parser(
+        "resume",
+        help="continue an interrupted `elmur train` run from its last checkpoint, exactly "
+        "(with the folder's own config.yaml)",
+    )
+    resume.add_argument("dir", help="the run's output folder")
+    _run_options(resume)
+    resume.set_defaults(func="cmd_resume")
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    """What a training process takes besides the run: device, output format, loggers."""
+    parser.add_argument(
         "--device", default="cpu:0", help="torch device, e.g. cuda:0 (default cpu:0)"
     )
-    train.add_argument(
-        "--resume",
-        metavar="DIR",
-        help="continue the interrupted run in DIR from its last checkpoint (exactly)",
-    )
-    train.add_argument("--json", action="store_true", help="print the summary as JSON")
-    _logger_option(train)
-    _common(train)
-    train.set_defaults(func="cmd_train")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _logger_option(parser)
+    _common(parser)
 
 
 def _add_eval(commands: argparse._SubParsersAction[Any]) -> None:
@@ -285,15 +294,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        if args.command == "train":
-            folder = Path(args.resume or args.out or ".")
+        if args.command in ("train", "resume"):
+            folder = Path(args.out if args.command == "train" else args.dir)
             where = (
                 "from the last checkpoint"
                 if (folder / "checkpoint.pt").is_file()
                 else "from step 0 (no checkpoint yet)"
             )
             print(
-                f"interrupted: `elmur train --resume {folder}` continues {where}",
+                f"interrupted: `elmur resume {folder}` continues {where}",
                 file=sys.stderr,
             )
         elif args.command == "sweep":

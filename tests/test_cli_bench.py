@@ -204,8 +204,11 @@ def test_parsers() -> None:
     assert (args.seeds, args.quick, args.jobs, args.threads) == (None, False, 1, 1)
     args = parser.parse_args(["demo"])
     assert (args.out, args.jobs) == ("results/demo", 2)
-    args = parser.parse_args(["train", "--resume", "run"])
-    assert (args.config, args.resume, args.out) == (None, "run", None)
+    args = parser.parse_args(["resume", "run"])
+    assert (args.dir, args.func, args.device) == ("run", "cmd_resume", "cpu:0")
+    for bad in (["train", "cfg"], ["resume", "run", "--seed", "1"], ["resume"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)
 
 
 POPGYM_RECIPES = {

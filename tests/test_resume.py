@@ -1,4 +1,4 @@
-"""Checkpoints and `elmur train --resume`: a resumed run ends where an uninterrupted one does.
+"""Checkpoints and `elmur resume`: a resumed run ends where an uninterrupted one does.
 
 The reference is always an uninterrupted run of the same config in this process; the
 interrupted one is stopped by an exception after an update (in process) or by SIGKILL at
@@ -149,23 +149,26 @@ def test_resume_refuses_what_it_cannot_continue(roots: Path, capsys) -> None:
         train_run(run, out, steps=8, checkpoint_every=3, show_progress=False)
     assert not out.exists()
 
-    assert main(["train", "--resume", str(roots / "nothing")]) == 1
+    assert main(["resume", str(roots / "nothing")]) == 1
     assert "not an `elmur train` folder" in capsys.readouterr().err
-    assert main(["train", "toy_bc", "--resume", str(out), "--checkpoint-every", "2"]) == 1
-    assert "drop toy_bc, --checkpoint-every" in capsys.readouterr().err
-    assert main(["train", "toy_bc"]) == 1
+    # resume continues the folder's own run: the parser has no flags that would change it
+    with pytest.raises(SystemExit):
+        main(["resume", str(out), "--checkpoint-every", "2"])
+    assert "unrecognized arguments: --checkpoint-every" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "toy_bc"])
     assert "--out" in capsys.readouterr().err
 
     with pytest.raises(_Stop):
         train_run(run, out, steps=8, checkpoint_every=4, show_progress=False, log=_stop_at(6))
-    # a fresh run does not wipe the unfinished one, and --resume refuses a second trainer
+    # a fresh run does not wipe the unfinished one, and resume refuses a second trainer
     assert main(["train", "toy_bc", "--out", str(out), "--quiet"]) == 1
-    assert f"`elmur train --resume {out}` continues it" in capsys.readouterr().err
+    assert f"`elmur resume {out}` continues it" in capsys.readouterr().err
     with open(out / ".lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         handle.write("4242")  # the holder's pid, as train_run writes it
         handle.flush()
-        assert main(["train", "--resume", str(out), "--quiet"]) == 1
+        assert main(["resume", str(out), "--quiet"]) == 1
         assert "another process (pid 4242) is training" in capsys.readouterr().err
     assert read_checkpoint(out / "checkpoint.pt")["step"] == 4
     # a checkpoint from another run (other seed) is refused, naming what differs
@@ -188,9 +191,9 @@ def test_resume_refuses_what_it_cannot_continue(roots: Path, capsys) -> None:
 
     # a finished run has nothing to resume
     (out / "checkpoint.pt").unlink()
-    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    assert main(["resume", str(out), "--quiet"]) == 0
     assert "(resumed" not in capsys.readouterr().out  # no checkpoint: it started again
-    assert main(["train", "--resume", str(out)]) == 1
+    assert main(["resume", str(out)]) == 1
     assert "nothing to resume" in capsys.readouterr().err
 
 
@@ -222,9 +225,7 @@ def test_sigkill_at_random_moments_then_resume(roots: Path) -> None:
     rng = random.Random(0)
     previous = 0
     for life in range(4):
-        args = (
-            ["train", "--resume", str(out)] if life else ["train", "toy_elmur", "--out", str(out)]
-        )
+        args = ["resume", str(out)] if life else ["train", "toy_elmur", "--out", str(out)]
         if not life:
             args += ["--steps", str(steps), "--checkpoint-every", "2"]
         process = _cli(args, roots)
@@ -241,7 +242,7 @@ def test_sigkill_at_random_moments_then_resume(roots: Path) -> None:
         assert previous < step < steps and step % 2 == 0
         assert not (out / "model.d3").exists()
         previous = step
-    finished = _cli(["train", "--resume", str(out)], roots)
+    finished = _cli(["resume", str(out)], roots)
     assert finished.wait(timeout=300) == 0, finished.stderr.read().decode()
     assert not list(out.glob(".*.tmp*")), "a temporary file was left behind"
 

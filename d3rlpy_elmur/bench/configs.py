@@ -63,7 +63,7 @@ class TrainSpec:
     """Training budget: exactly ``steps`` updates, logged every ``steps_per_epoch``.
 
     ``checkpoint_every`` steps (a multiple of the epoch; default: every epoch, 0: never) the
-    run saves ``checkpoint.pt``, from which ``elmur train --resume`` continues exactly.
+    run saves ``checkpoint.pt``, from which ``elmur resume`` continues exactly.
     """
 
     steps: int = 1000

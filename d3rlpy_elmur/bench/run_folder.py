@@ -3,7 +3,7 @@
 Layout::
 
     config.yaml    the resolved run config: every d3rlpy field spelled out; `elmur train` reads
-                   it, `elmur train --resume` continues from it (written first)
+                   it, `elmur resume` continues from it (written first)
     checkpoint.pt  the training state every ``train.checkpoint_every`` steps (see
                    d3rlpy_elmur.checkpoint)
     logs/          d3rlpy's FileAdapter logs (params.json, loss.csv, time_*.csv)
@@ -161,7 +161,7 @@ def refuse_to_replace(out: Path, overwrite: bool) -> None:
     unfinished = [name for name in (CHECKPOINT_FILE, CONFIG_FILE) if (out / name).exists()]
     if unfinished:
         raise OutputExistsError(
-            f"{out} holds an unfinished run ({', '.join(unfinished)}): `elmur train --resume "
+            f"{out} holds an unfinished run ({', '.join(unfinished)}): `elmur resume "
             f"{out}` continues it, --overwrite starts again"
         )
 
