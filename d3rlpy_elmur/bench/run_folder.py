@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import yaml
 
 from ..checkpoint import CheckpointError, read_checkpoint
 from ..io import atomic_write, exclusive_folder
-from .configs import RunConfig, load_run_config
+from .configs import RunConfig
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -85,13 +84,11 @@ def resolved_config(run: RunConfig, config: Any, dataset_id: str) -> dict[str, A
     return data
 
 
-def run_fingerprint(
-    fields: dict[str, Any], config: str | os.PathLike[str], key: str = "config"
-) -> str:
-    """A digest of what a cached result depends on: ``fields`` and, under ``key``, the
-    resolved config of the file ``config`` (its checkpoint interval left out: checkpointing
-    does not change the model)."""
-    resolved = load_run_config(config).to_dict()
+def run_fingerprint(fields: dict[str, Any], run: RunConfig, key: str = "config") -> str:
+    """A digest of what a cached result depends on: ``fields`` and, under ``key``, the run
+    config as loaded (its checkpoint interval left out: checkpointing does not change the
+    model)."""
+    resolved = run.to_dict()
     resolved["train"].pop("checkpoint_every")
     data = {**fields, key: resolved}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -18,7 +18,7 @@ from ..datasets.spaces import is_discrete_action_space
 from ..evaluation.tasks import evaluate_popgym, evaluate_tmaze, format_length
 from ..io import atomic_write, load_learnable
 from .backends import make_executor
-from .configs import ConfigError, load_run_config
+from .configs import ConfigError, RunConfig, load_run_config
 from .report import write_report
 from .run_folder import cached_result, run_fingerprint, write_result
 from .runinfo import run_info
@@ -38,6 +38,7 @@ class RunUnit:
     index: int  # position in the results: (algorithm, run)
     label: str
     config: str
+    run: RunConfig  # ``config`` as loaded, once per suite
     dataset_id: str
     steps: int | None
     seed: int
@@ -122,7 +123,7 @@ def execute_unit(
     if log is not None:
         log("training ...")
     trained = train_checkpointed(
-        unit.config,
+        unit.run,
         run_dir,
         dataset=unit.dataset_id,
         steps=unit.steps,
@@ -170,9 +171,9 @@ def _failed_record(unit: RunUnit, error: Exception) -> dict[str, Any]:
 def _fingerprint(unit: RunUnit) -> str:
     """What a cached result depends on: the resolved config, budget, data and evaluation."""
     fields = dataclasses.asdict(unit)
-    for key in ("index", "label", "run_dir"):
+    for key in ("index", "label", "run_dir", "run"):
         fields.pop(key)
-    return run_fingerprint(fields, unit.config)
+    return run_fingerprint(fields, unit.run)
 
 
 def _print(line: str) -> None:
@@ -214,8 +215,15 @@ def _plan(
             recipe = get_recipe(name)
             tasks.append({"name": name, "env": recipe.env, "dataset": ensure_dataset(name)})
         header["tasks"] = tasks
+    runs: dict[str, RunConfig] = {}  # each config file loaded once
+
+    def load(config: str) -> RunConfig:
+        if config not in runs:
+            runs[config] = load_run_config(config)
+        return runs[config]
+
     for entry in suite.algorithms:
-        run = load_run_config(entry.config)
+        run = load(entry.config)
         steps = entry.steps if entry.steps is not None else suite.steps
         max_length = entry.max_length if entry.max_length is not None else run.eval.max_length
         header["algorithms"].append(
@@ -243,6 +251,7 @@ def _plan(
                         index=len(header["algorithms"]) - 1,
                         label=entry.label,
                         config=config,
+                        run=load(config),
                         dataset_id=task["dataset"],
                         steps=steps,
                         seed=seed,
@@ -274,7 +283,7 @@ def _preflight(units: Sequence[RunUnit]) -> None:
         if unit.dataset_id not in buffers:
             buffers[unit.dataset_id] = load_minari(unit.dataset_id)
         try:
-            check_run(load_run_config(unit.config), buffers[unit.dataset_id])
+            check_run(unit.run, buffers[unit.dataset_id])
         except (ConfigError, ValueError) as e:
             problems.append(f"{unit.label}{', ' + unit.task if unit.task else ''}: {e}")
     if problems:

@@ -55,6 +55,7 @@ from ..io import atomic_write, exclusive_folder, load_learnable
 from .backends import make_executor
 from .configs import (
     ConfigError,
+    RunConfig,
     config_reference,
     load_run_config,
     load_yaml,
@@ -210,11 +211,11 @@ def _score(rows: Sequence[dict[str, Any]]) -> float:
     return float(sum(values) / len(values))
 
 
-def _trial_fingerprint(trial: SweepTrial) -> str:
+def _trial_fingerprint(trial: SweepTrial, run: RunConfig) -> str:
     fields = dataclasses.asdict(trial)
     for key in ("number", "run_dir", "config"):
         fields.pop(key)
-    return run_fingerprint(fields, trial.config, key="resolved")
+    return run_fingerprint(fields, run, key="resolved")
 
 
 def run_trial(
@@ -226,12 +227,13 @@ def run_trial(
     """Train (or finish, or reuse) one trial's run and score it; cached in result.json."""
     run_dir = Path(trial.run_dir)
     cached = run_dir / "result.json"
-    fingerprint = _trial_fingerprint(trial)
+    run = load_run_config(trial.config)
+    fingerprint = _trial_fingerprint(trial, run)
     reused = cached_result(cached, fingerprint)
     if reused is not None:
         return reused
     trained = train_checkpointed(
-        trial.config,
+        run,
         run_dir,
         dataset=trial.dataset,
         steps=trial.steps,

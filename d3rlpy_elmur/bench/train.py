@@ -199,7 +199,7 @@ def train_run(
 
 
 def train_checkpointed(
-    config: str | os.PathLike[str],
+    run: RunConfig,
     out_dir: str | os.PathLike[str],
     *,
     dataset: str | None,
@@ -210,11 +210,9 @@ def train_checkpointed(
     log: Callable[[str], None] | None,
     loggers: Sequence[str] = (),
 ) -> TrainResult:
-    """:func:`train_run` of the config file ``config`` as the bench and the sweeps run it: a
-    checkpoint every epoch whatever the config says (a cut run continues from its last epoch,
-    and any budget fits), into a folder replaced unless it holds this very run and
-    ``resume``."""
-    run = load_run_config(config)
+    """:func:`train_run` of ``run`` as the bench and the sweeps run it: a checkpoint every
+    epoch whatever the config says (a cut run continues from its last epoch, and any budget
+    fits), into a folder replaced unless it holds this very run and ``resume``."""
     run = run.replace(train=dataclasses.replace(run.train, checkpoint_every=None))
     return train_run(
         run,

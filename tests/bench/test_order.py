@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from d3rlpy_elmur.bench.configs import EvalSpec, RunConfig, TrainSpec
 from d3rlpy_elmur.bench.suite import RunUnit, _execution_order
+
+_RUN = RunConfig(name="c", algo="bc", params={}, dataset="d", train=TrainSpec(), eval=EvalSpec())
 
 
 def _unit(index: int, task: str, seed: int) -> RunUnit:
@@ -10,6 +13,7 @@ def _unit(index: int, task: str, seed: int) -> RunUnit:
         index=index,
         label=f"algo{index}",
         config="c.yaml",
+        run=_RUN,
         dataset_id="d",
         steps=1,
         seed=seed,
