@@ -8,7 +8,7 @@ sampler, the loss and inference handle both layouts with one code path.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import TypeVar, cast
 
 __all__ = ["first_part", "map_observations"]
 
@@ -23,11 +23,11 @@ def map_observations(
     if isinstance(observations, (list, tuple)):
         return tuple(fn(part) for part in observations)
     # mypy narrows the Union by isinstance, but not a TypeVar inside it
-    return fn(observations)  # type: ignore[arg-type]
+    return fn(cast(_A, observations))
 
 
 def first_part(observations: _A | Sequence[_A]) -> _A:
     """The array, or the first part of a tuple (for its leading axes)."""
     if isinstance(observations, (list, tuple)):
         return observations[0]
-    return observations  # type: ignore[return-value]  # as above: a TypeVar is not narrowed
+    return cast(_A, observations)  # as above: a TypeVar is not narrowed

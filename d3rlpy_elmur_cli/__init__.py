@@ -16,12 +16,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BACKENDS", "DEFAULT_EVAL_SEED", "LOGGERS", "build_parser", "main"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_EVAL_SEED",
+    "DEFAULT_TARGET_RETURN",
+    "DEFAULT_TEST_SEED",
+    "LOGGERS",
+    "build_parser",
+    "main",
+]
 
 # Defined here, not in d3rlpy_elmur.bench (which uses them), so the parser needs no d3rlpy
 LOGGERS = ("csv", "tensorboard", "wandb")  # --logger: d3rlpy's adapters (bench.loggers)
 BACKENDS = ("local", "ray")  # --backend: where runs execute (bench.backends)
 DEFAULT_EVAL_SEED = 5_000_000  # sweeps' validation seeds, apart from the suites' (bench.sweep)
+DEFAULT_TEST_SEED = 1_000_000  # first episode seed of suites and `elmur eval` (evaluation.tasks)
+DEFAULT_TARGET_RETURN = 1.0  # return-to-go at t=0 for DT-style models (evaluation)
 
 
 # ---------------------------------------------------------------- parser
@@ -146,8 +156,13 @@ def _add_eval(commands: argparse._SubParsersAction[Any]) -> None:
         help="T-Maze corridor lengths, one row each (T = L + 2; default: T = 9 ... 10^4)",
     )
     ev.add_argument("--episodes", type=int, default=100, help="episodes per row (default 100)")
-    ev.add_argument("--seed", type=int, default=1_000_000, help="first episode seed")
-    ev.add_argument("--target-return", type=float, default=1.0, help="return-to-go for DT models")
+    ev.add_argument("--seed", type=int, default=DEFAULT_TEST_SEED, help="first episode seed")
+    ev.add_argument(
+        "--target-return",
+        type=float,
+        default=DEFAULT_TARGET_RETURN,
+        help="return-to-go for DT models",
+    )
     ev.add_argument("--json", metavar="OUT", help="write the rows as JSON to OUT ('-': stdout)")
     _common(ev)
     ev.set_defaults(func="cmd_eval")

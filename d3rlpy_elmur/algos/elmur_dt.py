@@ -38,6 +38,8 @@ from d3rlpy.optimizers import AdamWFactory, OptimizerFactory, make_optimizer_fie
 from d3rlpy.torch_utility import TorchTrajectoryMiniBatch, wrap_model_by_ddp
 from d3rlpy.types import Shape
 
+from d3rlpy_elmur_cli import DEFAULT_TARGET_RETURN  # the parser's, which must not import d3rlpy
+
 from ..io import save_learnable
 from ..models.factories import (
     ELMURFactory,
@@ -52,6 +54,7 @@ from .stateful import ELMURStatefulWrapper
 from .torch.elmur_dt_impl import ELMURDTImpl, ELMURDTModules
 
 __all__ = [
+    "ELMURDTConfigBase",
     "ELMURDTConfig",
     "DiscreteELMURDTConfig",
     "ELMURDTBase",
@@ -74,8 +77,9 @@ def _default_optimizer() -> OptimizerFactory:
 
 
 @dataclasses.dataclass()
-class _ELMURDTConfigBase(TransformerConfig):
-    """Fields shared by both action types.
+class ELMURDTConfigBase(TransformerConfig):
+    """The fields of ``ELMURDTConfig`` and ``DiscreteELMURDTConfig``, shared by both action
+    types.
 
     Args:
         context_size: K, steps per segment.
@@ -242,8 +246,8 @@ class _ELMURDTConfigBase(TransformerConfig):
 
 
 @dataclasses.dataclass()
-class ELMURDTConfig(_ELMURDTConfigBase):
-    """ELMURDT for continuous actions (tanh head, MSE loss). See ``_ELMURDTConfigBase``."""
+class ELMURDTConfig(ELMURDTConfigBase):
+    """ELMURDT for continuous actions (tanh head, MSE loss); fields: ``ELMURDTConfigBase``."""
 
     def create(self, device: DeviceArg = False, enable_ddp: bool = False) -> ELMURDT:
         self.validate()
@@ -255,8 +259,8 @@ class ELMURDTConfig(_ELMURDTConfigBase):
 
 
 @dataclasses.dataclass()
-class DiscreteELMURDTConfig(_ELMURDTConfigBase):
-    """ELMURDT for discrete actions (cross-entropy). See ``_ELMURDTConfigBase``."""
+class DiscreteELMURDTConfig(ELMURDTConfigBase):
+    """ELMURDT for discrete actions (cross-entropy); fields: ``ELMURDTConfigBase``."""
 
     def create(self, device: DeviceArg = False, enable_ddp: bool = False) -> DiscreteELMURDT:
         self.validate()
@@ -288,7 +292,7 @@ def plan_epochs(n_steps: int, n_steps_per_epoch: int) -> int:
     return per_epoch
 
 
-class ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, _ELMURDTConfigBase]):
+class ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, ELMURDTConfigBase]):
     """What ELMURDT and DiscreteELMURDT share (d3rlpy needs one class per action type:
     ``get_action_type`` runs before the config is set); ``isinstance(algo, ELMURDTBase)``
     tells either apart from d3rlpy's algorithms."""
@@ -482,7 +486,7 @@ class ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, _ELMURDTConfigBase]):
 
     def as_stateful_wrapper(
         self,
-        target_return: float = 0.0,
+        target_return: float = DEFAULT_TARGET_RETURN,
         action_sampler: TransformerActionSampler | None = None,
     ) -> ELMURStatefulWrapper:
         """A policy that carries memory across segments (greedy by default for discrete).

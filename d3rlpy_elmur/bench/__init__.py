@@ -9,6 +9,9 @@ with is :mod:`d3rlpy_elmur.evaluation`.
 - :mod:`.suite_config`: a suite file (algorithms x seeds x tasks), read and checked
 - :mod:`.suite`: running a suite -> ``results.json``
 - :mod:`.report`: ``results.json`` -> ``results.md`` and plots (pure, regenerable)
+- :mod:`.sweep`: hyperparameter sweeps (Optuna) whose best trial becomes a config
+- :mod:`.backends`, :mod:`.workers`: where runs execute (local worker processes, or Ray)
+- :mod:`.runinfo`: the hardware, versions, commit and command line of a result
 """
 
 from . import (

@@ -9,8 +9,7 @@ Schema (every key but ``algo`` optional; the README's "Command line" section has
       context_size: 10
       sequence_encoder: {type: elmur, params: {use_lru: false}}   # a registered factory
     train: {steps: 3000, steps_per_epoch: 500, seed: 0}
-    eval: {env: d3rlpy_elmur/TMaze-v0, lengths: [9, 30], episodes: 100, target_return: 1.0,
-           seed: 1000000, max_length: 10000}
+    eval: {env: d3rlpy_elmur/TMaze-v0, max_length: 10000}
 
 ``params`` become the config through d3rlpy's own registry decoder (the one ``load_learnable``
 uses), so every registered algorithm and factory works without a mapping table here. We add
@@ -74,18 +73,14 @@ class TrainSpec:
 
 @dataclasses.dataclass(frozen=True)
 class EvalSpec:
-    """Online evaluation defaults of a config (the bench's suite file overrides them).
+    """What a config says about its online evaluation; the suite file says the rest (lengths,
+    episodes, seeds, return-to-go), the same for every algorithm of a comparison.
 
-    ``lengths`` are T-Maze episode horizons T = L + 2 (the paper's "inference length");
-    ``max_length`` caps them for slow algorithms (longer lengths are reported as not
-    evaluated). ``seed`` is the first evaluation seed, kept apart from training seeds.
+    ``env`` is the evaluation env when the dataset does not name one (sweeps); ``max_length``
+    caps T-Maze horizons for slow algorithms (longer ones are reported as not evaluated).
     """
 
     env: str | None = None
-    lengths: tuple[int, ...] = ()
-    episodes: int = 100
-    target_return: float = 1.0
-    seed: int = 1_000_000
     max_length: int | None = None
 
 
@@ -113,7 +108,7 @@ class RunConfig:
             "dataset": self.dataset,
             "params": copy.deepcopy(self.params),
             "train": dataclasses.asdict(self.train),
-            "eval": {**dataclasses.asdict(self.eval), "lengths": list(self.eval.lengths)},
+            "eval": dataclasses.asdict(self.eval),
             "description": self.description,
         }
 
@@ -221,14 +216,6 @@ def _integer(value: Any, where: str) -> int:
     return int(value)
 
 
-def _int_tuple(value: Any, where: str) -> tuple[int, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list | tuple):
-        raise ConfigError(f"{where}: expected a list of integers, got {value!r}")
-    return tuple(_integer(v, where) for v in value)
-
-
 def _spec(cls: type[Any], data: Any, where: str) -> Any:
     if data is None:
         return cls()
@@ -241,9 +228,7 @@ def _spec(cls: type[Any], data: Any, where: str) -> Any:
             f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(fields))}"
         )
     values = dict(data)
-    if "lengths" in values:
-        values["lengths"] = _int_tuple(values["lengths"], f"{where}.lengths")
-    for key in ("steps", "steps_per_epoch", "seed", "checkpoint_every", "episodes", "max_length"):
+    for key in ("steps", "steps_per_epoch", "seed", "checkpoint_every", "max_length"):
         if values.get(key) is not None:
             values[key] = _integer(values[key], f"{where}.{key}")
     return cls(**values)

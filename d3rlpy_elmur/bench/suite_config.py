@@ -30,6 +30,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from d3rlpy_elmur_cli import DEFAULT_TARGET_RETURN, DEFAULT_TEST_SEED  # the parser's
+
 from .configs import ConfigError, load_yaml, resolve_config_path
 
 __all__ = ["KINDS", "Suite", "SuiteAlgorithm", "load_suite"]
@@ -89,8 +91,8 @@ class Suite:
     lengths: tuple[int, ...] = ()
     episodes: int = 100
     episodes_at: dict[int, int] = dataclasses.field(default_factory=dict)
-    target_return: float = 1.0
-    eval_seed: int = 1_000_000
+    target_return: float = DEFAULT_TARGET_RETURN
+    eval_seed: int = DEFAULT_TEST_SEED
     steps: int | None = None
     description: str = ""
     quick_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)

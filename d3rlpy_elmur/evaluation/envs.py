@@ -1,6 +1,6 @@
 """Vector environments for evaluation, built in one place.
 
-:func:`make_eval_env` is the only function that constructs evaluation environments. The
+:func:`make_eval_env` builds every evaluation environment named by an id. The
 passive vector-observation T-Maze runs as :class:`~d3rlpy_elmur.envs.TMazeVectorEnv` (numpy,
 one batched step: what makes 10^6-step episodes affordable); other T-Maze options fall back
 to a sync vector env of :class:`TMazeEnv`. Observations are converted to the layout the

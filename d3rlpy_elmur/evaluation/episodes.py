@@ -10,35 +10,37 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..envs.registration import TMAZE_ID
+from d3rlpy_elmur_cli import DEFAULT_TARGET_RETURN  # the parser's, which must not import d3rlpy
+
 from ..envs.tmaze_vector import TMazeVectorEnv
 from ..observations import map_observations
+from .envs import make_eval_env
 from .policies import BatchPolicy, make_batch_policy
 
-__all__ = ["evaluate", "run_episodes", "check_spaces", "EnvLike", "ResetOptions"]
+__all__ = ["evaluate", "run_episodes", "check_spaces", "EnvLike", "MAX_ENVS", "ResetOptions"]
 
 EnvLike = gym.Env | gym.vector.VectorEnv | str
+# Sub-envs per round: up to 100 episodes run as one batch.
+MAX_ENVS = 100
 
 
 def _as_vector_env(env: EnvLike, n_envs: int) -> tuple[gym.vector.VectorEnv, bool]:
     """(vector env, whether we made it and must close it).
 
-    The passive T-Maze runs as a TMazeVectorEnv: the same transitions and noise as
-    SyncVectorEnv over TMazeEnv for the same seeds, in a few numpy operations per batched
-    step instead of a Python loop over sub-envs.
+    An env id is built by ``make_eval_env``. A passive T-Maze instance runs as a
+    TMazeVectorEnv: the same transitions and noise as SyncVectorEnv over TMazeEnv for the same
+    seeds, in a few numpy operations per batched step instead of a Python loop over sub-envs.
     """
     if isinstance(env, gym.vector.VectorEnv):
         return env, False
     if isinstance(env, str):
-        if env == TMAZE_ID:
-            return TMazeVectorEnv(n_envs), True
-        return gym.make_vec(env, num_envs=n_envs, vectorization_mode="sync"), True
+        return make_eval_env(env, n_envs), True
     if isinstance(env, gym.Env):
         fast = TMazeVectorEnv.from_env(env, n_envs)
         if fast is not None:
@@ -78,7 +80,7 @@ def run_episodes(
             options = reset_options(first, n_envs) if callable(reset_options) else reset_options
             seeds = [seed + first + i for i in range(n_envs)]
             # gymnasium types VectorEnv.reset's seed as int | None; its vector envs take a list
-            obs, _ = env.reset(seed=seeds, options=options)  # type: ignore[arg-type]
+            obs, _ = env.reset(seed=cast(Any, seeds), options=options)
             policy.reset(n_envs)
             done = np.arange(n_envs) >= active
             ep_return = np.zeros(n_envs)
@@ -125,7 +127,7 @@ def evaluate(
     env: EnvLike,
     n_episodes: int = 100,
     seed: int = 0,
-    target_return: float | None = None,
+    target_return: float = DEFAULT_TARGET_RETURN,
     greedy: bool = True,
     reset_options: dict[str, Any] | Callable[[int, int], dict[str, Any]] | None = None,
     max_steps: int | None = None,
@@ -137,13 +139,14 @@ def evaluate(
         algo: a built ELMURDT / DiscreteELMURDT, or one of d3rlpy's algorithms (its Q-learning
             algorithms and Decision Transformers, greedy).
         env: a gymnasium VectorEnv (its sub-envs run in parallel), an Env (one at a time), or
-            an env id (made as a sync vector env of up to 100 sub-envs). The passive T-Maze
-            (its id, or a TMazeEnv) runs as a TMazeVectorEnv of up to 100 sub-envs, with the
-            same episodes; use ``balanced_goal_options`` from ``d3rlpy_elmur.envs`` as
-            ``reset_options`` to balance goals.
+            an env id (``make_eval_env`` of up to 100 sub-envs: observations in the dataset
+            loader's layout, T-Maze goals balanced by sub-env). A passive TMazeEnv runs as a
+            TMazeVectorEnv of up to 100 sub-envs, with the same episodes; use
+            ``balanced_goal_options`` from ``d3rlpy_elmur.envs`` as ``reset_options`` to
+            balance its goals.
         n_episodes: episodes to run.
         seed: episode i is reset with seed ``seed + i``; softmax sampling is seeded too.
-        target_return: return-to-go at t=0 (rtg token formats only; default 0).
+        target_return: return-to-go at t=0 (models with return-to-go tokens only).
         greedy: argmax actions (discrete); False samples from the softmax.
         reset_options: options for ``env.reset``, or ``f(first_episode, num_envs) -> options``
             (e.g. balanced goal sides).
@@ -155,10 +158,10 @@ def evaluate(
         ``{"return_mean", "return_std", "success_rate" (None when the env reports no
         ``info["success"]``), "episodes", "env_steps", "seconds", "env_steps_per_second"}``.
     """
-    policy = make_batch_policy(algo, float(target_return or 0.0), greedy, seed)
+    policy = make_batch_policy(algo, float(target_return), greedy, seed)
     if n_episodes <= 0:
         raise ValueError(f"n_episodes={n_episodes} must be positive")
-    venv, owned = _as_vector_env(env, min(n_episodes, 100))
+    venv, owned = _as_vector_env(env, min(n_episodes, MAX_ENVS))
     try:
         check_spaces(algo, venv)
         return run_episodes(policy, venv, n_episodes, seed, reset_options, max_steps, show_progress)

@@ -163,7 +163,7 @@ class BatchedDecisionTransformerPolicy:
 
 
 def make_batch_policy(
-    algo: Any, target_return: float = 0.0, greedy: bool = True, seed: int = 0
+    algo: Any, target_return: float, greedy: bool = True, seed: int = 0
 ) -> BatchPolicy:
     """The batched policy of ELMURDT or of one of d3rlpy's algorithms (greedy; ELMURDT can
     also sample from its softmax, seeded)."""

@@ -7,9 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from d3rlpy_elmur_cli import DEFAULT_TARGET_RETURN  # the parser's, which must not import d3rlpy
+
 from ..envs.registration import TMAZE_ID
 from .envs import is_tmaze, make_eval_env
-from .episodes import evaluate
+from .episodes import MAX_ENVS, evaluate
 
 __all__ = [
     "PAPER_LENGTHS",
@@ -23,8 +25,6 @@ __all__ = [
 # Inference lengths T of the paper's T-Maze table (docs/design.md §3).
 PAPER_LENGTHS = (9, 30, 90, 300, 900, 3000, 10_000, 100_000, 1_000_000)
 QUICK_LENGTHS = PAPER_LENGTHS[:7]
-# Sub-envs per round: 100 episodes of a length (or of a POPGym task) run as one batch.
-MAX_ENVS = 100
 # Shorter lengths finish in seconds: a progress bar each would only add noise.
 PROGRESS_FROM = 10_000
 
@@ -45,7 +45,7 @@ def evaluate_tmaze(
     *,
     episodes_at: Mapping[int, int] | None = None,
     max_length: int | None = None,
-    target_return: float = 1.0,
+    target_return: float = DEFAULT_TARGET_RETURN,
     env_kwargs: Mapping[str, Any] | None = None,
     show_progress: bool = False,
     log: Callable[[str], None] | None = None,
@@ -97,7 +97,7 @@ def evaluate_popgym(
     episodes: int,
     seed: int,
     *,
-    target_return: float = 1.0,
+    target_return: float = DEFAULT_TARGET_RETURN,
     show_progress: bool = False,
 ) -> dict[str, Any]:
     """``{"task": env_id, "return_mean", "return_std", "episodes", ...}`` over
@@ -124,7 +124,7 @@ def evaluate_model(
     seed: int,
     *,
     corridors: Sequence[int] | None = None,
-    target_return: float = 1.0,
+    target_return: float = DEFAULT_TARGET_RETURN,
     show_progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Rows of greedy batched evaluation: one per T-Maze corridor length L (at T = L + 2;

@@ -55,7 +55,9 @@ class ELMURConfig:
     num_layers: int = 2
     num_heads: int = 2
     context_size: int = 10  # K: steps per segment
-    attention_window: int = 0  # W: previous-segment tokens every token also attends to (<= K)
+    # W: previous-segment tokens every token also attends to (<= K); None: K, our default (the
+    # algorithm configs' too); 0: segment-local, the paper's
+    attention_window: int | None = None
     memory_slots: int = 1  # M: slots per layer (the algorithm configs' default too)
     lru_blend: float = 0.79  # lambda of the blend into the least recently used slot
     memory_init_std: float = 0.1  # std of the learned initial slots
@@ -81,7 +83,7 @@ class ELMURConfig:
             "num_layers": self.num_layers > 0,
             "num_heads": self.num_heads > 0 and self.embed_dim % self.num_heads == 0,
             "context_size": self.context_size > 0,
-            "attention_window": 0 <= self.attention_window <= self.context_size,
+            "attention_window": 0 <= self.window <= self.context_size,
             "memory_slots": self.memory_slots >= 1,
             "lru_blend": 0.0 <= self.lru_blend <= 1.0,
             "memory_init_std": self.memory_init_std >= 0.0,
@@ -100,6 +102,11 @@ class ELMURConfig:
                 "lru_blend lies in [0, 1], memory_slots >= 1, 0 <= attention_window <= "
                 "context_size, norm is pre|post, ffn is mlp|moe)"
             )
+
+    @property
+    def window(self) -> int:
+        """W: ``attention_window``, or K when it is None."""
+        return self.context_size if self.attention_window is None else self.attention_window
 
     @property
     def truncate_every(self) -> int:
@@ -164,7 +171,7 @@ class ELMURLayer(nn.Module):
         self.pre_norm = cfg.norm == "pre"
         self.reads = cfg.read
         self.writes = writes
-        self.self_attn = SelfAttention(D, H, cfg.context_size, cfg.attention_window, p)
+        self.self_attn = SelfAttention(D, H, cfg.context_size, cfg.window, p)
         self.ln_self = nn.LayerNorm(D)
         if cfg.read:
             self.read_attn = CrossAttention(D, H, p)
@@ -380,7 +387,7 @@ class ELMUR(SequenceEncoder):
             device=self.memory_init.device,
         )
         state = {"memory": memory, "anchors": anchors}
-        W = self.cfg.attention_window
+        W = self.cfg.window
         if W:
             # no previous segment yet: the context is hidden from attention
             state["context"] = memory.new_zeros(batch_size, self.cfg.num_layers, W, self.embed_dim)
@@ -404,7 +411,7 @@ class ELMUR(SequenceEncoder):
             hidden = (~valid & complete[:, None])[:, None, None, :]
             key_mask = torch.zeros(B, 1, 1, T, dtype=x.dtype, device=x.device)
             key_mask = key_mask.masked_fill(hidden, float("-inf"))
-        W = self.cfg.attention_window
+        W = self.cfg.window
         contexts, outputs = [], []
         h = x
         for i, layer in enumerate(self.elmur_layers()):

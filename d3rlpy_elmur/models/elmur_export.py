@@ -26,7 +26,7 @@ def initial_export_state(model: ELMUR, batch_size: int) -> State:
     """memory, anchors and context_valid of the segment path; caches of keys and values
     [B, L, H, W + K, dh], layer outputs [B, L, K, D] and the position [B]."""
     cfg = model.cfg
-    H, K, W = cfg.num_heads, cfg.context_size, cfg.attention_window
+    H, K, W = cfg.num_heads, cfg.context_size, cfg.window
     state = {
         key: value.detach().clone()
         for key, value in model.initial_state(batch_size).items()
@@ -47,7 +47,7 @@ def export_step(
     ``write=False`` leaves memory and anchors as they were (``export_write`` then does the
     write, in a graph of its own)."""
     cfg = model.cfg
-    K, W = cfg.context_size, cfg.attention_window
+    K, W = cfg.context_size, cfg.window
     B = token.shape[0]
     pos, memory, anchors = state["position"], state["memory"], state["anchors"]
     slots = torch.arange(W + K, device=token.device)

@@ -170,7 +170,7 @@ class ELMURStepper:
         """Takes the parameter-derived tables from the parameters as they are now."""
         model, cfg = self.model, self.cfg
         device = model.memory_init.device
-        K, W = cfg.context_size, cfg.attention_window
+        K, W = cfg.context_size, cfg.window
         with torch.no_grad():
             pos = torch.arange(W + K, device=device)
             # per layer [K (query position), H, W + K (key position, context first)]
@@ -196,7 +196,7 @@ class ELMURStepper:
         }
         dev, dtype = model.memory_init.device, model.memory_init.dtype
         H, K, dh = cfg.num_heads, cfg.context_size, cfg.embed_dim // cfg.num_heads
-        W = cfg.attention_window
+        W = cfg.window
         for i, layer in enumerate(model.elmur_layers()):
             state[f"keys.{i}"] = torch.zeros(batch_size, H, W + K, dh, device=dev, dtype=dtype)
             state[f"values.{i}"] = torch.zeros(batch_size, H, W + K, dh, device=dev, dtype=dtype)
@@ -305,7 +305,7 @@ class ELMURStepper:
 
     def roll_context(self, state: State, index: torch.Tensor | None) -> None:
         """At a segment's end, its last W keys and values become the next one's context."""
-        W, K = self.cfg.attention_window, self.cfg.context_size
+        W, K = self.cfg.window, self.cfg.context_size
         if not W:
             return
         rows = slice(None) if index is None else index

@@ -486,8 +486,10 @@ def test_fit_refreshes_the_boundary_states_on_schedule_and_logs_their_staleness(
     assert len(rows) == 1 and float(rows[0].split(",")[2]) > 0.0
 
 
-def step_actions(algo: d3rlpy_elmur.DiscreteELMURDT, observations: np.ndarray) -> list[int]:
-    wrapper = algo.as_stateful_wrapper()
+def step_actions(
+    algo: d3rlpy_elmur.DiscreteELMURDT, observations: np.ndarray, target_return: float = 1.0
+) -> list[int]:
+    wrapper = algo.as_stateful_wrapper(target_return)
     wrapper.reset()
     return [int(wrapper.predict(obs, 0.0)) for obs in observations]
 
@@ -513,8 +515,9 @@ def test_stateful_wrapper_matches_segment_forward(window: int) -> None:
     impl.step = spy  # type: ignore[method-assign]
     rng = np.random.default_rng(0)
     episode = cue_recall_episode(4 * K + 2, 1, rng)
-    got = step_actions(algo, episode.observations)
-    # the segment path over the same episode, feeding back the wrapper's own actions
+    got = step_actions(algo, episode.observations, target_return=0.7)
+    # the segment path over the same episode, feeding back the wrapper's own actions (no
+    # reward is fed: the return-to-go stays at its target)
     T = episode.size()
     obs = torch.from_numpy(episode.observations)[None]
     actions = torch.tensor(got, dtype=torch.float32)[None, :, None]
@@ -523,7 +526,7 @@ def test_stateful_wrapper_matches_segment_forward(window: int) -> None:
     with torch.no_grad():
         out, _ = impl.policy(
             obs,
-            torch.zeros(1, T, 1),
+            torch.full((1, T, 1), 0.7),
             prev,
             torch.ones(1, T, dtype=torch.bool),
             steps,

@@ -17,6 +17,7 @@ from d3rlpy_elmur.evaluation import (
     make_eval_env,
     run_episodes,
 )
+from d3rlpy_elmur_cli import DEFAULT_TARGET_RETURN
 
 OBS_DIM = 3
 
@@ -94,7 +95,7 @@ def test_run_episodes_on_tmaze_counts_balanced_episodes() -> None:
 def test_make_batch_policy_gives_elmurdt_its_own_step_path() -> None:
     algo = DiscreteELMURDTConfig(context_size=3, embed_dim=16, num_heads=1, num_layers=1).create()
     algo.create_impl((OBS_DIM,), 3)
-    policy = make_batch_policy(algo)
+    policy = make_batch_policy(algo, DEFAULT_TARGET_RETURN)
     assert isinstance(policy, ELMURBatchPolicy)
     # row by row it acts like the algorithm's own stateful wrapper, across segment ends
     rng = np.random.default_rng(2)

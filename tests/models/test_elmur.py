@@ -21,7 +21,10 @@ D, K = 16, 4
 
 def make(**overrides: object) -> ELMUR:
     torch.manual_seed(0)
-    cfg = dict(embed_dim=D, num_layers=2, num_heads=2, context_size=K, memory_slots=2)
+    # segment-local attention (the paper's) unless a test says otherwise
+    cfg = dict(
+        embed_dim=D, num_layers=2, num_heads=2, context_size=K, memory_slots=2, attention_window=0
+    )
     cfg.update(overrides)
     model = ELMUR(ELMURConfig(**cfg))  # type: ignore[arg-type]
     # The learned time biases start at zero; randomise them so tests see their effect.
@@ -418,3 +421,17 @@ def test_config_errors_name_the_field() -> None:
         with pytest.raises(ValueError, match=field):
             ELMURConfig(**{**base, field: value})  # type: ignore[arg-type]
     assert dataclasses.replace(ELMURConfig(**base), lru_blend=1.0).lru_blend == 1.0
+
+
+def test_model_and_algorithm_configs_share_their_defaults() -> None:
+    """One default per concept: the model's own config defaults to what the algorithm
+    configs build it with (the attention window K, one memory slot)."""
+    from d3rlpy_elmur import DiscreteELMURDTConfig
+
+    algo = DiscreteELMURDTConfig(context_size=7)
+    model = ELMURConfig(context_size=7)
+    assert model.window == algo.window == 7
+    assert model.memory_slots == algo.memory_slots
+    assert ELMURConfig(context_size=7, attention_window=0).window == 0
+    with pytest.raises(ValueError, match="attention_window"):
+        ELMURConfig(context_size=7, attention_window=8)
