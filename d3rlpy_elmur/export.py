@@ -33,6 +33,7 @@ import torch
 from d3rlpy.dataset import is_tuple_shape
 from torch import nn
 
+from .algos.stateful import environment_actions, no_previous_action, scale_inputs
 from .models.sequence import State, reset_rows
 
 if TYPE_CHECKING:
@@ -72,9 +73,9 @@ class PolicyStep(nn.Module):
         state = self.policy.sequence.initial_export_state(batch_size)
         device = next(self.policy.parameters()).device
         state["timestep"] = torch.zeros(batch_size, dtype=torch.long, device=device)
-        # discrete: -1 is "no previous action"; continuous: zeros
-        none = -1.0 if self.discrete else 0.0
-        state["previous_action"] = torch.full((batch_size, self.action_width), none, device=device)
+        state["previous_action"] = no_previous_action(
+            self.discrete, batch_size, self.action_width, device
+        )
         return state
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -83,11 +84,12 @@ class PolicyStep(nn.Module):
         return_to_go, first = inputs[n], inputs[n + 1]
         state = dict(zip(self.state_names, inputs[n + 2 :], strict=True))
         state = reset_rows(state, self.initial_state(1), first)
-        observation: Any = observations if n > 1 else observations[0]
-        if self.observation_scaler is not None:
-            observation = self.observation_scaler.transform(observation)
-        if self.reward_scaler is not None:
-            return_to_go = self.reward_scaler.transform(return_to_go)
+        observation, return_to_go = scale_inputs(
+            observations if n > 1 else observations[0],
+            return_to_go,
+            self.observation_scaler,
+            self.reward_scaler,
+        )
         steps = state.pop("timestep")
         previous = state.pop("previous_action")
         options = {"write": False} if self.split_write else {}
@@ -99,11 +101,7 @@ class PolicyStep(nn.Module):
             new_state["previous_action"] = action.to(output.dtype)[:, None]
         else:
             new_state["previous_action"] = output
-            action = (
-                output
-                if self.action_scaler is None
-                else self.action_scaler.reverse_transform(output)
-            )
+            action = environment_actions(output, self.action_scaler)
         new_state["timestep"] = steps + 1
         out = (action, output, *(new_state[name] for name in self.state_names))
         if self.split_write:

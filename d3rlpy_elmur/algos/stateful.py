@@ -28,7 +28,40 @@ from ..observations import map_observations
 if TYPE_CHECKING:
     from .elmur_dt import ELMURDTBase
 
-__all__ = ["ELMURStatefulWrapper", "StepInference", "check_observation"]
+__all__ = [
+    "ELMURStatefulWrapper",
+    "StepInference",
+    "check_observation",
+    "environment_actions",
+    "no_previous_action",
+    "scale_inputs",
+]
+
+
+def scale_inputs(
+    observations: Any, return_to_go: torch.Tensor, observation_scaler: Any, reward_scaler: Any
+) -> tuple[Any, torch.Tensor]:
+    """Observations and return-to-go in the model's space, as d3rlpy's ``predict`` scales
+    them (either scaler may be None). Every inference path of this package calls this: the
+    step path, the exported step, and the batched Decision Transformer policy."""
+    if observation_scaler is not None:
+        observations = observation_scaler.transform(observations)
+    if reward_scaler is not None:
+        return_to_go = reward_scaler.transform(return_to_go)
+    return observations, return_to_go
+
+
+def environment_actions(actions: torch.Tensor, action_scaler: Any) -> torch.Tensor:
+    """Continuous actions from the model's scaled space back to the environment's units."""
+    return actions if action_scaler is None else action_scaler.reverse_transform(actions)
+
+
+def no_previous_action(
+    discrete: bool, n: int, width: int, device: torch.device | str
+) -> torch.Tensor:
+    """The previous-action input at an episode's first step [n, width]: -1 (discrete; the
+    embedding's extra row) or zeros (continuous), as the training windows have it."""
+    return torch.full((n, width), -1.0 if discrete else 0.0, device=device)
 
 
 def check_observation(observation: Any, shape: Shape, batched: bool) -> Observation:
@@ -110,19 +143,20 @@ class StepInference:
         self._rtg = torch.zeros(n, 1, device=device)
         self._steps = torch.zeros(n, dtype=torch.long, device=device)
         width = 1 if self.discrete else impl.action_size
-        self._previous = torch.full((n, width), -1.0 if self.discrete else 0.0, device=device)
+        self._previous = no_previous_action(self.discrete, n, width, device)
 
     def outputs(self, observations: TorchObservation, rewards: Any) -> torch.Tensor:
         """The model's outputs [n, A] (logits, or actions in the scaled space) for the newest
         observations [n, ...] (unscaled tensors on the device); ``rewards`` [n] came with them
         (the rewards of the previous steps, 0 at t = 0)."""
         config = self._config
-        if config.observation_scaler is not None:
-            observations = config.observation_scaler.transform(observations)
         self._return_rest -= np.asarray(rewards, dtype=np.float64).reshape(-1, 1)
-        rtg = self._rtg.copy_(torch.from_numpy(self._return_rest))
-        if config.reward_scaler is not None:
-            rtg = config.reward_scaler.transform(rtg)
+        observations, rtg = scale_inputs(
+            observations,
+            self._rtg.copy_(torch.from_numpy(self._return_rest)),
+            config.observation_scaler,
+            config.reward_scaler,
+        )
         steps = self._steps.fill_(self.step_count)
         out, self.state = self._impl.step(observations, rtg, self._previous, steps, self.state)
         self.step_count += 1
@@ -135,10 +169,7 @@ class StepInference:
             self._previous.copy_(actions.view(-1, 1))
             return actions.cpu().numpy()
         self._previous.copy_(actions)
-        taken = actions.cpu().numpy()
-        if self._config.action_scaler is not None:
-            return np.asarray(self._config.action_scaler.reverse_transform_numpy(taken))
-        return taken
+        return environment_actions(actions, self._config.action_scaler).cpu().numpy()
 
 
 class ELMURStatefulWrapper(StatefulTransformerWrapper):

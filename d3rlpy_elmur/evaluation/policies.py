@@ -23,7 +23,7 @@ from d3rlpy.constants import ActionSpace
 from d3rlpy.types import Observation
 
 from ..algos.elmur_dt import ELMURDTBase
-from ..algos.stateful import StepInference
+from ..algos.stateful import StepInference, environment_actions, scale_inputs
 from ..observations import map_observations
 
 __all__ = [
@@ -123,13 +123,13 @@ class BatchedDecisionTransformerPolicy:
     @torch.no_grad()
     def act(self, observations: np.ndarray, rewards: np.ndarray) -> np.ndarray:
         cfg = self._config
-        obs = torch.as_tensor(observations, dtype=torch.float32, device=self._device)
-        if cfg.observation_scaler is not None:
-            obs = cfg.observation_scaler.transform(obs)
         reward = torch.as_tensor(rewards, dtype=torch.float32, device=self._device)
-        rtg = (self._return_rest - reward)[:, None]  # [B, 1]
-        if cfg.reward_scaler is not None:
-            rtg = cfg.reward_scaler.transform(rtg)
+        obs, rtg = scale_inputs(
+            torch.as_tensor(observations, dtype=torch.float32, device=self._device),
+            (self._return_rest - reward)[:, None],  # [B, 1]
+            cfg.observation_scaler,
+            cfg.reward_scaler,
+        )
         n = obs.shape[0]
         pad_action = torch.zeros_like(self._actions[:, 0])
         self._observations = self._push(self._observations, obs)
@@ -154,9 +154,7 @@ class BatchedDecisionTransformerPolicy:
         else:
             action_t = out[:, -1]  # [B, K, A] -> [B, A]
             self._actions[:, -1] = action_t
-            if cfg.action_scaler is not None:
-                action_t = cfg.action_scaler.reverse_transform(action_t)
-            actions = action_t.cpu().numpy()
+            actions = environment_actions(action_t, cfg.action_scaler).cpu().numpy()
         self._timestep = min(self._timestep + 1, self._max_timestep)
         self._return_rest = self._return_rest - reward
         return actions
