@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, str]]:
     parser.add_argument("--jobs", type=int, default=1, help="trials trained at once")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per trial")
     parser.add_argument(
-        "--install", metavar="CONFIGS", help="copy the chosen configs into this configs folder"
+        "--install",
+        metavar="CONFIGS",
+        help="train nothing: copy the finished sweeps' chosen configs into this configs folder",
     )
     args = parser.parse_args(argv)
 
@@ -84,6 +86,16 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, str]]:
                 print(f"{task}, {label}: skipped ({skipped})", flush=True)
                 continue
             out = Path(args.out) / task / Path(config).stem
+            best = out / "best.yaml"
+            if args.install:  # trains nothing: installs what the sweeps chose
+                if not best.is_file():
+                    print(f"{task}, {label}: no finished sweep in {out}", flush=True)
+                    continue
+                # not the base config's own name: a base is looked up beside the file first
+                name = f"{INSTALLED}/{task}/best_{best.parent.name}.yaml"
+                install(best, Path(args.install) / name)
+                chosen.setdefault(label, {})[task] = name
+                continue
             print(f"{task}, {label}: sweep of {config} -> {out}", flush=True)
             summary = run_sweep(
                 config,
@@ -98,15 +110,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, str]]:
                 show_progress=False,
                 log=lambda line: print(f"  {line}", flush=True),
             )
-            if summary["best"] is None:
-                continue
-            best = out / "best.yaml"
-            if args.install:
-                # not the base config's own name: a base is looked up beside the file first
-                name = f"{INSTALLED}/{task}/best_{best.parent.name}.yaml"
-                install(best, Path(args.install) / name)
-                chosen.setdefault(label, {})[task] = name
-            else:
+            if summary["best"] is not None:
                 chosen.setdefault(label, {})[task] = str(best)
     where = "names in the configs folder" if args.install else "paths from the current folder"
     print(f"\ntask_configs chosen ({where}):")

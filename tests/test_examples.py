@@ -157,8 +157,12 @@ def test_popgym_presets_sweeps_each_task_from_the_config_the_suite_trains_there(
     assert summary["env"] == "popgym-RepeatPreviousEasy-v0" and summary["eval_seed"] == 5_000_000
     assert len([t for t in summary["trials"] if t["state"] == "complete"]) == 2
 
-    # run again with --install: nothing is trained, the chosen configs are copied where the
-    # suite finds them by name, and their base still resolves
+    # run again with --install: nothing is trained (no sweep even runs), the chosen configs
+    # are copied where the suite finds them by name, and their base still resolves
+    def no_sweep(*args: object, **kwargs: object) -> None:
+        raise AssertionError("--install ran a sweep")
+
+    monkeypatch.setattr(example, "run_sweep", no_sweep)
     installed = example.main([*argv, "--install", str(roots / "configs")])
     name = "popgym_presets/rp/best_toy_elmur_k6.yaml"
     assert installed["ELMURDT"] == {"rp": name}
