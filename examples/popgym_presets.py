@@ -48,6 +48,15 @@ def install(best: Path, target: Path) -> None:
     target.write_text("\n".join(lines) + "\n")
 
 
+def sweep_start(config: str) -> str:
+    """The config a task's sweep starts from: the suite's, or, once a preset chosen by this
+    script is installed there, that preset's base (so the sweep and its folder stay the same)."""
+    path = resolve_config_path(config)
+    if INSTALLED not in path.parts:
+        return config
+    return str(resolve_config_path(load_yaml(path.read_text())["base"], relative_to=path.parent))
+
+
 def main(argv: list[str] | None = None) -> dict[str, dict[str, str]]:
     """Run the sweeps; returns label -> task -> the chosen config's path."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -85,6 +94,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, str]]:
             if skipped:
                 print(f"{task}, {label}: skipped ({skipped})", flush=True)
                 continue
+            config = sweep_start(config)
             out = Path(args.out) / task / Path(config).stem
             best = out / "best.yaml"
             if args.install:  # trains nothing: installs what the sweeps chose

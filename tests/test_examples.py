@@ -168,6 +168,13 @@ def test_popgym_presets_sweeps_each_task_from_the_config_the_suite_trains_there(
     assert installed["ELMURDT"] == {"rp": name}
     assert (roots / "configs" / name).read_text() == (elmur / "best.yaml").read_text()
     assert load_run_config(name).to_dict() == best.to_dict()
+    # once the suite trains the installed preset, the script still finds the task's sweep
+    # (it starts from the preset's base), so installing again gives the same names
+    suite = (roots / "configs" / "bench_rp.yaml").read_text()
+    (roots / "configs" / "bench_rp.yaml").write_text(
+        suite.replace("rp: toy_elmur_k6.yaml", f"rp: {name}")
+    )
+    assert example.main([*argv, "--install", str(roots / "configs")]) == installed
 
 
 def test_popgym_presets_install_renames_a_base_given_by_path(
