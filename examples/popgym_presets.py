@@ -36,11 +36,15 @@ TUNED = {
 }
 
 
+def base_of(config: Path) -> Path:
+    """The config file that ``config`` names as its ``base``."""
+    return resolve_config_path(load_yaml(config.read_text())["base"], relative_to=config.parent)
+
+
 def install(best: Path, target: Path) -> None:
     """Copy a sweep's ``best.yaml`` to ``target``, its ``base`` named as seen from there."""
     text = best.read_text()
-    base = resolve_config_path(load_yaml(text)["base"], relative_to=best.parent)
-    reference = config_reference(base, target.parent)
+    reference = config_reference(base_of(best), target.parent)
     lines = [
         f"base: {reference}" if line.startswith("base: ") else line for line in text.splitlines()
     ]
@@ -54,7 +58,7 @@ def sweep_start(config: str) -> str:
     path = resolve_config_path(config)
     if INSTALLED not in path.parts:
         return config
-    return str(resolve_config_path(load_yaml(path.read_text())["base"], relative_to=path.parent))
+    return str(base_of(path))
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, str]]:

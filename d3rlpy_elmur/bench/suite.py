@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime
+import functools
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -215,13 +216,7 @@ def _plan(
             recipe = get_recipe(name)
             tasks.append({"name": name, "env": recipe.env, "dataset": ensure_dataset(name)})
         header["tasks"] = tasks
-    runs: dict[str, RunConfig] = {}  # each config file loaded once
-
-    def load(config: str) -> RunConfig:
-        if config not in runs:
-            runs[config] = load_run_config(config)
-        return runs[config]
-
+    load = functools.cache(load_run_config)  # each config file loaded once per plan
     for entry in suite.algorithms:
         run = load(entry.config)
         steps = entry.steps if entry.steps is not None else suite.steps
