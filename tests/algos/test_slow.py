@@ -10,7 +10,7 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 import torch
-from d3rlpy.algos import DiscreteDecisionTransformerConfig
+from d3rlpy.algos import DiscreteDecisionTransformerConfig, GreedyTransformerActionSampler
 from d3rlpy.logging import NoopAdapterFactory
 from d3rlpy.models import VectorEncoderFactory
 
@@ -88,9 +88,6 @@ def test_elmur_recalls_a_cue_beyond_its_window_and_10x_longer_and_dt_does_not() 
         encoder_factory=VectorEncoderFactory([64], exclude_last_activation=True),
     ).create()
     dt.fit(dataset, n_steps=300, n_steps_per_epoch=300, **quiet)
-    wrapper = dt.as_stateful_wrapper(target_return=1.0, action_sampler=None)
-    from d3rlpy.algos import GreedyTransformerActionSampler
-
     wrapper = dt.as_stateful_wrapper(1.0, GreedyTransformerActionSampler())
     env = CueRecallEnv(delay=delay)
     wins = 0
