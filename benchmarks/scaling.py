@@ -1,9 +1,11 @@
 """Per-step inference cost against the horizon: ELMURDT (flat) vs Decision Transformer (growing).
 
-* ELMURDT (the T-Maze preset, examples/configs/tmaze_elmur.yaml): one episode through the
-  stateful wrapper, run to the largest horizon; at each horizon h of the grid the next
-  ``--window`` steps are timed. Memory is written once per segment and the caches are
-  fixed-size, so the cost does not depend on h.
+* ELMURDT (the T-Maze preset, examples/configs/tmaze_elmur.yaml, with each attention window W
+  of ``--attention-window``): one episode through the stateful wrapper, run to the largest
+  horizon; at each horizon h of the grid the next ``--window`` steps are timed (a horizon
+  whose window would reach the next horizon is skipped). Memory is
+  written once per segment and the caches are fixed-size (K + W entries), so the cost does not
+  depend on h.
 * d3rlpy's DiscreteDecisionTransformer with context = horizon (same layers, heads, width): at
   horizon h a step of its stateful wrapper runs the model over the last h steps (3h tokens), so
   its per-step cost is timed as ``predict`` on an h-step input (filling the wrapper step by step
@@ -12,7 +14,8 @@
 
 Prints JSON (``--json``) and writes a log-log plot (``--png``).
 
-    python benchmarks/scaling.py --json --threads 1 --png benchmarks/scaling.png
+    python benchmarks/scaling.py --json --threads 1 --attention-window 0 10 \
+        --png benchmarks/scaling.png
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ GRID = [100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000]
 
 
 def elmur_latency(
-    horizons: list[int], window: int, seed: int, attention_window: int | None
+    horizons: list[int], window: int, seed: int, attention_window: int
 ) -> list[dict[str, Any]]:
     from d3rlpy_elmur.envs import TMazeEnv
 
@@ -62,6 +65,7 @@ def elmur_latency(
             if t == current + window - 1:
                 rows.append(
                     {
+                        "attention_window": attention_window,
                         "horizon": current,
                         "us_per_step": round(wall / window * 1e6, 1),
                         "cpu_us_per_step": round(cpu / window * 1e6, 1),
@@ -133,13 +137,15 @@ def plot(result: dict[str, Any], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    elmur = result["elmur"]
-    ax.plot(
-        [r["horizon"] for r in elmur],
-        [r["us_per_step"] / 1e3 for r in elmur],
-        "o-",
-        label="ELMURDT (K=10, memory)",
-    )
+    k = result["model"]["preset"]["context_size"]
+    for w in result["model"]["attention_windows"]:
+        rows = [r for r in result["elmur"] if r["attention_window"] == w]
+        ax.plot(
+            [r["horizon"] for r in rows],
+            [r["us_per_step"] / 1e3 for r in rows],
+            "o-",
+            label=f"ELMURDT (K={k}, W={w}, memory)",
+        )
     dt = [r for r in result["dt"] if r.get("fits")]
     ax.plot(
         [r["horizon"] for r in dt],
@@ -167,8 +173,9 @@ def main() -> None:
     parser.add_argument(
         "--attention-window",
         type=int,
+        nargs="+",
         default=None,
-        help="ELMUR's W (default: the T-Maze preset's, 0)",
+        help="ELMUR's W, one timed episode each (default: the T-Maze preset's)",
     )
     parser.add_argument("--dt-repeats", type=int, default=20)
     parser.add_argument("--dt-memory-gb", type=float, default=2.0)
@@ -177,16 +184,25 @@ def main() -> None:
     setup(args.threads, args.seed)
     logging.disable(logging.WARNING)
     horizons = [h for h in GRID if h <= args.max_horizon]
+    # ELMUR times a horizon only if its window ends before the next horizon's starts
+    timed = [
+        h
+        for h, nxt in zip(horizons, [*horizons[1:], None], strict=True)
+        if nxt is None or h + args.window <= nxt
+    ]
+    preset = tmaze_preset_params()
+    windows = args.attention_window or [preset["attention_window"]]
     result: dict[str, Any] = {
         "benchmark": "scaling",
         "machine": machine_info(args.threads),
         "model": {
-            "preset": tmaze_preset_params(),
-            "attention_window": args.attention_window,  # None: the preset's
+            "preset": preset,
+            "attention_windows": windows,
+            "timed_steps_per_horizon": args.window,
             "weights": f"random (seed {args.seed})",
         },
         "dt": dt_latency(horizons, args.dt_repeats, args.dt_memory_gb, args.seed),
-        "elmur": elmur_latency(horizons, args.window, args.seed, args.attention_window),
+        "elmur": [row for w in windows for row in elmur_latency(timed, args.window, args.seed, w)],
     }
     if args.png:
         plot(result, args.png)

@@ -1,7 +1,8 @@
 """Training throughput: DiscreteELMURDT vs d3rlpy's DiscreteDecisionTransformer, same process.
 
 Both see 30 steps of history per sample: ELMUR as S=3 segments of K=10 (one token per step,
-attention over K tokens, memory carried between segments), DT as a context of 30 (three tokens
+attention over the segment and the previous one's last W = K tokens, the default; memory
+carried between segments), DT as a context of 30 (three tokens
 per step, attention over 90). Same layers, heads, width (128) and batch (64). Each run is a
 ``fit`` of ``--updates`` updates; runs alternate ELMUR, DT, ELMUR, DT ... and the medians are
 compared. Trained env-steps per update = batch * 30 for both.

@@ -1,14 +1,18 @@
-"""run_episodes' bookkeeping: seeds, reset options, step limits and success reports."""
+"""run_episodes' bookkeeping (seeds, reset options, step limits, success reports) and the space
+check evaluate runs before any episode."""
 
 from __future__ import annotations
 
+import re
+from types import SimpleNamespace
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import pytest
+from d3rlpy.constants import ActionSpace
 
-from d3rlpy_elmur.evaluation import episodes, run_episodes
+from d3rlpy_elmur.evaluation import check_spaces, episodes, run_episodes
 
 
 class CountdownEnv(gym.Env):
@@ -113,3 +117,61 @@ def test_seconds_and_throughput_come_from_the_clock(monkeypatch: pytest.MonkeyPa
     result = run_episodes(ZeroPolicy(), venv(1), n_episodes=1, seed=0)  # 2 steps
     assert result["seconds"] == pytest.approx(2.5)
     assert result["env_steps_per_second"] == pytest.approx(2 / 2.5)
+
+
+def _model(discrete: bool, action_size: int, observation_shape: tuple[int, ...]) -> Any:
+    """What check_spaces reads of a built algorithm: its impl's sizes and its action type."""
+    kind = ActionSpace.DISCRETE if discrete else ActionSpace.CONTINUOUS
+    impl = SimpleNamespace(action_size=action_size, observation_shape=observation_shape)
+    return SimpleNamespace(impl=impl, get_action_type=lambda: kind)
+
+
+def _env(action_space: gym.Space[Any], observation_size: int) -> Any:
+    observations = gym.spaces.Box(-1.0, 1.0, (observation_size,), np.float32)
+    return SimpleNamespace(single_action_space=action_space, single_observation_space=observations)
+
+
+@pytest.mark.parametrize(
+    ("discrete", "action_space", "observation_size", "error"),
+    [
+        (False, gym.spaces.Box(-1.0, 1.0, (2,)), 3, None),
+        (True, gym.spaces.Discrete(2), 3, None),
+        (True, gym.spaces.MultiDiscrete([2, 2]), 3, None),  # other spaces: the model decides
+        (
+            False,
+            gym.spaces.Box(-1.0, 1.0, (3,)),
+            3,
+            "the environment's actions are Box of shape (3,); "
+            "the model takes continuous actions of size 2",
+        ),
+        (
+            False,
+            gym.spaces.Discrete(2),
+            3,
+            "the environment's actions are Discrete(2); "
+            "the model takes continuous actions of size 2",
+        ),
+        (
+            True,
+            gym.spaces.Box(-1.0, 1.0, (2,)),
+            3,
+            "the environment's actions are Box of shape (2,); "
+            "the model takes discrete actions of size 2",
+        ),
+        (
+            True,
+            gym.spaces.Discrete(2),
+            4,
+            "the environment's observations have shape (4,); the model takes (3,)",
+        ),
+    ],
+)
+def test_check_spaces_refuses_what_the_model_cannot_take_naming_both(
+    discrete: bool, action_space: gym.Space[Any], observation_size: int, error: str | None
+) -> None:
+    model, env = _model(discrete, 2, (3,)), _env(action_space, observation_size)
+    if error is None:
+        check_spaces(model, env)
+    else:
+        with pytest.raises(ValueError, match=f"^{re.escape(error)}$"):
+            check_spaces(model, env)
