@@ -3,9 +3,8 @@
 * ELMURDT (the T-Maze preset, examples/configs/tmaze_elmur.yaml, with each attention window W
   of ``--attention-window``): one episode through the stateful wrapper, run to the largest
   horizon; at each horizon h of the grid the next ``--window`` steps are timed (a horizon
-  whose window would reach the next horizon is skipped). Memory is
-  written once per segment and the caches are fixed-size (K + W entries), so the cost does not
-  depend on h.
+  whose window would reach the next horizon is skipped). Memory is written once per segment
+  and the caches are fixed-size (K + W entries), so the cost does not depend on h.
 * d3rlpy's DiscreteDecisionTransformer with context = horizon (same layers, heads, width): at
   horizon h a step of its stateful wrapper runs the model over the last h steps (3h tokens), so
   its per-step cost is timed as ``predict`` on an h-step input (filling the wrapper step by step
