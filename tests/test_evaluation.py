@@ -175,3 +175,23 @@ def test_check_spaces_refuses_what_the_model_cannot_take_naming_both(
     else:
         with pytest.raises(ValueError, match=f"^{re.escape(error)}$"):
             check_spaces(model, env)
+
+
+def test_evaluate_passes_its_arguments_on_and_its_defaults_are_documented(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import d3rlpy
+
+    from d3rlpy_elmur.evaluation import evaluate
+
+    algo = d3rlpy.algos.DiscreteBCConfig().create(device="cpu:0")
+    algo.create_impl((1,), 2)
+    default = evaluate(algo, venv(4))  # 100 episodes from seed 0, no progress bar
+    returns = np.array([2 + s % 3 for s in range(100)], np.float64)
+    assert default["episodes"] == 100 and default["return_mean"] == pytest.approx(returns.mean())
+    assert capsys.readouterr().err == ""
+    one = evaluate(algo, venv(1), n_episodes=1, seed=1, max_steps=2, show_progress=True)
+    assert one["episodes"] == 1 and one["env_steps"] == 2 and one["success_rate"] is None
+    assert "evaluate:" in capsys.readouterr().err  # the bar
+    with pytest.raises(ValueError, match=r"^n_episodes=0 must be positive$"):
+        evaluate(algo, venv(1), n_episodes=0)
