@@ -2,10 +2,10 @@
 
 Both see 30 steps of history per sample: ELMUR as S=3 segments of K=10 (one token per step,
 attention over the segment and the previous one's last W = K tokens, the default; memory
-carried between segments), DT as a context of 30 (three tokens
-per step, attention over 90). Same layers, heads, width (128) and batch (64). Each run is a
-``fit`` of ``--updates`` updates; runs alternate ELMUR, DT, ELMUR, DT ... and the medians are
-compared. Trained env-steps per update = batch * 30 for both.
+carried between segments), DT as a context of 30 (three tokens per step, attention over 90).
+Same layers, heads, width (128) and batch (64). Each run is a ``fit`` of ``--updates`` updates;
+runs alternate ELMUR, DT, ELMUR, DT ... and the medians are compared. Trained env-steps per
+update = batch * 30 for both.
 
 Datasets: ``tmaze`` (expert episodes, corridors 1..28: every window starts at t=0) and ``long``
 (300-step episodes: windows start mid-episode, from the stored state of the episode at that

@@ -1,5 +1,5 @@
-"""run_episodes' bookkeeping (seeds, reset options, step limits, success reports) and the space
-check evaluate runs before any episode."""
+"""run_episodes' bookkeeping (seeds, reset options, step limits, success reports), the space
+check evaluate runs before any episode, and the arguments evaluate passes on."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import re
 from types import SimpleNamespace
 from typing import Any
 
+import d3rlpy
 import gymnasium as gym
 import numpy as np
 import pytest
 from d3rlpy.constants import ActionSpace
 
-from d3rlpy_elmur.evaluation import check_spaces, episodes, run_episodes
+from d3rlpy_elmur.evaluation import check_spaces, episodes, evaluate, run_episodes
 
 
 class CountdownEnv(gym.Env):
@@ -180,10 +181,6 @@ def test_check_spaces_refuses_what_the_model_cannot_take_naming_both(
 def test_evaluate_passes_its_arguments_on_and_its_defaults_are_documented(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import d3rlpy
-
-    from d3rlpy_elmur.evaluation import evaluate
-
     algo = d3rlpy.algos.DiscreteBCConfig().create(device="cpu:0")
     algo.create_impl((1,), 2)
     default = evaluate(algo, venv(4))  # 100 episodes from seed 0, no progress bar
