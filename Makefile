@@ -34,6 +34,15 @@ mutation: $(STAMP)
 	$(PY) -m pip install -q -e ".[mutation]"
 	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children 2
 	$(VENV)/bin/mutmut results
+	# per module: mutants by status, then caught (killed, or hanging until the timeout) of all
+	$(VENV)/bin/mutmut results --all true | awk -F': ' '{ \
+	    m = $$1; sub(/^ +/, "", m); sub(/\.x(_|ǁ).*/, "", m); n[m " " $$2]++; all[m]++; \
+	    if ($$2 == "killed" || $$2 == "timeout") caught[m]++ } \
+	  END { for (x in n) print x, n[x]; \
+	    for (m in all) { printf "%s caught %d of %d (%.1f%%)\n", m, caught[m], all[m], \
+	      100 * caught[m] / all[m]; c += caught[m]; a += all[m] } \
+	    printf "all modules caught %d of %d (%.1f%%)\n", c, a, 100 * c / a }' \
+	  | sort
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info mutants

@@ -3,6 +3,7 @@ check evaluate runs before any episode, and the arguments evaluate passes on."""
 
 from __future__ import annotations
 
+import gc
 import re
 from types import SimpleNamespace
 from typing import Any
@@ -11,17 +12,31 @@ import d3rlpy
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from d3rlpy.constants import ActionSpace
 
-from d3rlpy_elmur.evaluation import check_spaces, episodes, evaluate, run_episodes
+from d3rlpy_elmur import DiscreteELMURDTConfig
+from d3rlpy_elmur.envs import TMazeEnv
+from d3rlpy_elmur.envs.tmaze_vector import TMazeVectorEnv
+from d3rlpy_elmur.evaluation import (
+    check_spaces,
+    episodes,
+    evaluate,
+    make_batch_policy,
+    run_episodes,
+)
+from d3rlpy_elmur_cli import DEFAULT_TARGET_RETURN
 
 
 class CountdownEnv(gym.Env):
     """Episodes of ``2 + seed % 3`` steps with reward 1 per step; even seeds report success.
 
     ``options``: ``bonus`` adds to the last reward; ``length`` sets the episode's length;
-    ``early`` reports success on every step but the last instead.
+    ``early`` reports success on every step but the last instead; ``pay`` adds the action to
+    every reward. ``closed`` records whether anyone closed it.
     """
+
+    closed = False
 
     observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
     action_space = gym.spaces.Discrete(2)
@@ -33,6 +48,7 @@ class CountdownEnv(gym.Env):
         self.left = int(options.get("length", 2 + self.seed_ % 3))
         self.bonus = float(options.get("bonus", 0.0))
         self.early = bool(options.get("early", False))
+        self.pay = bool(options.get("pay", False))
         return np.zeros(1, np.float32), {}
 
     def step(self, action: Any) -> Any:
@@ -42,7 +58,11 @@ class CountdownEnv(gym.Env):
             info = {} if done else {"success": True}
         else:
             info = {"success": True} if done and self.seed_ % 2 == 0 else {}
-        return np.zeros(1, np.float32), 1.0 + (self.bonus if done else 0.0), done, False, info
+        reward = 1.0 + (self.bonus if done else 0.0) + (float(action) if self.pay else 0.0)
+        return np.zeros(1, np.float32), reward, done, False, info
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class ZeroPolicy:
@@ -101,10 +121,25 @@ def test_a_success_reported_before_the_last_step_does_not_count() -> None:
     assert result["success_rate"] is None
 
 
+class NoSuccessMask(gym.vector.VectorWrapper):
+    """A vector env that reports ``info["success"]`` without gymnasium's ``_success`` mask."""
+
+    def step(self, actions: Any) -> Any:
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        info.pop("_success", None)
+        return obs, reward, terminated, truncated, info
+
+
+def test_without_a_success_mask_every_finished_episode_counts_as_reported() -> None:
+    masked = run_episodes(ZeroPolicy(), venv(4), n_episodes=4)  # seeds 0 and 2 succeed
+    bare = run_episodes(ZeroPolicy(), NoSuccessMask(venv(4)), n_episodes=4)
+    assert masked["success_rate"] == bare["success_rate"] == pytest.approx(0.5)
+
+
 def test_progress_bar_only_when_asked_and_counting_env_steps_in_thousands(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    options = {"length": 2500}
+    options = {"length": 2000}
     run_episodes(ZeroPolicy(), venv(1), n_episodes=1, reset_options=options)
     assert capsys.readouterr().err == ""
     run_episodes(ZeroPolicy(), venv(1), n_episodes=1, reset_options=options, show_progress=True)
@@ -113,11 +148,11 @@ def test_progress_bar_only_when_asked_and_counting_env_steps_in_thousands(
 
 
 def test_seconds_and_throughput_come_from_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    ticks = iter([10.0, 12.5])
+    ticks = iter([10.0, 10.5])
     monkeypatch.setattr(episodes.time, "perf_counter", lambda: next(ticks))
     result = run_episodes(ZeroPolicy(), venv(1), n_episodes=1, seed=0)  # 2 steps
-    assert result["seconds"] == pytest.approx(2.5)
-    assert result["env_steps_per_second"] == pytest.approx(2 / 2.5)
+    assert result["seconds"] == pytest.approx(0.5)
+    assert result["env_steps_per_second"] == pytest.approx(2 / 0.5)
 
 
 def _model(discrete: bool, action_size: int, observation_shape: tuple[int, ...]) -> Any:
@@ -192,3 +227,62 @@ def test_evaluate_passes_its_arguments_on_and_its_defaults_are_documented(
     assert "evaluate:" in capsys.readouterr().err  # the bar
     with pytest.raises(ValueError, match=r"^n_episodes=0 must be positive$"):
         evaluate(algo, venv(1), n_episodes=0)
+
+
+def test_evaluate_closes_the_envs_it_makes_and_only_those(monkeypatch: pytest.MonkeyPatch) -> None:
+    algo = d3rlpy.algos.DiscreteBCConfig().create(device="cpu:0")
+    algo.create_impl((1,), 2)
+    theirs = venv(2)
+    evaluate(algo, theirs, n_episodes=3)
+    assert not theirs.closed and not any(e.closed for e in theirs.envs)
+    single = CountdownEnv()
+    evaluate(algo, single, n_episodes=2)
+    gc.collect()  # a vector env closes itself when collected
+    assert not single.closed
+
+    made: list[tuple[str, int, gym.vector.VectorEnv]] = []
+
+    def make_eval_env(env_id: str, n_envs: int) -> gym.vector.VectorEnv:
+        made.append((env_id, n_envs, venv(n_envs)))
+        return made[-1][2]
+
+    monkeypatch.setattr(episodes, "make_eval_env", make_eval_env)
+    evaluate(algo, "countdown", n_episodes=3)
+    evaluate(algo, "countdown", n_episodes=episodes.MAX_ENVS + 1)
+    assert [(env_id, n) for env_id, n, _ in made] == [("countdown", 3), ("countdown", 100)]
+    assert all(env.closed and all(e.closed for e in env.envs) for _, _, env in made)
+    with pytest.raises(
+        TypeError, match=r"^env must be a gymnasium Env, VectorEnv or env id, got <class 'int'>$"
+    ):
+        evaluate(algo, 3, n_episodes=1)  # type: ignore[arg-type]
+
+
+def test_a_passive_tmaze_runs_as_the_vector_tmaze_which_evaluate_closes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    algo = d3rlpy.algos.DiscreteBCConfig().create(device="cpu:0")
+    algo.create_impl((4,), 4)
+    ran: list[gym.vector.VectorEnv] = []
+
+    def run(policy: Any, env: gym.vector.VectorEnv, *args: Any) -> dict[str, Any]:
+        ran.append(env)
+        return run_episodes(policy, env, *args)
+
+    monkeypatch.setattr(episodes, "run_episodes", run)
+    evaluate(algo, TMazeEnv(corridor_length=3), n_episodes=5)
+    assert isinstance(ran[0], TMazeVectorEnv) and ran[0].num_envs == 5 and ran[0].closed
+
+
+def test_evaluate_seeds_the_sampled_actions_with_its_seed() -> None:
+    torch.manual_seed(0)
+    config = DiscreteELMURDTConfig(context_size=4, num_segments=2, embed_dim=16, memory_slots=2)
+    algo = config.create(device="cpu:0")
+    algo.create_impl((1,), 2)
+    pay = {"pay": True}  # the return counts the actions taken
+
+    def sampled(policy_seed: int) -> float:
+        policy = make_batch_policy(algo, DEFAULT_TARGET_RETURN, greedy=False, seed=policy_seed)
+        return run_episodes(policy, venv(8), 8, seed=3, reset_options=pay)["return_mean"]
+
+    result = evaluate(algo, venv(8), n_episodes=8, seed=3, greedy=False, reset_options=pay)
+    assert result["return_mean"] == sampled(3) != sampled(4)

@@ -30,12 +30,21 @@ EnvLike = gym.Env | gym.vector.VectorEnv | str
 MAX_ENVS = 100
 
 
+class _BorrowedEnv(gym.vector.SyncVectorEnv):
+    """The caller's Env as a one-env vector env whose close (also on garbage collection)
+    leaves the Env open: callers evaluate with the same Env again, as d3rlpy's evaluators do."""
+
+    def close_extras(self, **kwargs: Any) -> None:
+        pass
+
+
 def _as_vector_env(env: EnvLike, n_envs: int) -> tuple[gym.vector.VectorEnv, bool]:
     """(vector env, whether we made it and must close it).
 
     An env id is built by ``make_eval_env``. A passive T-Maze instance runs as a
     TMazeVectorEnv: the same transitions and noise as SyncVectorEnv over TMazeEnv for the same
     seeds, in a few numpy operations per batched step instead of a Python loop over sub-envs.
+    Any other Env is the caller's and stays open.
     """
     if isinstance(env, gym.vector.VectorEnv):
         return env, False
@@ -45,7 +54,7 @@ def _as_vector_env(env: EnvLike, n_envs: int) -> tuple[gym.vector.VectorEnv, boo
         fast = TMazeVectorEnv.from_env(env, n_envs)
         if fast is not None:
             return fast, True
-        return gym.vector.SyncVectorEnv([lambda: env]), True
+        return _BorrowedEnv([lambda: env]), False
     raise TypeError(f"env must be a gymnasium Env, VectorEnv or env id, got {type(env)!r}")
 
 

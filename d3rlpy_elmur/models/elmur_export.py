@@ -41,7 +41,7 @@ def initial_export_state(model: ELMUR, batch_size: int) -> State:
 
 
 def export_step(
-    model: ELMUR, token: torch.Tensor, steps: torch.Tensor, state: State, write: bool = True
+    model: ELMUR, token: torch.Tensor, steps: torch.Tensor, state: State, write: bool
 ) -> tuple[torch.Tensor, State]:
     """One token per row: token [B, D], steps [B] -> features [B, D], new state.
     ``write=False`` leaves memory and anchors as they were (``export_write`` then does the

@@ -10,13 +10,19 @@ import d3rlpy
 import numpy as np
 import pytest
 import torch
-from d3rlpy.algos import GreedyTransformerActionSampler, SoftmaxTransformerActionSampler
+from d3rlpy.algos import (
+    GreedyTransformerActionSampler,
+    SoftmaxTransformerActionSampler,
+    TransformerInput,
+)
 from d3rlpy.algos.transformer.inputs import TorchTransformerInput
 from d3rlpy.logging import FileAdapterFactory, NoopAdapterFactory
+from d3rlpy.preprocessing import MinMaxActionScaler, MinMaxObservationScaler, MinMaxRewardScaler
 
 import d3rlpy_elmur
 from d3rlpy_elmur import DiscreteELMURDTConfig, ELMURDTConfig, evaluate
 from d3rlpy_elmur.algos import SegmentRecurrentView, plan_epochs
+from d3rlpy_elmur.algos.stateful import StepInference, check_observation, environment_actions
 from d3rlpy_elmur.algos.torch.elmur_dt_impl import previous_actions
 from d3rlpy_elmur.models import ELMURFactory, GRUFactory
 from tests.helpers import CueRecallEnv, cue_recall_dataset, cue_recall_episode
@@ -265,17 +271,17 @@ def test_view_refuses_an_empty_dataset_or_an_empty_episode() -> None:
     class Empty:
         episodes: list[object] = []
 
-    with pytest.raises(ValueError, match="the dataset holds no episodes"):
+    with pytest.raises(ValueError, match=r"^the dataset holds no episodes$"):
         SegmentRecurrentView(Empty(), K, S)  # type: ignore[arg-type]
 
-    class NoSteps:
-        def size(self) -> int:
-            return 0
+    class Steps:
+        def __init__(self, size: int) -> None:
+            self.size = lambda: size
 
     class OneEmpty:
-        episodes = [NoSteps()]
+        episodes = [Steps(3), Steps(0), Steps(2)]
 
-    with pytest.raises(ValueError, match="episode 0 of the dataset has no steps"):
+    with pytest.raises(ValueError, match=r"^episode 1 of the dataset has no steps$"):
         SegmentRecurrentView(OneEmpty(), K, S)  # type: ignore[arg-type]
 
 
@@ -536,6 +542,44 @@ def test_stateful_wrapper_matches_segment_forward(window: int) -> None:
     assert out[0].argmax(-1).tolist() == got
 
 
+def test_stateful_wrapper_agrees_with_d3rlpy_predict_through_every_scaler() -> None:
+    """Over one window from t = 0, the wrapper's actions (its own scaling of observations,
+    return-to-go and previous actions, and back to the environment's units) are those of
+    d3rlpy's predict, which scales with d3rlpy's code."""
+    torch.manual_seed(0)
+    algo = ELMURDTConfig(
+        **{**SMALL, "memory_slots": 1},  # type: ignore[arg-type]
+        token_format="rtg_obs_act",
+        observation_scaler=MinMaxObservationScaler(minimum=-np.ones(3), maximum=3 * np.ones(3)),
+        action_scaler=MinMaxActionScaler(minimum=-2 * np.ones(2), maximum=np.ones(2)),
+        reward_scaler=MinMaxRewardScaler(minimum=0.0, maximum=4.0),
+    ).create()
+    algo.create_impl((3,), 2)
+    with torch.no_grad():
+        for param in algo.impl.policy.parameters():  # type: ignore[union-attr]
+            param.add_(torch.randn_like(param) * 0.3)
+    rng = np.random.default_rng(0)
+    observations = rng.normal(size=(K, 3)).astype(np.float32)
+    rewards = rng.random(K).astype(np.float32)
+    wrapper = algo.as_stateful_wrapper(target_return=5.0)
+    actions = np.array(
+        [
+            wrapper.predict(o, float(r))
+            for o, r in zip(observations, [0.0, *rewards[:-1]], strict=True)
+        ]
+    )
+    returns_to_go = 5.0 - np.concatenate([[0.0], np.cumsum(rewards[:-1])])
+    window = TransformerInput(
+        observations=observations,
+        actions=actions,
+        rewards=rewards[:, None],
+        returns_to_go=returns_to_go[:, None].astype(np.float32),
+        timesteps=np.arange(K),
+    )
+    assert np.abs(actions).min() > 1e-3  # real actions, not a constant
+    np.testing.assert_allclose(algo.predict(window), actions[-1], atol=1e-5)
+
+
 def constant_policy(bias: list[float]) -> d3rlpy_elmur.DiscreteELMURDT:
     """An algorithm whose logits are ``bias`` at every step, whatever it sees."""
     algo = built_algo()
@@ -575,6 +619,40 @@ def test_stateful_wrapper_rejects_bad_observations() -> None:
         wrapper.predict(np.array([np.nan, 0, 0], np.float32), 0.0)
     with pytest.raises(TypeError, match="dtype"):
         wrapper.predict(np.array(["a", "b", "c"]), 0.0)
+
+
+def test_check_observation_converts_what_it_can_and_names_what_it_cannot() -> None:
+    batch = check_observation([[0, 1, 2], [3, 4, 5]], (3,), batched=True)
+    assert isinstance(batch, np.ndarray) and batch.dtype == np.float32 and batch.shape == (2, 3)
+    one = np.zeros(3, np.float32)
+    assert check_observation(one, (3,), batched=False) is one  # as it is: no copy
+    parts = check_observation((np.zeros(3), [1.0, 2.0]), ((3,), (2,)), batched=False)
+    assert [part.shape for part in parts] == [(3,), (2,)]
+    expected = r"expected a tuple of 2 arrays of shapes \[\(3,\), \(2,\)\]$"
+    for wrong, name in [(np.zeros(5), "ndarray"), ((np.zeros(3),), "tuple")]:
+        with pytest.raises(TypeError, match=rf"^observation is a {name}; {expected}"):
+            check_observation(wrong, ((3,), (2,)), batched=False)
+    for nan in (np.array([0, np.nan, 0], np.float32), [0.0, np.inf, 0.0]):
+        with pytest.raises(ValueError, match=r"^observation contains NaN or inf$"):
+            check_observation(nan, (3,), batched=False)
+    with pytest.raises(TypeError, match=r"^observation is not an array: "):
+        check_observation([[0.0], [0.0, 1.0]], (2,), batched=True)
+    with pytest.raises(ValueError, match=r"^observation has shape \(3,\); expected \(batch, 3\)$"):
+        check_observation(np.zeros(3), (3,), batched=True)
+
+
+def test_step_inference_needs_a_built_algorithm() -> None:
+    message = r"^the algorithm is not built: fit it or call build_with_env first$"
+    with pytest.raises(ValueError, match=message):
+        StepInference(small_algo(), 0.0)
+
+
+def test_environment_actions_undo_the_action_scaler() -> None:
+    scaler = MinMaxActionScaler(minimum=np.array([-2.0, 0.0]), maximum=np.array([2.0, 10.0]))
+    scaled = torch.tensor([[-1.0, 1.0], [0.0, 0.0]])
+    want = torch.tensor([[-2.0, 10.0], [0.0, 5.0]])
+    assert torch.allclose(environment_actions(scaled, scaler).float(), want)
+    assert environment_actions(scaled, None) is scaled
 
 
 def test_continuous_variant_trains_and_acts() -> None:
@@ -670,6 +748,22 @@ def test_every_parameter_gets_gradient() -> None:
     assert silent == []  # memory_init included: windows at t = 0 start from it
 
 
+def test_without_previous_actions_the_loss_shifts_them_inside_the_window() -> None:
+    """d3rlpy's own update path gives no previous actions: shifted inside the window they are
+    the sampler's wherever a window starts its episode (episodes of at most S * K steps)."""
+    algo = built_algo(token_format="rtg_obs_act", memory_slots=1)
+    impl = algo.impl
+    assert impl is not None
+    view = algo.segment_view(cue_recall_dataset(10, 1, 8, seed=3), seed=0)
+    batch = view.sample_trajectory_batch(16, K)
+    assert (batch.boundaries[:, 0] == -1).all()
+    torch_batch = algo._to_torch(batch)
+    with torch.no_grad():
+        shifted = impl.compute_loss(torch_batch)["loss"]
+        sampled = impl.compute_loss(torch_batch, algo._previous_actions(batch))["loss"]
+    assert torch.allclose(shifted, sampled)
+
+
 @pytest.mark.parametrize("window", [0, 2])
 def test_windows_start_from_the_memory_of_the_whole_episode(window: int) -> None:
     from d3rlpy_elmur.algos.replay_states import BoundaryStates
@@ -709,6 +803,12 @@ def test_windows_start_from_the_memory_of_the_whole_episode(window: int) -> None
     # an update writes back the states its windows computed, at their own boundaries:
     # computed with the parameters of before the step, they equal the refreshed ones
     before = {key: value.clone() for key, value in states._table.items()}
+    written = boundaries[:, 1:][boundaries[:, 1:] >= 0].unique()
+    # spoil every entry the update must write and no window starts from: it must restore them
+    spoilt = written[~torch.isin(written, boundaries[:, 0])]
+    assert len(spoilt) > 0
+    for value in states._table.values():
+        value[spoilt] = ~value[spoilt] if value.dtype == torch.bool else value[spoilt] + 1
     algo._replay = (view, states)
     algo.set_grad_step(1)  # not a refresh step
     try:
@@ -716,8 +816,6 @@ def test_windows_start_from_the_memory_of_the_whole_episode(window: int) -> None
     finally:
         algo._replay = None
     assert "memory_staleness" not in metrics
-    written = boundaries[:, 1:][boundaries[:, 1:] >= 0].unique()
-    assert len(written) > 0
     for key, value in before.items():
         assert torch.allclose(
             states._table[key][written].float(), value[written].float(), atol=1e-4

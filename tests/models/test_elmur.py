@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from d3rlpy_elmur.models import (
     reset_rows,
     time_bucket,
 )
+from d3rlpy_elmur.models.attention import SelfAttention
 from d3rlpy_elmur.models.elmur import lru_target
 
 D, K = 16, 4
@@ -152,11 +154,13 @@ VARIANTS = [
     {"shared_memory": True},
     {"use_lru": False},
     {"relative_bias": False, "memory_slots": 3},
+    {"relative_bias": False, "use_lru": False},
     {"write": False},
     {"attention_window": 1},
     {"attention_window": K - 1, "norm": "pre"},
     {"attention_window": K},
     {"attention_window": K, "context_gradient": False, "shared_memory": True},
+    {"attention_window": 2, "num_heads": 4},
 ]
 
 
@@ -387,7 +391,13 @@ def test_outputs_do_not_depend_on_absolute_step() -> None:
 
 @pytest.mark.parametrize(
     "norm, segments",
-    [("post", 10_000), ("pre", 10_000), pytest.param("post", 100_000, marks=pytest.mark.slow)],
+    [
+        ("post", 1_000),
+        ("pre", 1_000),
+        pytest.param("post", 10_000, marks=pytest.mark.slow),
+        pytest.param("pre", 10_000, marks=pytest.mark.slow),
+        pytest.param("post", 100_000, marks=pytest.mark.slow),
+    ],
 )
 def test_memory_stays_finite_and_bounded(norm: str, segments: int) -> None:
     model = make(embed_dim=D, num_layers=1, memory_slots=2, norm=norm)
@@ -407,6 +417,110 @@ def test_memory_stays_finite_and_bounded(norm: str, segments: int) -> None:
     assert bound < float("inf")
     assert state["memory"].norm(dim=-1).max() <= bound + 1e-4
     assert int(state["anchors"].max()) == segments * K - 1
+
+
+@pytest.mark.parametrize("ffn", ["mlp", "moe"])
+def test_dropout_acts_at_every_site_in_training_and_nowhere_in_eval(
+    ffn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every dropout call and every attention's dropout_p sees the configured rate in
+    training; in eval each is a no-op."""
+    F = torch.nn.functional
+    calls: list[tuple[str, float, bool]] = []
+    real_dropout, real_attention = F.dropout, F.scaled_dot_product_attention
+
+    def dropout(x: torch.Tensor, p: float = 0.5, training: bool = True) -> torch.Tensor:
+        calls.append(("dropout", p, training))
+        return real_dropout(x, p, training)
+
+    def attention(*args: Any, dropout_p: float = 0.0, **kwargs: Any) -> torch.Tensor:
+        calls.append(("attention", dropout_p, dropout_p > 0))
+        return real_attention(*args, dropout_p=dropout_p, **kwargs)
+
+    monkeypatch.setattr(F, "dropout", dropout)
+    monkeypatch.setattr(F, "scaled_dot_product_attention", attention)
+    model = make(dropout=0.25, ffn=ffn, attention_window=2)
+    tokens, valid, steps = inputs(2, 2 * K)
+    model.train()
+    model(tokens, valid, steps, model.initial_state(2))
+    assert {kind for kind, _, _ in calls} == {"dropout", "attention"}
+    assert all(p == 0.25 and active for _, p, active in calls)
+    calls.clear()
+    model.eval()
+    model(tokens, valid, steps, model.initial_state(2))
+    assert calls and not any(active for _, _, active in calls)
+
+
+def test_a_partial_segment_neither_writes_nor_becomes_the_context() -> None:
+    model = make(attention_window=2)
+    tokens, valid, steps = inputs(2, K + 2)
+    _, full = model(tokens[:, :K], valid[:, :K], steps[:, :K], model.initial_state(2))
+    _, partial = model(tokens, valid, steps, model.initial_state(2))
+    assert set(full) == set(partial)
+    for key in full:
+        assert torch.equal(full[key], partial[key]), key
+
+
+def test_writing_rows_hide_their_padding_from_the_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = make(num_heads=4)
+    seen: list[tuple[list[torch.Tensor | None], torch.Tensor]] = []
+    write = model.write_memory
+
+    def spy(memory, anchors, outputs, last, biases, done):  # type: ignore[no-untyped-def]
+        seen.append((biases, done))
+        return write(memory, anchors, outputs, last, biases, done)
+
+    monkeypatch.setattr(model, "write_memory", spy)
+    tokens, valid, steps = inputs(3, K)
+    valid = valid.clone()
+    valid[0, :2] = False  # left padding (d3rlpy's slicer pads so): complete, it writes
+    valid[1, -1] = False  # incomplete: it does not write and nothing is hidden
+    model(tokens, valid, steps, model.initial_state(3))
+    ((biases, done),) = seen
+    assert done.tolist() == [True, False, True]
+    for bias in biases:
+        assert bias is not None
+        hidden = bias == float("-inf")  # [B, H, M, T]
+        assert hidden[0, ..., :2].all() and not hidden[0, ..., 2:].any()
+        assert not hidden[1:].any()
+
+
+def test_padding_does_not_pull_the_moe_router() -> None:
+    model = make(ffn="moe")
+    tokens, valid, steps = inputs(2, 2 * K)
+    valid = valid.clone()
+    valid[1, K + 1 :] = False  # row 1's last segment is partial: its padding is never read
+    other = tokens.clone()
+    other[1, K + 1 :] = torch.randn(K - 1, D) * 5
+    with torch.no_grad():
+        model(tokens, valid, steps, model.initial_state(2))
+        aux = model.aux_loss()
+        model(other, valid, steps, model.initial_state(2))
+        assert aux is not None and torch.allclose(aux, model.aux_loss())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("context_gradient", [True, False])
+def test_context_gradient_reaches_the_previous_segment_only_when_asked(
+    context_gradient: bool,
+) -> None:
+    # no memory write: the previous segment reaches this one through its context alone
+    model = make(attention_window=2, write=False, context_gradient=context_gradient)
+    tokens, valid, steps = inputs(1, 2 * K)
+    tokens.requires_grad_(True)
+    out, _ = model(tokens, valid, steps, model.initial_state(1))
+    out[:, K:].sum().backward()
+    assert tokens.grad is not None
+    assert bool(tokens.grad[:, :K].abs().sum() > 0) == context_gradient
+
+
+def test_self_attention_with_a_window_needs_the_context() -> None:
+    attention = SelfAttention(D, 2, K, 2, 0.0)
+    x = torch.randn(1, K, D)
+    message = r"^attention_window=2 needs the previous segment's context$"
+    with pytest.raises(ValueError, match=message):
+        attention(x, None, torch.ones(1, dtype=torch.bool))
+    with pytest.raises(ValueError, match=message):
+        attention(x, torch.zeros(1, 2, D), None)
 
 
 def test_config_errors_name_the_field() -> None:

@@ -130,6 +130,42 @@ def test_step_cache_follows_parameter_updates() -> None:
     assert not torch.equal(before, after)
 
 
+def test_compile_step_hands_the_token_path_to_torch_compile_and_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What compile_step asks of torch.compile (whose own output the slow test below checks):
+    the token path, static shapes, the caller's options; and the step then runs through it."""
+    asked: list[tuple[object, dict[str, object]]] = []
+    calls: list[int] = []
+
+    def fake_compile(fn, **kwargs):  # type: ignore[no-untyped-def]
+        asked.append((fn, kwargs))
+
+        def run(*args):  # type: ignore[no-untyped-def]
+            calls.append(1)
+            return fn(*args)
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    model, eager = make(), make()
+    model.compile_step(mode="reduce-overhead")
+    ((fn, kwargs),) = asked
+    assert fn == model._step_path().token_path
+    assert kwargs == {"dynamic": False, "mode": "reduce-overhead"}
+    tokens = torch.randn(2, K + 1, D)
+    with torch.inference_mode():
+        states = model.initial_step_state(2), eager.initial_step_state(2)
+        for t in range(K + 1):
+            steps = torch.full((2,), t)
+            a = model.step(tokens[:, t], steps, states[0])[0]
+            assert torch.equal(a, eager.step(tokens[:, t], steps, states[1])[0])
+        assert len(calls) == K + 1
+        model.compile_step(False)
+        model.step(tokens[:, 0], torch.zeros(2, dtype=torch.long), states[0])
+    assert len(asked) == 1 and len(calls) == K + 1
+
+
 @pytest.mark.slow
 def test_compiled_step_equals_eager_step() -> None:
     eager, compiled = make(), make()

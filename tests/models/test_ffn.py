@@ -50,3 +50,15 @@ def test_moe_experts_start_with_unit_fan_in_variance() -> None:
     moe = MoE(64, 4, 8, dropout=0.0)
     assert moe.w_in.std().item() == pytest.approx(1 / math.sqrt(64), rel=0.05)
     assert moe.w_out.std().item() == pytest.approx(1 / math.sqrt(256), rel=0.05)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_moe_drops_out_only_in_training(dropout: float) -> None:
+    torch.manual_seed(0)
+    moe = MoE(D, 2, E, dropout=dropout).eval()
+    x = torch.randn(2, 3, D)
+    with torch.no_grad():
+        want, _ = reference(moe, x, torch.ones(2, 3, dtype=torch.bool))
+        assert (moe(x) - want).abs().max() <= 1e-5
+        moe.train()
+        assert ((moe(x) - want).abs().max() > 1e-3) == (dropout > 0)
