@@ -195,6 +195,8 @@ def test_step_rows_at_different_positions_match_their_own_episodes(window: int) 
         ref1 = run_steps(model, tokens[1:, 3:], torch.arange(T1)[None])
         valid = torch.ones(1, T1, dtype=torch.bool)
         ref1_seg, _ = model(tokens[1:, 3:], valid, torch.arange(T1)[None], model.initial_state(1))
+        ref0 = run_steps(model, tokens[:1], torch.arange(tokens.shape[1])[None])
+    assert (got[0] - ref0[0]).abs().max() <= 1e-5  # the row that was not restarted
     assert (got[1, 3:] - ref1[0]).abs().max() <= 1e-5
     assert (got[1, 3:] - ref1_seg[0]).abs().max() <= 1e-5
 
@@ -374,6 +376,9 @@ def test_time_buckets_separate_long_offsets() -> None:
     assert buckets[:3].tolist() == [0, 1, 15]
     assert (buckets[1:] > buckets[:-1]).all()  # strictly increasing on this grid
     assert int(buckets.max()) < 64
+    # log-spaced up to 10^7, where the last bucket starts; everything beyond shares it
+    top = time_bucket(torch.tensor([10**6, 10**7 - 1, 10**7, 10**9]), 64)
+    assert int(top[0]) < 63 and top[1:].tolist() == [63, 63, 63]
 
 
 def test_outputs_do_not_depend_on_absolute_step() -> None:
@@ -521,6 +526,53 @@ def test_self_attention_with_a_window_needs_the_context() -> None:
         attention(x, None, torch.ones(1, dtype=torch.bool))
     with pytest.raises(ValueError, match=message):
         attention(x, torch.zeros(1, 2, D), None)
+
+
+def test_step_needs_the_step_state_and_keeps_no_segment_inputs() -> None:
+    model = make(attention_window=2)
+    with pytest.raises(
+        RuntimeError, match=r"^ELMUR.step needs a state from initial_step_state\(\)$"
+    ):
+        model.step(torch.zeros(1, D), torch.zeros(1, dtype=torch.long), model.initial_state(1))
+    state = model.initial_step_state(1)
+    assert "context" not in state and "context_valid" not in state  # it keeps keys and values
+
+
+def test_pre_norm_normalises_before_each_block_and_at_the_output() -> None:
+    x = torch.randn(2, K, D)
+
+    def block(h: torch.Tensor) -> torch.Tensor:
+        return 2 * h + 1
+
+    pre, post = make(norm="pre"), make(norm="post")
+    for model, is_pre in ((pre, True), (post, False)):
+        layer = model.elmur_layers()[0]
+        ln = layer.ln_ffn
+        want = x + block(ln(x)) if is_pre else ln(x + block(x))
+        assert torch.allclose(layer._residual(x, block, ln), want)
+        # pre-norm also normalises the memory it reads, the tokens it writes and the output
+        extra = (model.ln_out, layer.ln_read_mem, layer.ln_write_tok)
+        kind = torch.nn.LayerNorm if is_pre else torch.nn.Identity
+        assert all(type(module) is kind for module in extra)
+
+
+def test_shared_memory_is_one_memory_written_by_the_last_layer() -> None:
+    shared, own = make(num_layers=3, shared_memory=True), make(num_layers=3)
+    assert shared.memory_layers == 1 and shared.initial_state(1)["memory"].shape[1] == 1
+    assert [layer.writes for layer in shared.elmur_layers()] == [False, False, True]
+    assert [shared.memory_index(i) for i in range(3)] == [0, 0, 0]
+    assert own.memory_layers == 3 and all(layer.writes for layer in own.elmur_layers())
+
+
+@pytest.mark.parametrize("use_lru", [True, False])
+def test_every_write_reads_its_time_bias(use_lru: bool) -> None:
+    model = make(use_lru=use_lru, num_layers=1)
+    tokens, valid, steps = inputs(1, 2 * K)
+    with torch.no_grad():
+        _, before = model(tokens, valid, steps, model.initial_state(1))
+        model.write_time_bias.weight.add_(torch.randn_like(model.write_time_bias.weight))
+        _, after = model(tokens, valid, steps, model.initial_state(1))
+    assert not torch.allclose(before["memory"], after["memory"])
 
 
 def test_config_errors_name_the_field() -> None:
