@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import dataclasses
+import re
 from typing import Any
 
 import pytest
@@ -575,18 +575,51 @@ def test_every_write_reads_its_time_bias(use_lru: bool) -> None:
     assert not torch.allclose(before["memory"], after["memory"])
 
 
-def test_config_errors_name_the_field() -> None:
+CONFIG_ERROR_TAIL = (
+    " (num_heads must divide embed_dim, lru_blend lies in [0, 1], memory_slots >= 1, "
+    "0 <= attention_window <= context_size, norm is pre|post, ffn is mlp|moe)"
+)
+
+
+@pytest.mark.parametrize(
+    ("field", "edge", "bad"),
+    [  # the last value accepted and the first refused, on each side that has a limit
+        ("embed_dim", 1, 0),
+        ("num_layers", 1, 0),
+        ("num_heads", 1, 0),
+        ("num_heads", 1, 3),  # does not divide the width
+        ("context_size", 1, 0),
+        ("attention_window", 0, -1),
+        ("attention_window", K, K + 1),
+        ("memory_slots", 1, 0),
+        ("lru_blend", 0.0, -0.5),
+        ("lru_blend", 1.0, 1.5),
+        ("memory_init_std", 0.0, -0.1),
+        ("dropout", 0.0, -0.1),
+        ("dropout", 0.9, 1.0),
+        ("norm", "pre", "mid"),
+        ("ffn", "moe", "dense"),
+        ("num_experts", 1, 0),
+        ("bptt_segments", 0, -1),
+        ("time_buckets", 17, 16),
+    ],
+)
+def test_config_accepts_each_limit_and_names_the_first_value_past_it(
+    field: str, edge: object, bad: object
+) -> None:
     base = dict(embed_dim=D, num_heads=2, context_size=K)
-    for field, value in [
-        ("context_size", 0),
-        ("memory_slots", 0),
-        ("lru_blend", 1.5),
-        ("num_heads", 3),
-        ("norm", "mid"),
-    ]:
-        with pytest.raises(ValueError, match=field):
-            ELMURConfig(**{**base, field: value})  # type: ignore[arg-type]
-    assert dataclasses.replace(ELMURConfig(**base), lru_blend=1.0).lru_blend == 1.0
+    if field == "embed_dim":
+        base["num_heads"] = 1
+    assert getattr(ELMURConfig(**{**base, field: edge}), field) == edge  # type: ignore[arg-type]
+    message = re.escape(f"invalid ELMUR config: {field}={bad!r}{CONFIG_ERROR_TAIL}")
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        ELMURConfig(**{**base, field: bad})  # type: ignore[arg-type]
+
+
+def test_config_names_every_bad_field() -> None:
+    message = re.escape(f"invalid ELMUR config: embed_dim=0, memory_slots=0{CONFIG_ERROR_TAIL}")
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        ELMURConfig(embed_dim=0, num_heads=1, memory_slots=0)
 
 
 def test_model_and_algorithm_configs_share_their_defaults() -> None:
