@@ -61,7 +61,7 @@ def _ffn(ffn: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def attend_one(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
 ) -> torch.Tensor:
     """Attention of one query per row: q [B, H, dh], k and v [B, H, T, dh], bias
     broadcastable to [B, H, T] -> [B, H * dh]. Three batched kernels: with a float bias
@@ -72,10 +72,7 @@ def attend_one(
     T = k.shape[2]
     scaled = (q * dh**-0.5).reshape(B * H, 1, dh)
     keys = k.reshape(B * H, T, dh).transpose(1, 2)
-    if bias is None:
-        scores = torch.bmm(scaled, keys)
-    else:
-        scores = torch.baddbmm(bias.expand(B, H, T).reshape(B * H, 1, T), scaled, keys)
+    scores = torch.baddbmm(bias.expand(B, H, T).reshape(B * H, 1, T), scaled, keys)
     return torch.bmm(scores.softmax(-1), v.reshape(B * H, T, dh)).view(B, H * dh)
 
 

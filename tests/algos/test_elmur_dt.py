@@ -234,6 +234,8 @@ def test_view_is_a_replay_buffer_of_exactly_the_episodes_it_samples(mixed: bool)
     assert isinstance(view, d3rlpy.dataset.ReplayBuffer)
     assert [id(e) for e in view.episodes] == [id(e) for e in dataset.episodes]  # not copied
     assert view.dataset_info == dataset.dataset_info
+    assert view.transition_picker is dataset.transition_picker
+    assert view.trajectory_slicer is dataset.trajectory_slicer
     assert view.transition_count == dataset.transition_count
     # d3rlpy's slicer is not what it samples: every window has (1 + S) * K steps
     assert view.sample_trajectory_batch(8, K).observations.shape == (8, (1 + S) * K, 3)
@@ -637,8 +639,12 @@ def test_check_observation_converts_what_it_can_and_names_what_it_cannot() -> No
             check_observation(nan, (3,), batched=False)
     with pytest.raises(TypeError, match=r"^observation is not an array: "):
         check_observation([[0.0], [0.0, 1.0]], (2,), batched=True)
-    with pytest.raises(ValueError, match=r"^observation has shape \(3,\); expected \(batch, 3\)$"):
-        check_observation(np.zeros(3), (3,), batched=True)
+    with pytest.raises(
+        ValueError, match=r"^observation has shape \(3,\); expected \(batch, 2, 3\)$"
+    ):
+        check_observation(np.zeros(3), (2, 3), batched=True)
+    with pytest.raises(ValueError, match=r"^observation has shape \(4,\); expected \(3,\)$"):
+        check_observation(np.zeros(4), (3,), batched=False)
 
 
 def test_step_inference_needs_a_built_algorithm() -> None:

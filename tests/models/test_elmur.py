@@ -107,6 +107,13 @@ def test_lru_rows_are_independent_and_no_lru_overwrites_all() -> None:
     assert torch.equal(new, cand)
 
 
+def test_lru_target_works_on_any_leading_shape() -> None:
+    anchors = torch.tensor([[[3, -1, 5], [7, 2, 9]], [[4, 8, 6], [-1, -1, 0]]])
+    target, coef = lru_target(anchors, 0.25)
+    assert target.tolist() == [[1, 1], [0, 0]]
+    assert coef.tolist() == [[1.0, 0.25], [0.25, 1.0]]
+
+
 def test_lru_slot_anchored_at_step_zero_is_full_not_empty() -> None:
     # A segment of one step ending at t=0 anchors its slot at 0; -1 alone means empty.
     memory, cand = torch.zeros(1, 2, 1), torch.ones(1, 2, 1)
@@ -490,8 +497,10 @@ def test_writing_rows_hide_their_padding_from_the_write(monkeypatch: pytest.Monk
         assert not hidden[1:].any()
 
 
-def test_padding_does_not_pull_the_moe_router() -> None:
-    model = make(ffn="moe")
+@pytest.mark.parametrize("window", [0, 2])
+def test_padding_does_not_pull_the_moe_router(window: int) -> None:
+    model = make(ffn="moe", attention_window=window)
+    assert model.aux_loss() is None  # before any forward
     tokens, valid, steps = inputs(2, 2 * K)
     valid = valid.clone()
     valid[1, K + 1 :] = False  # row 1's last segment is partial: its padding is never read
