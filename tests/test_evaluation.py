@@ -213,11 +213,17 @@ def test_check_spaces_refuses_what_the_model_cannot_take_naming_both(
             check_spaces(model, env)
 
 
+def built_bc(observation_size: int, action_size: int) -> Any:
+    """An untrained, built DiscreteBC: a d3rlpy algorithm evaluate takes as it is."""
+    algo = d3rlpy.algos.DiscreteBCConfig().create(device="cpu:0")
+    algo.create_impl((observation_size,), action_size)
+    return algo
+
+
 def test_evaluate_passes_its_arguments_on_and_its_defaults_are_documented(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    algo = d3rlpy.algos.DiscreteBCConfig().create(device="cpu:0")
-    algo.create_impl((1,), 2)
+    algo = built_bc(1, 2)
     default = evaluate(algo, venv(4))  # 100 episodes from seed 0, no progress bar
     returns = np.array([2 + s % 3 for s in range(100)], np.float64)
     assert default["episodes"] == 100 and default["return_mean"] == pytest.approx(returns.mean())
@@ -230,8 +236,7 @@ def test_evaluate_passes_its_arguments_on_and_its_defaults_are_documented(
 
 
 def test_evaluate_closes_the_envs_it_makes_and_only_those(monkeypatch: pytest.MonkeyPatch) -> None:
-    algo = d3rlpy.algos.DiscreteBCConfig().create(device="cpu:0")
-    algo.create_impl((1,), 2)
+    algo = built_bc(1, 2)
     theirs = venv(2)
     evaluate(algo, theirs, n_episodes=3)
     assert not theirs.closed and not any(e.closed for e in theirs.envs)
@@ -260,8 +265,7 @@ def test_evaluate_closes_the_envs_it_makes_and_only_those(monkeypatch: pytest.Mo
 def test_a_passive_tmaze_runs_as_the_vector_tmaze_which_evaluate_closes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    algo = d3rlpy.algos.DiscreteBCConfig().create(device="cpu:0")
-    algo.create_impl((4,), 4)
+    algo = built_bc(4, 4)
     ran: list[gym.vector.VectorEnv] = []
 
     def run(policy: Any, env: gym.vector.VectorEnv, *args: Any) -> dict[str, Any]:

@@ -502,15 +502,20 @@ def step_actions(
     return [int(wrapper.predict(obs, 0.0)) for obs in observations]
 
 
+def perturb_weights(algo: d3rlpy_elmur.algos.ELMURDTBase) -> None:
+    """Random weights everywhere (the time biases start at zero), from torch's generator."""
+    with torch.no_grad():
+        for param in algo.impl.policy.parameters():  # type: ignore[union-attr]
+            param.add_(torch.randn_like(param) * 0.3)
+
+
 @pytest.mark.parametrize("window", [0, 2])
 def test_stateful_wrapper_matches_segment_forward(window: int) -> None:
     algo = built_algo(token_format="rtg_obs_act", attention_window=window)
     impl = algo.impl
     assert impl is not None
     torch.manual_seed(1)
-    with torch.no_grad():  # random weights everywhere (the time biases start at zero)
-        for param in impl.policy.parameters():
-            param.add_(torch.randn_like(param) * 0.3)
+    perturb_weights(algo)
     # the logits of every wrapper step
     logits: list[torch.Tensor] = []
     step = impl.step
@@ -557,9 +562,7 @@ def test_stateful_wrapper_agrees_with_d3rlpy_predict_through_every_scaler() -> N
         reward_scaler=MinMaxRewardScaler(minimum=0.0, maximum=4.0),
     ).create()
     algo.create_impl((3,), 2)
-    with torch.no_grad():
-        for param in algo.impl.policy.parameters():  # type: ignore[union-attr]
-            param.add_(torch.randn_like(param) * 0.3)
+    perturb_weights(algo)
     rng = np.random.default_rng(0)
     observations = rng.normal(size=(K, 3)).astype(np.float32)
     rewards = rng.random(K).astype(np.float32)
