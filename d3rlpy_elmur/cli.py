@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from d3rlpy_elmur_cli import build_parser, main
+from d3rlpy_elmur_cli.extras import available, missing_message
 
 __all__ = ["build_parser", "main"]
 
@@ -28,6 +29,7 @@ def cmd_dataset_build(args: argparse.Namespace) -> int:
     from .datasets import build_recipe, get_recipe, open_minari
     from .datasets.writer import ELMUR_METADATA_KEY
 
+    _setup(args)
     recipe = get_recipe(args.name)
     path = build_recipe(
         recipe,
@@ -81,6 +83,7 @@ def _dataset_rows() -> dict[str, Any]:
 
 
 def cmd_dataset_list(args: argparse.Namespace) -> int:
+    _setup(args)
     listing = _dataset_rows()
     if args.json:
         print(json.dumps(listing, indent=2))
@@ -115,17 +118,28 @@ def cmd_dataset_list(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- common
 def _setup(args: argparse.Namespace) -> None:
-    """Torch threads (1 by default: faster than 2 on a shared 2-core machine) and d3rlpy's
-    log level (its per-epoch info lines drown the progress bars unless --verbose)."""
+    """The options every command takes, first thing in each: torch threads (1 by default:
+    faster than 2 on a shared 2-core machine) and d3rlpy's log level (its per-epoch info
+    lines drown the progress bars unless --verbose). ``--quiet`` is read where bars are."""
     import structlog
     import torch
 
     # A config warning fires at load, create and every model load: say it once.
     warnings.simplefilter("once", UserWarning)
-    if getattr(args, "threads", 0):
+    if args.threads:
         torch.set_num_threads(args.threads)
-    if not getattr(args, "verbose", False):
+    if not args.verbose:
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
+def _warn_without_plot(outputs: str) -> None:
+    """The plot is the one optional output: say before any work, once, that it will not be
+    drawn (``write_report`` leaves it out) rather than fail after hours of training."""
+    if not available("matplotlib"):
+        print(
+            f"warning: {missing_message('the plot', 'matplotlib')}; {outputs} without it",
+            file=sys.stderr,
+        )
 
 
 def _command_line(argv: Sequence[str] | None) -> str:
@@ -187,10 +201,11 @@ def _print_run(args: argparse.Namespace, out: str, summary: str) -> int:
 # ---------------------------------------------------------------- eval
 def cmd_eval(args: argparse.Namespace) -> int:
     from .bench.runinfo import run_info
-    from .evaluation.tasks import evaluate_model, format_length
+    from .evaluation.tasks import check_evaluation, evaluate_model, format_length
     from .io import load_learnable
 
     _setup(args)
+    check_evaluation(args.env, args.corridor)  # before the model is read
     algo = load_learnable(args.model)
     rows = evaluate_model(
         algo,
@@ -261,6 +276,7 @@ def _run_suite(args: argparse.Namespace, suite_name: str, seeds: list[int]) -> d
 
 def cmd_bench(args: argparse.Namespace) -> int:
     _setup(args)
+    _warn_without_plot("results.json and results.md are written")
     # --quick is a smoke run of the whole pipeline: one seed unless asked for more
     n_seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
     results = _run_suite(args, args.suite, list(range(n_seeds)))
@@ -282,6 +298,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .bench.report import write_report
 
+    _setup(args)
     source = Path(args.dir) / "results.json"
     if not source.is_file():
         raise FileNotFoundError(
@@ -289,6 +306,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             "`elmur bench` or `elmur demo` (a `train` folder has train.json and logs/ instead)"
         )
     results = json.loads(source.read_text())
+    _warn_without_plot("results.md is written")
     for path in write_report(results, args.dir)[1:]:
         print(f"wrote {path}")
     return 0
@@ -298,6 +316,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .bench.sweep import run_sweep
 
     _setup(args)
+    _warn_without_plot("sweep.json, sweep.md and best.yaml are written")
     summary = run_sweep(
         args.config,
         args.space,
@@ -333,6 +352,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .bench.report import render_markdown
 
     _setup(args)
+    _warn_without_plot("results.json and results.md are written")
     start = time.perf_counter()
     results = _run_suite(args, "demo", [0])
     print()

@@ -2,7 +2,8 @@
 
 This module imports neither torch nor d3rlpy: a robot or a server can act with
 ``pip install --no-deps d3rlpy-elmur`` plus ``numpy`` and ``onnxruntime``. The graph's inputs
-and outputs are described in ``d3rlpy_elmur.export``; this class keeps the state between calls.
+and outputs are described in ``d3rlpy_elmur.export``; this class keeps the state between calls
+and checks its inputs as the stateful wrapper does (``d3rlpy_elmur.observations``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from d3rlpy_elmur_cli import DEFAULT_TARGET_RETURN  # the parser's, which imports no d3rlpy
+
+from .observations import check_observation, check_rewards
 
 __all__ = ["ONNXPolicy", "load_onnx_policy"]
 
@@ -25,12 +30,21 @@ class ONNXPolicy:
     in ``mask`` (an episode that ended) without touching the others. ``reward`` is the reward
     of the previous step (0 on an episode's first step), as with d3rlpy's stateful wrapper;
     the return-to-go is ``target_return`` minus the rewards so far.
+
+    Inputs are checked before anything runs, as the stateful wrapper checks them: TypeError
+    for an observation that is not numbers (or not the tuple of parts the policy takes),
+    ValueError naming the part for a wrong shape, NaN or inf, a bad reward or a bad ``first``.
+    A rejected call leaves the state as it was.
     """
 
-    def __init__(self, session: Any, target_return: float = 0.0):
+    def __init__(self, session: Any, target_return: float = DEFAULT_TARGET_RETURN):
         self._session = session
         inputs = session.get_inputs()
-        self._observation_names = [i.name for i in inputs if i.name.startswith("observation_")]
+        observations = [i for i in inputs if i.name.startswith("observation_")]
+        self._observation_names = [i.name for i in observations]
+        # the graph's observation shapes past the batch axis, as check_observation takes them
+        shapes = [tuple(i.shape[1:]) for i in observations]
+        self._shape = shapes[0] if len(shapes) == 1 else tuple(shapes)
         # state the graph reads (it may leave some unread, e.g. the previous action without
         # an action token, and then the exporter drops that input)
         self._state_inputs = [i for i in inputs if i.name.startswith("state.")]
@@ -53,14 +67,15 @@ class ONNXPolicy:
             i.name: np.zeros([n, *i.shape[1:]], dtype=_DTYPES[i.type]) for i in self._state_inputs
         }
         self._first = np.ones(n, dtype=np.bool_)
-        self._return_to_go = np.full((n, 1), self.target_return, dtype=np.float32)
+        # float64, as the wrapper keeps it: a sum of 10^6 rewards must not drift
+        self._return_to_go = np.full((n, 1), self.target_return)
 
     def predict(self, observation: np.ndarray | Sequence[np.ndarray], reward: float) -> Any:
         """The action for one episode's observation (run ``reset()`` first for a new one)."""
         if self._n != 1:
             raise ValueError(f"{self._n} episodes are running: use predict_batch, or reset()")
-        batched = [np.asarray(part)[None] for part in self._parts(observation)]
-        actions, _ = self._run(batched, np.array([reward], dtype=np.float32), None)
+        parts = self._parts(check_observation(observation, self._shape, batched=False))
+        actions, _ = self._run([part[None] for part in parts], check_rewards(reward, 1), None)
         return actions[0].item() if actions.ndim == 1 else actions[0]
 
     def predict_batch(
@@ -80,46 +95,50 @@ class ONNXPolicy:
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(actions, outputs)``: ``outputs`` are the logits (discrete) or the model's action
         before the action scaler."""
-        return self._run(self._parts(observations), rewards, first)
+        parts = self._parts(check_observation(observations, self._shape, batched=True))
+        rows = sorted({part.shape[0] for part in parts})
+        if rows != [self._n]:
+            raise ValueError(
+                f"observation has {', '.join(map(str, rows))} rows; expected {self._n}, one per "
+                "episode (reset(n) starts n)"
+            )
+        restart = None
+        if first is not None:
+            restart = np.asarray(first)
+            if restart.shape != (self._n,) or restart.dtype.kind not in "biu":
+                raise ValueError(
+                    f"first has shape {restart.shape} and dtype {restart.dtype}; expected "
+                    f"({self._n},) booleans, one per episode"
+                )
+        return self._run(parts, check_rewards(rewards, self._n), restart)
 
     def _run(
-        self, parts: list[Any], rewards: np.ndarray, first: np.ndarray | None
+        self, parts: list[np.ndarray], rewards: np.ndarray, restart: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        if first is not None:
-            self._first = self._first | np.asarray(first, dtype=np.bool_)
-        rewards = np.asarray(rewards, dtype=np.float32).reshape(self._n, 1)
-        start = np.where(self._first[:, None], self.target_return, self._return_to_go)
-        self._return_to_go = (start - rewards).astype(np.float32)
-        feed: dict[str, np.ndarray] = {
-            name: np.asarray(part, dtype=np.float32)
-            for name, part in zip(self._observation_names, parts, strict=True)
-        }
+        """One step on checked inputs; the state changes only once the session has run."""
+        first = self._first if restart is None else self._first | restart.astype(np.bool_)
+        start = np.where(first[:, None], self.target_return, self._return_to_go)
+        return_to_go = start - rewards
+        feed: dict[str, np.ndarray] = dict(zip(self._observation_names, parts, strict=True))
         if self._takes_return:
-            feed["return_to_go"] = self._return_to_go
-        feed["first"] = self._first
+            feed["return_to_go"] = return_to_go.astype(np.float32)
+        feed["first"] = first
         feed.update(self._state)
         action, output, *state = self._session.run(self._output_names, feed)
         nexts = dict(zip(self._output_names[2:], state, strict=True))
         self._state = {name: nexts["next." + name[len("state.") :]] for name in self._state}
+        self._return_to_go = return_to_go
         self._first = np.zeros(self._n, dtype=np.bool_)
         return action, output
 
-    def _parts(self, observation: Any) -> list[Any]:
-        """The observation's parts: itself for a one-part policy (a list of numbers is one
-        observation then), else its items, one per part."""
-        if len(self._observation_names) == 1:
-            return [observation]
-        if not isinstance(observation, (list, tuple)) or len(observation) != len(
-            self._observation_names
-        ):
-            raise ValueError(
-                f"the policy takes a tuple observation of {len(self._observation_names)} parts"
-            )
-        return list(observation)
+    @staticmethod
+    def _parts(observation: np.ndarray | tuple[np.ndarray, ...]) -> list[np.ndarray]:
+        """A checked observation's parts (one for a one-part policy)."""
+        return list(observation) if isinstance(observation, tuple) else [observation]
 
 
 def load_onnx_policy(
-    path: str | os.PathLike[str], target_return: float = 0.0, threads: int = 1
+    path: str | os.PathLike[str], target_return: float = DEFAULT_TARGET_RETURN, threads: int = 1
 ) -> ONNXPolicy:
     """An :class:`ONNXPolicy` over ``path`` on the CPU with ``threads`` intra-op threads."""
     try:

@@ -4,8 +4,8 @@ Apart from the ``d3rlpy_elmur`` package so that ``elmur --help`` and usage error
 without importing d3rlpy and torch (seconds on a small CPU): importing ``d3rlpy_elmur``
 registers its algorithms with d3rlpy, so it imports d3rlpy. Each subcommand names its
 function in :mod:`d3rlpy_elmur.cli`, imported once the arguments are parsed. Expected errors
-(a bad config, a missing dataset or model, an output that exists) are printed as one line,
-without a traceback.
+(a bad config, a missing dataset or model, an output that exists, a missing optional extra:
+:mod:`d3rlpy_elmur_cli.extras`) are printed as one line, without a traceback.
 """
 
 from __future__ import annotations
@@ -35,32 +35,37 @@ DEFAULT_TARGET_RETURN = 1.0  # return-to-go at t=0 for DT-style models (evaluati
 
 
 # ---------------------------------------------------------------- parser
+# The options every command takes: a parent of each command's parser. Where a command has no
+# progress bars or d3rlpy logs they are accepted and change nothing.
+_COMMON = argparse.ArgumentParser(add_help=False)
+_COMMON.add_argument(
+    "--threads", type=int, default=1, help="torch threads (default 1; 0 keeps torch's)"
+)
+_COMMON.add_argument("--quiet", action="store_true", help="no progress bars")
+_COMMON.add_argument("-v", "--verbose", action="store_true", help="d3rlpy's info logs")
+
+
 def _add_dataset(commands: argparse._SubParsersAction[Any]) -> None:
     dataset = commands.add_parser("dataset", help="build and list Minari datasets")
     actions = dataset.add_subparsers(dest="dataset_command", metavar="ACTION")
     actions.required = True
 
-    build = actions.add_parser("build", help="build a dataset from its recipe in datasets/")
+    build = actions.add_parser(
+        "build", parents=[_COMMON], help="build a dataset from its recipe in datasets/"
+    )
     build.add_argument("name", help="recipe name (see `elmur dataset list`)")
     build.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     build.add_argument("--n-episodes", type=int, default=None, help="override the recipe's count")
     build.add_argument("--seed", type=int, default=None, help="override the recipe's seed")
-    build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.set_defaults(func="cmd_dataset_build")
 
     listing = actions.add_parser(
-        "list", help="list recipes and which are built under MINARI_DATASETS_PATH"
+        "list",
+        parents=[_COMMON],
+        help="list recipes and which are built under MINARI_DATASETS_PATH",
     )
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(func="cmd_dataset_list")
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads (default 1; 0 keeps torch's)"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("-v", "--verbose", action="store_true", help="d3rlpy's info logs")
 
 
 def _logger_option(parser: argparse.ArgumentParser) -> None:
@@ -92,9 +97,14 @@ def _backend_options(parser: argparse.ArgumentParser, what: str) -> None:
 def _add_train(commands: argparse._SubParsersAction[Any]) -> None:
     train = commands.add_parser(
         "train",
+        parents=[_COMMON],
         help="train one config (examples/configs/*.yaml); builds its dataset if needed",
     )
-    train.add_argument("config", help="run config: a path, or a name in examples/configs")
+    train.add_argument(
+        "config",
+        help="run config: a path, or a preset's name (examples/configs in a clone; the "
+        "package ships them, so a name works from any folder)",
+    )
     train.add_argument("--dataset", help="recipe name or local Minari id (default: config's)")
     train.add_argument(
         "--steps",
@@ -126,6 +136,7 @@ def _add_train(commands: argparse._SubParsersAction[Any]) -> None:
 
     resume = commands.add_parser(
         "resume",
+        parents=[_COMMON],
         help="continue an interrupted `elmur train` run from its last checkpoint, exactly "
         "(with the folder's own config.yaml)",
     )
@@ -141,11 +152,12 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     _logger_option(parser)
-    _common(parser)
 
 
 def _add_eval(commands: argparse._SubParsersAction[Any]) -> None:
-    ev = commands.add_parser("eval", help="batched greedy online evaluation of a model")
+    ev = commands.add_parser(
+        "eval", parents=[_COMMON], help="batched greedy online evaluation of a model"
+    )
     ev.add_argument("model", help="a .d3 file (ELMURDT or a d3rlpy baseline)")
     ev.add_argument("--env", required=True, help="gymnasium id, e.g. d3rlpy_elmur/TMaze-v0")
     ev.add_argument(
@@ -164,16 +176,18 @@ def _add_eval(commands: argparse._SubParsersAction[Any]) -> None:
         help="return-to-go for DT models",
     )
     ev.add_argument("--json", metavar="OUT", help="write the rows as JSON to OUT ('-': stdout)")
-    _common(ev)
     ev.set_defaults(func="cmd_eval")
 
 
 def _add_bench(commands: argparse._SubParsersAction[Any]) -> None:
     bench = commands.add_parser(
-        "bench", help="train and evaluate every algorithm of a comparison, write results"
+        "bench",
+        parents=[_COMMON],
+        help="train and evaluate every algorithm of a comparison, write results",
     )
     bench.add_argument(
-        "suite", help="tmaze, popgym, or a suite YAML (examples/configs/bench_*.yaml)"
+        "suite",
+        help="tmaze, popgym (the presets bench_tmaze, bench_popgym), or a suite YAML's path",
     )
     bench.add_argument(
         "--seeds",
@@ -195,10 +209,11 @@ def _add_bench(commands: argparse._SubParsersAction[Any]) -> None:
     )
     _backend_options(bench, "--jobs runs at once")
     _logger_option(bench)
-    _common(bench)
     bench.set_defaults(func="cmd_bench")
 
-    report = commands.add_parser("report", help="regenerate results.md and plots")
+    report = commands.add_parser(
+        "report", parents=[_COMMON], help="regenerate results.md and plots"
+    )
     report.add_argument(
         "dir", help="the output folder of `elmur bench` or `elmur demo` (holds results.json)"
     )
@@ -208,9 +223,10 @@ def _add_bench(commands: argparse._SubParsersAction[Any]) -> None:
 def _add_sweep(commands: argparse._SubParsersAction[Any]) -> None:
     sweep = commands.add_parser(
         "sweep",
+        parents=[_COMMON],
         help="search fields of a config on validation episodes (Optuna); writes best.yaml",
     )
-    sweep.add_argument("config", help="run config: a path, or a name in examples/configs")
+    sweep.add_argument("config", help="run config: a path, or a preset's name (as for train)")
     sweep.add_argument(
         "--space",
         required=True,
@@ -248,13 +264,14 @@ def _add_sweep(commands: argparse._SubParsersAction[Any]) -> None:
     )
     _backend_options(sweep, "--jobs trials at once")
     _logger_option(sweep)
-    _common(sweep)
     sweep.set_defaults(func="cmd_sweep")
 
 
 def _add_demo(commands: argparse._SubParsersAction[Any]) -> None:
     demo = commands.add_parser(
-        "demo", help="T-Maze: ELMURDT vs DiscreteDT (K=10) at T=10^3 and 10^4 (~5 min)"
+        "demo",
+        parents=[_COMMON],
+        help="T-Maze: ELMURDT vs DiscreteDT (K=10) at T=10^3 and 10^4 (~5 min)",
     )
     demo.add_argument("--out", default="results/demo", help="output folder (results/demo)")
     demo.add_argument(
@@ -263,7 +280,6 @@ def _add_demo(commands: argparse._SubParsersAction[Any]) -> None:
         default=2,
         help="train/evaluate the two models at once, one process each (default 2: 2 cores)",
     )
-    _common(demo)
     demo.set_defaults(func="cmd_demo")
 
 
@@ -305,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except ImportError as e:  # an optional extra (popgym) is missing
+    except ImportError as e:  # an optional extra is missing (extras.MissingExtraError names it)
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

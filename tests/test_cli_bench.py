@@ -492,6 +492,16 @@ def test_bad_flags_and_envs_are_one_line_naming_the_value(roots: Path, capsys) -
             ["eval", str(model / "model.d3"), "--env", "d3rlpy_elmur/TMaze-v0", "--episodes", "0"],
             "--episodes 0: evaluate at least one episode",
         ),
+        (
+            ["eval", str(model / "model.d3"), "--env", "d3rlpy_elmur/TMaze-v1", "--corridor", "9"],
+            "corridor lengths apply to d3rlpy_elmur/TMaze-v0 only; unknown environment id "
+            "'d3rlpy_elmur/TMaze-v1'; did you mean d3rlpy_elmur/TMaze-v0",
+        ),
+        (
+            ["eval", "m.d3", "--env", "d3rlpy_elmur/VisualTMaze-v0", "--corridor", "9"],
+            "corridor lengths apply to d3rlpy_elmur/TMaze-v0 only (one row per length), not to "
+            "d3rlpy_elmur/VisualTMaze-v0: evaluate it without them",
+        ),
         (["report", str(model)], "reads the output folder of `elmur bench` or `elmur demo`"),
         (
             ["train", "toy_bc", "--n-steps-per-epoch", "0", "--out", str(roots / "y")],
@@ -499,8 +509,7 @@ def test_bad_flags_and_envs_are_one_line_naming_the_value(roots: Path, capsys) -
         ),
     ]
     for argv, message in cases:
-        quiet = [] if argv[0] == "report" else ["--quiet"]
-        assert main([*argv, *quiet]) == 1, argv
+        assert main([*argv, "--quiet"]) == 1, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and message in err and "\n" not in err, err
     # d3rlpy's names for the budget flags: 6 updates in epochs of 3 (two log rows)

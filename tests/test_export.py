@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import inspect
+import math
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from d3rlpy.constants import ActionSpace
+from d3rlpy.dataset import Episode, InfiniteBuffer, ReplayBuffer
+from d3rlpy.logging import NoopAdapterFactory
 from d3rlpy.preprocessing import MinMaxActionScaler, MinMaxObservationScaler, MinMaxRewardScaler
+from torch import nn
 
-from d3rlpy_elmur import DiscreteELMURDTConfig, ELMURDTConfig, load_onnx_policy
+from d3rlpy_elmur import DiscreteELMURDTConfig, ELMURDTConfig, ONNXPolicy, load_onnx_policy
 from d3rlpy_elmur.algos.elmur_dt import ELMURDTBase
 from d3rlpy_elmur.export import PolicyStep
-from d3rlpy_elmur.models import GRUFactory
+from d3rlpy_elmur.models import ELMURFactory, GRUFactory
+from d3rlpy_elmur_cli import DEFAULT_TARGET_RETURN
 from tests.encoders import FlattenEncoderFactory
+from tests.helpers import cue_recall_dataset, cue_recall_episode
 
 K = 4
 STEPS = 3 * K + 2  # past three segment ends
@@ -66,11 +75,50 @@ def _episode(shape: Any, rng: np.random.Generator) -> list[Any]:
     return [one() for _ in range(STEPS)]
 
 
-def _wrapper_run(algo: ELMURDTBase, episode: list[Any]) -> tuple[list[Any], np.ndarray]:
+def _wrapper_run(
+    algo: ELMURDTBase, episode: list[Any], target_return: float = 1.5
+) -> tuple[list[Any], np.ndarray]:
     sampler = RecordingSampler(algo.get_action_type().name == "DISCRETE")
-    wrapper = algo.as_stateful_wrapper(1.5, sampler)  # type: ignore[arg-type]
+    wrapper = algo.as_stateful_wrapper(target_return, sampler)  # type: ignore[arg-type]
     actions = [wrapper.predict(o, 0.25 * (t > 0)) for t, o in enumerate(episode)]
     return actions, np.stack(sampler.outputs)
+
+
+def _scripted_run(
+    algo: ELMURDTBase, path: Path, episode: list[Any], target_return: float = 1.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Actions and outputs of the TorchScript step over ``episode``, the state threaded
+    through by the caller (rewards as ``_wrapper_run`` gives them)."""
+    scripted = torch.jit.load(str(path))
+    step = PolicyStep(algo)
+    state = [step.initial_state(1)[name] for name in step.state_names]
+    rtg, actions, outputs = target_return, [], []
+    for t, observation in enumerate(episode):
+        parts = observation if isinstance(observation, list) else [observation]
+        rtg -= 0.25 * (t > 0)
+        action, output, *state = scripted(
+            *(torch.from_numpy(p)[None] for p in parts),
+            torch.tensor([[rtg]]),
+            torch.tensor([t == 0]),
+            *state,
+        )
+        actions.append(action[0].numpy())
+        outputs.append(output[0].numpy())
+    return np.stack(actions), np.stack(outputs)
+
+
+def _onnx_run(policy: ONNXPolicy, episode: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Actions and outputs of a new episode of ``policy`` (rewards as ``_wrapper_run``)."""
+    policy.reset()
+    actions, outputs = [], []
+    for t, observation in enumerate(episode):
+        got, output = policy.step(
+            [p[None] for p in observation] if isinstance(observation, list) else observation[None],
+            np.array([0.25 * (t > 0)]),
+        )
+        actions.append(got[0])
+        outputs.append(output[0])
+    return np.stack(actions), np.stack(outputs)
 
 
 CASES = [
@@ -92,36 +140,17 @@ def test_exported_policies_act_like_the_stateful_wrapper(
 
     # TorchScript: the state is threaded through by the caller
     algo.save_policy(str(tmp_path / "policy.pt"))
-    scripted = torch.jit.load(str(tmp_path / "policy.pt"))
-    step = PolicyStep(algo)
-    state = [step.initial_state(1)[name] for name in step.state_names]
-    rtg = 1.5
-    for t, observation in enumerate(episode):
-        parts = observation if isinstance(observation, list) else [observation]
-        rtg -= 0.25 * (t > 0)
-        action, output, *state = scripted(
-            *(torch.from_numpy(p)[None] for p in parts),
-            torch.tensor([[rtg]]),
-            torch.tensor([t == 0]),
-            *state,
-        )
-        np.testing.assert_allclose(output[0].numpy(), outputs[t], atol=1e-4)
-        np.testing.assert_allclose(action[0].numpy(), actions[t], atol=1e-4)
+    got, output = _scripted_run(algo, tmp_path / "policy.pt", episode)
+    np.testing.assert_allclose(output, outputs, atol=1e-4)
+    np.testing.assert_allclose(got, np.stack(actions), atol=1e-4)
 
     # ONNX through onnxruntime, twice (reset() starts the episode again)
     algo.save_policy(str(tmp_path / "policy.onnx"))
     policy = load_onnx_policy(tmp_path / "policy.onnx", target_return=1.5)
     for _ in range(2):
-        policy.reset()
-        for t, observation in enumerate(episode):
-            got, output = policy.step(
-                [p[None] for p in observation]
-                if isinstance(observation, list)
-                else observation[None],
-                np.array([0.25 * (t > 0)]),
-            )
-            np.testing.assert_allclose(output[0], outputs[t], atol=1e-4)
-            np.testing.assert_allclose(got[0], actions[t], atol=1e-4)
+        got, output = _onnx_run(policy, episode)
+        np.testing.assert_allclose(output, outputs, atol=1e-4)
+        np.testing.assert_allclose(got, np.stack(actions), atol=1e-4)
     # the state it keeps is the graph's state inputs, one row each
     assert all(
         name.startswith("state.") and value.shape[0] == 1 for name, value in policy.state.items()
@@ -197,5 +226,187 @@ def test_the_onnx_policy_takes_a_list_as_one_observation_and_names_missing_parts
         )
     parts = _algo(True, ((2,), (3,)))
     parts.save_policy(str(tmp_path / "parts.onnx"))
-    with pytest.raises(ValueError, match="tuple observation of 2 parts"):
+    # the stateful wrapper's checks and messages
+    with pytest.raises(
+        TypeError, match=r"expected a tuple of 2 arrays of shapes \[\(2,\), \(3,\)\]"
+    ):
         load_onnx_policy(tmp_path / "parts.onnx").predict(np.zeros(5, np.float32), 0.0)
+
+
+# ------------------------------------------------ straight out of training: fit, update, evaluation
+QUIET = dict(show_progress=False, logger_adapter=NoopAdapterFactory())
+ENCODERS = [
+    pytest.param(ELMURFactory(ffn="moe"), id="elmur-moe"),  # the MoE has an auxiliary loss
+    pytest.param(GRUFactory(), id="gru"),
+]
+
+
+def _autograd_tensors(module: nn.Module) -> list[str]:
+    """Where tensors with autograd history (requires_grad or a grad_fn) are reachable from the
+    attributes of ``module`` and its submodules (containers and this package's objects walked
+    through), parameters aside: a module holding one cannot be deep-copied, which export does."""
+    found: list[str] = []
+    seen: set[int] = set()
+
+    def walk(value: Any, where: str) -> None:
+        if id(value) in seen or isinstance(value, (nn.Parameter, nn.Module)):
+            return  # parameters are meant to; modules are walked by named_modules
+        seen.add(id(value))
+        if isinstance(value, torch.Tensor):
+            if value.requires_grad or value.grad_fn is not None:
+                found.append(where)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{where}[{key!r}]")
+        elif isinstance(value, (list, tuple, set)):
+            for index, item in enumerate(value):
+                walk(item, f"{where}[{index}]")
+        elif type(value).__module__.startswith("d3rlpy_elmur") and hasattr(value, "__dict__"):
+            walk(vars(value), where)  # e.g. ELMUR's step path
+
+    for name, submodule in module.named_modules():
+        for key, value in vars(submodule).items():
+            if key not in ("_parameters", "_modules"):
+                walk(value, f"{name or 'policy'}.{key}")
+    return found
+
+
+def _episodes(discrete: bool, n: int = 4) -> ReplayBuffer:
+    """Random episodes of 3K + 1 steps for ``_algo``'s vector models."""
+    rng = np.random.default_rng(5)
+    T = 3 * K + 1
+
+    def episode() -> Episode:
+        actions = rng.integers(0, 3, (T, 1)) if discrete else rng.uniform(-2, 1, (T, 2))
+        rewards = rng.uniform(0, 0.5, (T, 1)).astype(np.float32)
+        observations = rng.standard_normal((T, 3)).astype(np.float32)
+        return Episode(observations, actions.astype(np.float32), rewards, True)
+
+    return ReplayBuffer(
+        InfiniteBuffer(),
+        episodes=[episode() for _ in range(n)],
+        action_space=ActionSpace.DISCRETE if discrete else ActionSpace.CONTINUOUS,
+        action_size=3 if discrete else 2,
+    )
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_fit_then_save_policy_acts_like_the_wrapper(encoder: Any, tmp_path: Path) -> None:
+    """The deploy flow as a user runs it: fit, save_policy, load_onnx_policy, act."""
+    torch.manual_seed(0)
+    algo = DiscreteELMURDTConfig(  # type: ignore[arg-type]
+        **SMALL, token_format="rtg_obs_act", batch_size=4, sequence_encoder=encoder
+    ).create()
+    algo.fit(cue_recall_dataset(10, 8, 11), n_steps=10, n_steps_per_epoch=10, **QUIET)
+    algo.save_policy(str(tmp_path / "policy.onnx"))
+    algo.save_policy(str(tmp_path / "policy.pt"))
+    episode = list(cue_recall_episode(STEPS - 1, 1, np.random.default_rng(6)).observations)
+    # both sides with their default target return: the same one
+    actions, outputs = _wrapper_run(algo, episode, DEFAULT_TARGET_RETURN)
+    got, output = _onnx_run(load_onnx_policy(tmp_path / "policy.onnx"), episode)
+    assert got.tolist() == actions
+    np.testing.assert_allclose(output, outputs, atol=1e-4)
+    got, output = _scripted_run(algo, tmp_path / "policy.pt", episode, DEFAULT_TARGET_RETURN)
+    assert got.tolist() == actions
+    np.testing.assert_allclose(output, outputs, atol=1e-4)
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+@pytest.mark.parametrize("discrete", [True, False], ids=["discrete", "continuous"])
+def test_an_update_leaves_no_autograd_tensor_on_the_policy(discrete: bool, encoder: Any) -> None:
+    algo = _algo(discrete, (3,), sequence_encoder=encoder)
+    # a segment window, as fit samples (its update keeps the state after every segment)
+    view = algo.segment_view(_episodes(discrete), seed=0)
+    algo.update(view.sample_trajectory_batch(4, K))
+    algo.update(_episodes(discrete).sample_trajectory_batch(4, SMALL["num_segments"] * K))
+    assert algo.impl is not None
+    assert _autograd_tensors(algo.impl.policy) == []
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+@pytest.mark.parametrize("discrete", [True, False], ids=["discrete", "continuous"])
+def test_save_policy_works_after_update_and_after_evaluation(
+    discrete: bool, encoder: Any, tmp_path: Path
+) -> None:
+    algo = _algo(discrete, (3,), sequence_encoder=encoder)
+    algo.update(algo.segment_view(_episodes(discrete), seed=0).sample_trajectory_batch(4, K))
+    for suffix in (".pt", ".onnx"):  # straight after the update
+        algo.save_policy(str(tmp_path / f"updated{suffix}"))
+    episode = _episode((3,), np.random.default_rng(7))
+    actions, outputs = _wrapper_run(algo, episode)  # evaluation: the step path has run
+    algo.save_policy(str(tmp_path / "policy.pt"))
+    algo.save_policy(str(tmp_path / "policy.onnx"))
+    for got, output in (
+        _scripted_run(algo, tmp_path / "policy.pt", episode),
+        _onnx_run(load_onnx_policy(tmp_path / "policy.onnx", 1.5), episode),
+    ):
+        np.testing.assert_allclose(output, outputs, atol=1e-4)
+        np.testing.assert_allclose(got, np.stack(actions), atol=1e-4)
+
+
+def test_every_entry_point_has_the_same_default_target_return(tmp_path: Path) -> None:
+    algo = _algo(True, (3,))
+    algo.save_policy(str(tmp_path / "policy.onnx"))
+    assert load_onnx_policy(tmp_path / "policy.onnx").target_return == DEFAULT_TARGET_RETURN
+    for function in (load_onnx_policy, ONNXPolicy, ELMURDTBase.as_stateful_wrapper):
+        default = inspect.signature(function).parameters["target_return"].default
+        assert default == DEFAULT_TARGET_RETURN, function
+
+
+# --------------------------------------------------------------------- the ONNX policy's inputs
+OBS = np.array([0.5, -0.5, 1.0], np.float32)
+ONE = np.array([0.75])  # a reward: were it taken in, the return-to-go would change
+# a call the ONNX policy must refuse, the error, words of its message
+BAD_CALLS: dict[str, tuple[Callable[[ONNXPolicy], Any], type[Exception], str]] = {
+    "obs-shape": (lambda p: p.predict(np.zeros(4), 0.75), ValueError, "observation has shape"),
+    "obs-batched": (lambda p: p.predict(OBS[None], 0.75), ValueError, "observation has shape"),
+    "obs-text": (lambda p: p.predict(np.array(["a", "b", "c"]), 0.75), TypeError, "has dtype"),
+    "obs-none": (lambda p: p.predict([1.0, None, 2.0], 0.75), TypeError, "has dtype"),
+    "obs-nan": (lambda p: p.predict(OBS * np.nan, 0.75), ValueError, "observation contains NaN"),
+    "obs-inf": (lambda p: p.predict(OBS * np.inf, 0.75), ValueError, "observation contains NaN"),
+    "reward-nan": (lambda p: p.predict(OBS, math.nan), ValueError, "reward is nan"),
+    "reward-text": (lambda p: p.predict(OBS, "one"), ValueError, "reward is not a number"),  # type: ignore[arg-type]
+    "reward-shape": (lambda p: p.step(OBS[None], np.zeros(2)), ValueError, "reward has shape"),
+    "step-unbatched": (lambda p: p.step(OBS, ONE), ValueError, "observation has shape (3,)"),
+    "step-rows": (
+        lambda p: p.step(np.stack([OBS, OBS]), ONE),
+        ValueError,
+        "observation has 2 rows",
+    ),
+    "first-shape": (
+        lambda p: p.step(OBS[None], ONE, np.ones(2, bool)),
+        ValueError,
+        "first has shape",
+    ),
+    "first-float": (lambda p: p.step(OBS[None], ONE, np.ones(1)), ValueError, "dtype float64"),
+}
+
+
+@pytest.fixture(scope="module")
+def onnx_rtg_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A discrete model with return-to-go (and previous action) tokens, exported once."""
+    path = tmp_path_factory.mktemp("onnx") / "policy.onnx"
+    _algo(True, (3,)).save_policy(str(path))
+    return path
+
+
+@pytest.mark.parametrize("bad", BAD_CALLS)
+def test_the_onnx_policy_refuses_bad_input_in_one_line_and_keeps_its_state(
+    bad: str, onnx_rtg_policy: Path
+) -> None:
+    """A rejected call, at an episode's first step and in its middle, leaves the state as it
+    was, the return-to-go included (the model reads it): the episode gives the clean one's
+    outputs exactly."""
+    episode = _episode((3,), np.random.default_rng(8))
+    _, clean = _onnx_run(load_onnx_policy(onnx_rtg_policy, 1.5), episode)
+    policy = load_onnx_policy(onnx_rtg_policy, 1.5)
+    outputs = []
+    for t, observation_t in enumerate(episode):
+        if t in (0, 3):
+            call, error, words = BAD_CALLS[bad]
+            with pytest.raises(error) as info:
+                call(policy)
+            message = str(info.value)
+            assert words in message and "\n" not in message, message
+        outputs.append(policy.step(observation_t[None], np.array([0.25 * (t > 0)]))[1][0])
+    np.testing.assert_array_equal(np.stack(outputs), clean)

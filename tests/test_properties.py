@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from minari.data_collector import EpisodeBuffer
 
-from d3rlpy_elmur import DiscreteELMURDTConfig, ELMURDTConfig
+from d3rlpy_elmur import DiscreteELMURDTConfig, ELMURDTConfig, ONNXPolicy
 from d3rlpy_elmur.datasets import DatasetFormatError, UnsupportedSpaceError, load_minari
 from d3rlpy_elmur.io import ModelFileError, load_learnable
 from d3rlpy_elmur.models import ELMURFactory
@@ -184,6 +184,50 @@ def test_nonfinite_reward_is_rejected(reward: float) -> None:
     wrapper.predict(np.zeros(3, np.float32), 0.0)
     with pytest.raises(ValueError, match="reward"):
         wrapper.predict(np.zeros(3, np.float32), reward)
+
+
+# ============================================================ the ONNX policy's inputs
+@functools.cache
+def _onnx_session() -> Any:
+    """The continuous model (it reads the return-to-go) exported to ONNX once, one thread."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "policy.onnx"
+        _algo("continuous").save_policy(str(path))
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+REWARDS = st.one_of(st.floats(-1, 1), st.sampled_from([math.nan, math.inf, -math.inf]))
+
+
+@SETTINGS
+@given(calls=st.lists(st.tuples(ANY_OBS, REWARDS), min_size=1, max_size=12))
+def test_the_onnx_policy_refuses_what_the_wrapper_refuses_and_keeps_its_episode(
+    calls: list[tuple[Any, float]],
+) -> None:
+    # The wrapper's two guarantees above, for the ONNX policy, with rewards: a rejected call
+    # names the problem in one line and takes nothing in (its reward included: the model reads
+    # the return-to-go), so the accepted calls give exactly a clean episode's actions.
+    mixed, clean = ONNXPolicy(_onnx_session()), ONNXPolicy(_onnx_session())
+    taken = []
+    for observation, reward in calls:
+        expected = _expected_error(observation)
+        if expected is None and not math.isfinite(reward):
+            expected = ValueError, ("reward",)
+        if expected is None:
+            taken.append((observation, reward, mixed.predict(observation, reward)))
+            continue
+        error, words = expected
+        with pytest.raises((TypeError, ValueError)) as info:
+            mixed.predict(observation, reward)
+        message = str(info.value)
+        assert isinstance(info.value, error), message
+        assert any(w in message for w in words) and "\n" not in message, message
+    for observation, reward, action in taken:
+        np.testing.assert_array_equal(clean.predict(observation, reward), action)
 
 
 # ==================================================================== load_minari's inputs

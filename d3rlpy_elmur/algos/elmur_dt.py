@@ -23,6 +23,8 @@ import dataclasses
 import warnings
 from typing import Any
 
+import d3rlpy
+import numpy as np
 import torch
 from d3rlpy.algos.transformer.action_samplers import (
     GreedyTransformerActionSampler,
@@ -391,23 +393,30 @@ class ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, ELMURDTConfigBase]):
     ) -> None:
         """d3rlpy's ``fit`` on segment-recurrent windows; trains exactly ``n_steps`` updates.
 
-        ``seed`` seeds window sampling (model init follows torch's global seed, as in d3rlpy);
-        a :class:`SegmentRecurrentView` from :meth:`segment_view` is used as it is. Windows
-        start from the stored boundary states of the dataset's episodes (see
-        ``memory_refresh_every``). Other keyword arguments (logger_adapter, eval_env,
-        save_interval, callback, ...) are d3rlpy's.
+        ``seed`` makes the run repeatable: it calls ``d3rlpy.seed(seed)`` (Python, numpy and
+        torch: model init when the model is built here, dropout, d3rlpy's own draws) and seeds
+        the window sampler. Without it the global generators are left as they are and the
+        sampler's seed is drawn from numpy's, so ``d3rlpy.seed(n)`` before ``fit`` also
+        repeats a run. A :class:`SegmentRecurrentView` from :meth:`segment_view` is used as it
+        is, its sampler included (``seed`` then seeds the rest). Windows start from the stored
+        boundary states of the dataset's episodes (see ``memory_refresh_every``). Other
+        keyword arguments (logger_adapter, eval_env, save_interval, callback, ...) are
+        d3rlpy's.
 
         What d3rlpy's ``fit`` cannot express, and so this override adds: windows of whole
         segments (d3rlpy samples ``context_size`` steps through the dataset; the view samples
         ``(1 + S) * K``), the table of boundary states those windows start from, which lives
-        as long as this call, a seed for the window sampler, ``num_threads`` for this call
-        only, and an epoch length that divides ``n_steps`` (d3rlpy trains
-        ``n_steps // n_steps_per_epoch`` whole epochs: 0 updates when n_steps is smaller).
+        as long as this call, a seed for the run, ``num_threads`` for this call only, and an
+        epoch length that divides ``n_steps`` (d3rlpy trains ``n_steps // n_steps_per_epoch``
+        whole epochs: 0 updates when n_steps is smaller).
         """
+        if seed is not None:
+            d3rlpy.seed(seed)  # before the model is built (d3rlpy's fit builds it)
         if isinstance(dataset, SegmentRecurrentView):  # a view built (or restored) by the caller
             view = dataset
         else:
-            view = self.segment_view(dataset, seed)
+            sampler_seed = int(np.random.randint(2**31)) if seed is None else seed
+            view = self.segment_view(dataset, sampler_seed)
         per_epoch = plan_epochs(n_steps, n_steps_per_epoch)
         self._replay = (view, BoundaryStates(view.num_boundaries))
         threads = torch.get_num_threads()
@@ -421,9 +430,15 @@ class ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, ELMURDTConfigBase]):
             self._replay = None  # the table belongs to this fit (it can be large)
 
     def update(self, batch: TrajectoryMiniBatch) -> dict[str, float]:
-        """One update. A :class:`SegmentWindowBatch` (what ``fit`` samples) trains with real
-        previous actions and, inside ``fit``, from the stored boundary states; any other
-        batch of (1 + S) * K steps starts from the initial state before its context segment."""
+        """One update on whole segments of K steps.
+
+        A :class:`SegmentWindowBatch` (what ``fit`` samples) is a context segment, run without
+        gradient, and n >= 1 segments; it trains with real previous actions and, inside
+        ``fit``, from the stored boundary states. Any other batch starts from the initial
+        memory: (1 + S) * K steps, the length of ``fit``'s windows, is read as a context
+        segment and S segments; any other n * K steps (n >= 1; n = 1 is d3rlpy's batch of
+        ``context_size`` steps) as n segments. Other lengths raise ValueError naming the
+        accepted ones (``ELMURDTImpl.context_steps``)."""
         assert self._impl is not None, "build the algorithm first (build_with_dataset)"
         cfg = self._config
         torch_batch = self._to_torch(batch)

@@ -10,7 +10,6 @@ run on it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -19,11 +18,9 @@ import numpy as np
 import torch
 from d3rlpy.algos.transformer.action_samplers import TransformerActionSampler
 from d3rlpy.algos.transformer.base import StatefulTransformerWrapper
-from d3rlpy.dataset import is_tuple_shape
-from d3rlpy.dataset.utils import cast_tuple_shape
-from d3rlpy.types import NDArray, Observation, Shape, TorchObservation
+from d3rlpy.types import NDArray, Observation, TorchObservation
 
-from ..observations import map_observations
+from ..observations import check_observation, check_rewards, map_observations
 
 if TYPE_CHECKING:
     from .elmur_dt import ELMURDTBase
@@ -31,7 +28,6 @@ if TYPE_CHECKING:
 __all__ = [
     "ELMURStatefulWrapper",
     "StepInference",
-    "check_observation",
     "environment_actions",
     "no_previous_action",
     "scale_inputs",
@@ -62,55 +58,6 @@ def no_previous_action(
     """The previous-action input at an episode's first step [n, width]: -1 (discrete; the
     embedding's extra row) or zeros (continuous), as the training windows have it."""
     return torch.full((n, width), -1.0 if discrete else 0.0, device=device)
-
-
-def check_observation(observation: Any, shape: Shape, batched: bool) -> Observation:
-    """The observation as a float32 array of ``shape`` (after a batch axis when ``batched``);
-    for a tuple shape, a tuple of such arrays, one per part.
-
-    Raises TypeError for non-numeric input and ValueError for a wrong shape or NaN/inf.
-    """
-    if not is_tuple_shape(shape):
-        return _check_array(observation, tuple(shape), batched)
-    parts = cast_tuple_shape(shape)
-    if not isinstance(observation, (list, tuple)) or len(observation) != len(parts):
-        raise TypeError(
-            f"observation is a {type(observation).__name__}; expected a tuple of "
-            f"{len(parts)} arrays of shapes {[tuple(p) for p in parts]}"
-        )
-    return tuple(
-        _check_array(part, tuple(part_shape), batched)
-        for part, part_shape in zip(observation, parts, strict=True)
-    )
-
-
-def _check_array(observation: Any, shape: tuple[int, ...], batched: bool) -> np.ndarray:
-    if (
-        type(observation) is np.ndarray
-        and observation.dtype == np.float32
-        and observation.ndim == len(shape) + int(batched)
-        and observation.shape[int(batched) :] == tuple(shape)
-    ):
-        # the common case (a gymnasium Box observation): only the finiteness check is left
-        if not np.isfinite(observation).all():
-            raise ValueError("observation contains NaN or inf")
-        return observation
-    try:
-        array = np.asarray(observation)
-    except Exception as exc:  # ragged sequences and the like
-        raise TypeError(f"observation is not an array: {exc}") from exc
-    if array.dtype.kind not in "biuf":  # complex, timedelta, strings, objects are not numbers here
-        raise TypeError(f"observation has dtype {array.dtype}; expected real numbers")
-    got = array.shape[1:] if batched else array.shape
-    if tuple(got) != tuple(shape):
-        raise ValueError(
-            f"observation has shape {array.shape}; expected "
-            f"{('(batch, ' + ', '.join(map(str, shape)) + ')') if batched else tuple(shape)}"
-        )
-    array = array.astype(np.float32, copy=False)
-    if not np.isfinite(array).all():
-        raise ValueError("observation contains NaN or inf")
-    return array
 
 
 class StepInference:
@@ -198,9 +145,7 @@ class ELMURStatefulWrapper(StatefulTransformerWrapper):
             lambda part: torch.from_numpy(part).to(self._device)[None],
             check_observation(x, self._shape, batched=False),
         )
-        if not math.isfinite(reward):
-            raise ValueError(f"reward is {reward}; expected a finite number")
-        out = self._inference.outputs(observation, reward)
+        out = self._inference.outputs(observation, check_rewards(reward, 1))
         out = out[0] if out.device.type == "cpu" else out[0].cpu()
         action = self._action_sampler(out.numpy())
         taken = self._inference.take(torch.as_tensor(action, dtype=torch.float32)[None])

@@ -25,13 +25,25 @@ from collections.abc import Callable
 from typing import Any
 
 from d3rlpy_elmur_cli import BACKENDS  # the parser's, which must not import d3rlpy
+from d3rlpy_elmur_cli.extras import require
 
 from .workers import configure_worker, worker_init
 
-__all__ = ["BACKENDS", "RAY_RETRIES", "RayExecutor", "make_executor"]
+__all__ = ["BACKENDS", "RAY_RETRIES", "RayExecutor", "check_backend", "make_executor"]
 
 RAY_RETRIES = 3
 _FORWARDED_ENV = ("MINARI_DATASETS_PATH", "ELMUR_RECIPES_DIR", "ELMUR_CONFIGS_DIR")
+
+
+def check_backend(backend: str, address: str | None = None) -> None:
+    """Refuse, before any run, a backend that cannot start: an unknown name, ``address``
+    without Ray, Ray not installed."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if backend == "local" and address is not None:
+        raise ValueError("--address is for --backend ray")
+    if backend == "ray":
+        require("ray", "--backend ray")
 
 
 def make_executor(
@@ -41,18 +53,15 @@ def make_executor(
     on Ray the bench submits every run and the cluster runs as many at once as its CPUs
     allow, while a sweep keeps ``jobs`` trials in flight (it asks Optuna for one as another
     ends)."""
+    check_backend(backend, address)
     if backend == "local":
-        if address is not None:
-            raise ValueError("--address is for --backend ray")
         return concurrent.futures.ProcessPoolExecutor(
             max_workers=jobs,
             mp_context=multiprocessing.get_context("spawn"),  # a forked torch can hang
             initializer=worker_init,
             initargs=(threads,),
         )
-    if backend == "ray":
-        return RayExecutor(threads, address)
-    raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    return RayExecutor(threads, address)
 
 
 def _in_ray_task(fn: Callable[..., Any], threads: int, cwd: str, *args: Any) -> Any:
@@ -66,10 +75,9 @@ class RayExecutor(concurrent.futures.Executor):
     """Each ``submit`` is one Ray task; its future is Ray's ``ObjectRef.future()``."""
 
     def __init__(self, threads: int, address: str | None = None) -> None:
-        try:
-            import ray
-        except ImportError as e:
-            raise ImportError("--backend ray needs Ray: pip install 'd3rlpy-elmur[ray]'") from e
+        require("ray", "--backend ray")
+        import ray
+
         self._ray = ray
         self._started = not ray.is_initialized()
         if self._started and address is None:

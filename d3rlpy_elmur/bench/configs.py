@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import os
 import re
 import types
@@ -128,7 +129,12 @@ def configs_dir() -> Path:
 def resolve_config_path(name: str | os.PathLike[str], relative_to: Path | None = None) -> Path:
     """A config relative to ``relative_to`` (the folder of the file whose ``base`` it is),
     else as given (relative to the working directory), else in :func:`configs_dir`
-    (``.yaml`` may be left out)."""
+    (``.yaml`` may be left out). The error lists every path tried.
+
+    A path is never shortened to its file name to find a preset: ``my/tmaze_elmur.yaml``
+    that does not exist is a mistake to report, not the preset ``tmaze_elmur`` to train.
+    The error names such a preset instead (a clone's ``examples/configs/X.yaml`` from
+    another folder)."""
     raw = Path(name)
     candidates = [] if relative_to is None or raw.is_absolute() else [relative_to / raw]
     candidates += [raw, configs_dir() / raw]
@@ -138,7 +144,23 @@ def resolve_config_path(name: str | os.PathLike[str], relative_to: Path | None =
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise ConfigError(f"config {str(name)!r} not found (looked in {configs_dir()})")
+    tried = ", ".join(str(c.absolute()) for c in dict.fromkeys(candidates))
+    message = f"config {str(name)!r} not found; tried {tried}"
+    stem, presets = raw.name.removesuffix(".yaml"), _preset_names()
+    close = [stem] if stem in presets else difflib.get_close_matches(stem, presets, n=3)
+    if close:
+        message += f"; did you mean the preset {' or '.join(close)}?"
+    else:
+        message += f"; the presets are the .yaml files in {configs_dir()}"
+    raise ConfigError(message)
+
+
+def _preset_names() -> list[str]:
+    """The configs in :func:`configs_dir` as ``elmur train`` names them (no ``.yaml``)."""
+    root = configs_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
 
 
 def config_reference(config: Path, folder: Path) -> str:

@@ -24,18 +24,27 @@ from d3rlpy.logging import (
 from d3rlpy.logging.logger import AlgProtocol, SaveProtocol
 
 from d3rlpy_elmur_cli import LOGGERS  # the parser's, which must not import d3rlpy
+from d3rlpy_elmur_cli.extras import require
 
 from ..io import atomic_write
 
 __all__ = ["LOGGERS", "RunFileAdapterFactory", "check_loggers", "final_loss", "run_logger"]
 
 
+# what d3rlpy's adapter for each logger imports (the tracking extra installs both)
+_LOGGER_MODULES = {"tensorboard": "tensorboardX", "wandb": "wandb"}
+
+
 def check_loggers(names: Sequence[str]) -> list[str]:
-    """The names, validated (``csv`` is always on and may be named)."""
+    """The names besides ``csv`` (always on, and may be named), validated and with their
+    packages installed: called before a run starts, so a missing one costs no training."""
     unknown = [name for name in names if name not in LOGGERS]
     if unknown:
         raise ValueError(f"unknown logger(s) {unknown}: choose from {list(LOGGERS)}")
-    return [name for name in dict.fromkeys(names) if name != "csv"]
+    adapters = [name for name in dict.fromkeys(names) if name != "csv"]
+    for name in adapters:
+        require(_LOGGER_MODULES[name], f"--logger {name}")
+    return adapters
 
 
 def run_logger(

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from d3rlpy_elmur_cli.extras import available
+
 from ..evaluation.tasks import format_length
 
 __all__ = [
@@ -347,7 +349,9 @@ def plot_popgym(results: dict[str, Any], path: str | Path) -> Path:
 
 
 def write_report(results: dict[str, Any], out_dir: str | Path) -> list[Path]:
-    """Write ``results.json``, ``results.md`` and the plot; returns the paths."""
+    """Write ``results.json``, ``results.md`` and the plot; returns the paths. The plot is
+    left out where matplotlib (the plot extra) is not installed: the results are the point,
+    and a long bench must not lose them to it (the CLI says so before it starts)."""
     from ..io import atomic_write
 
     out = Path(out_dir)
@@ -360,6 +364,8 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> list[Path]:
     with atomic_write(out / "results.md", "w") as f:
         f.write(render_markdown(results))
     written.append(out / "results.md")
+    if not available("matplotlib"):
+        return written
     if results["kind"] == "tmaze":
         written.append(plot_tmaze(results, out / TMAZE_PLOT))
     else:

@@ -16,10 +16,11 @@ from typing import Any
 
 from ..datasets import get_recipe, load_minari, open_minari
 from ..datasets.spaces import is_discrete_action_space
-from ..evaluation.tasks import evaluate_popgym, evaluate_tmaze, format_length
+from ..evaluation.tasks import check_evaluation, evaluate_popgym, evaluate_tmaze, format_length
 from ..io import atomic_write, load_learnable
-from .backends import make_executor
+from .backends import check_backend, make_executor
 from .configs import ConfigError, RunConfig, load_run_config
+from .loggers import check_loggers
 from .report import write_report
 from .run_folder import cached_result, run_fingerprint, write_result
 from .runinfo import run_info
@@ -312,6 +313,11 @@ def run_suite(
     the runs' own progress bars are off; a bar counts finished runs and a line is logged for
     each.
     """
+    # what every run needs is checked before the first one trains (or the folder is made)
+    check_loggers(loggers)
+    check_backend(backend, address)
+    for name in suite.tasks:
+        check_evaluation(get_recipe(name).env)  # a POPGym task needs the popgym extra
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -49,10 +49,11 @@ from typing import Any
 import yaml
 
 from d3rlpy_elmur_cli import DEFAULT_EVAL_SEED  # the parser's, which must not import d3rlpy
+from d3rlpy_elmur_cli.extras import available, require
 
-from ..evaluation.tasks import evaluate_model
+from ..evaluation.tasks import check_evaluation, evaluate_model
 from ..io import atomic_write, exclusive_folder, load_learnable
-from .backends import make_executor
+from .backends import check_backend, make_executor
 from .configs import (
     ConfigError,
     RunConfig,
@@ -62,6 +63,7 @@ from .configs import (
     override_run_config,
     resolve_config_path,
 )
+from .loggers import check_loggers
 from .run_folder import OutputExistsError, cached_result, run_fingerprint, write_result
 from .runinfo import run_info
 from .train import ensure_dataset, train_checkpointed
@@ -386,6 +388,10 @@ def run_sweep(
         raise ValueError(f"episodes={episodes}: evaluate at least one episode")
     if jobs < 1:
         raise ValueError(f"jobs={jobs}: at least one")
+    # everything a trial needs is checked before the first one trains
+    require("optuna", "elmur sweep")
+    check_loggers(loggers)
+    check_backend(backend, address)
     from optuna.trial import TrialState
 
     dims = load_space(space)
@@ -399,8 +405,9 @@ def run_sweep(
     dataset_name = dataset or run.dataset
     if not dataset_name:
         raise ConfigError(f"config {base.name} names no dataset; pass --dataset")
-    dataset_id = ensure_dataset(dataset_name, progress=show_progress)
     env_id = env or _env_of(dataset_name, run.eval.env)
+    check_evaluation(env_id, corridors)
+    dataset_id = ensure_dataset(dataset_name, progress=show_progress)
     out = Path(out_dir)
     identity = {
         "config": run.to_dict(),
@@ -624,16 +631,14 @@ def render_sweep(summary: dict[str, Any]) -> str:
 
 
 def plot_sweep(summary: dict[str, Any], path: str | Path) -> Path | None:
-    """Score per finished trial, labelled by its values; None without matplotlib."""
-    try:
-        from .report import _pyplot, _save_figure
-
-        plt = _pyplot()
-    except ImportError:
-        return None
+    """Score per finished trial, labelled by its values; None without matplotlib (the plot
+    extra) or without a finished trial."""
     rows = [row for row in summary["trials"] if row["state"] == "complete"]
-    if not rows:
+    if not rows or not available("matplotlib"):
         return None
+    from .report import _pyplot, _save_figure
+
+    plt = _pyplot()
     best = summary["best"]
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5))
     labels = [f"{row['number']}: {_label(row['values'])}" for row in rows]

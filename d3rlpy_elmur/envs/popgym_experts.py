@@ -27,6 +27,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from d3rlpy_elmur_cli.extras import require
+
 from .experts import register_expert
 
 __all__ = [
@@ -58,10 +60,8 @@ EXPERT_RETURN_BOUNDS: dict[str, float] = {
 
 def register_popgym(env_id: str) -> None:
     """Imports popgym, which registers its ids with gymnasium (``env_id`` names the need)."""
-    try:
-        import popgym  # noqa: F401  (import registers the popgym-* ids)
-    except ImportError as e:
-        raise ImportError(f"{env_id} needs popgym: pip install 'd3rlpy-elmur[popgym]'") from e
+    require("popgym", env_id)
+    import popgym  # noqa: F401  (import registers the popgym-* ids)
 
 
 def make_popgym_env(env_id: str, **kwargs: Any) -> gym.Env[Any, Any]:

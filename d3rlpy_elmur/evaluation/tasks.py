@@ -10,12 +10,13 @@ from typing import Any
 from d3rlpy_elmur_cli import DEFAULT_TARGET_RETURN  # the parser's, which must not import d3rlpy
 
 from ..envs.registration import TMAZE_ID
-from .envs import is_tmaze, make_eval_env
+from .envs import check_env_id, is_tmaze, make_eval_env
 from .episodes import MAX_ENVS, evaluate
 
 __all__ = [
     "PAPER_LENGTHS",
     "QUICK_LENGTHS",
+    "check_evaluation",
     "evaluate_model",
     "evaluate_popgym",
     "evaluate_tmaze",
@@ -117,6 +118,26 @@ def evaluate_popgym(
     return {"task": env_id, **result}
 
 
+def check_evaluation(env_id: str, corridors: Sequence[int] | None = None) -> None:
+    """What :func:`evaluate_model` checks before any episode, for callers that train first
+    (sweeps): ``env_id`` is registered (a POPGym id imports popgym: the popgym extra), and
+    corridor lengths go with the T-Maze only."""
+    if is_tmaze(env_id):
+        return
+    try:
+        check_env_id(env_id)
+    except ValueError as e:
+        if not corridors:
+            raise
+        # e.g. d3rlpy_elmur/TMaze-v1: not registered; the message suggests the T-Maze's id
+        raise ValueError(f"corridor lengths apply to {TMAZE_ID} only; {e}") from None
+    if corridors:
+        raise ValueError(
+            f"corridor lengths apply to {TMAZE_ID} only (one row per length), not to "
+            f"{env_id}: evaluate it without them"
+        )
+
+
 def evaluate_model(
     algo: Any,
     env_id: str,
@@ -131,6 +152,7 @@ def evaluate_model(
     default T = 9 ... 10^4), else one row for the environment."""
     if episodes < 1:
         raise ValueError(f"--episodes {episodes}: evaluate at least one episode")
+    check_evaluation(env_id, corridors)
     if is_tmaze(env_id):
         lengths = [c + 2 for c in corridors] if corridors else list(QUICK_LENGTHS)
         return evaluate_tmaze(
@@ -141,8 +163,6 @@ def evaluate_model(
             target_return=target_return,
             show_progress=show_progress,
         )
-    if corridors:
-        raise ValueError(f"corridor lengths apply to the T-Maze only, not to {env_id}")
     return [
         evaluate_popgym(
             algo,

@@ -39,7 +39,7 @@ from torch import nn
 
 from .attention import CrossAttention, SelfAttention
 from .ffn import MLP, MoE
-from .sequence import SequenceEncoder, State
+from .sequence import SequenceEncoder, SequenceOutput, State
 
 if TYPE_CHECKING:
     from .elmur_step import ELMURStepper
@@ -206,15 +206,18 @@ class ELMURLayer(nn.Module):
         memory: torch.Tensor,
         read_bias: torch.Tensor | None,
         valid: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """h2 = h1 + CrossAttn(h1, m); h = h2 + FFN(h2). h1 [B, T, D], memory [B, M, D];
-        ``valid`` [B, T] marks real tokens (for the MoE's load-balancing loss)."""
+        ``valid`` [B, T] marks real tokens. Returns h and the MoE's load-balancing loss over
+        them (None with an MLP)."""
         if self.reads:
             mem = self.ln_read_mem(memory)
             h1 = self._residual(h1, lambda q: self.read_attn(q, mem, read_bias), self.ln_read)
-        if isinstance(self.ffn, MoE):
-            return self._residual(h1, lambda x: self.ffn(x, valid), self.ln_ffn)
-        return self._residual(h1, self.ffn, self.ln_ffn)
+        if not isinstance(self.ffn, MoE):
+            return self._residual(h1, self.ffn, self.ln_ffn), None
+        # _residual, spelled out: the MoE also returns its loss
+        y, balance = self.ffn(self.ln_ffn(h1) if self.pre_norm else h1, valid)
+        return (h1 + y if self.pre_norm else self.ln_ffn(h1 + y)), balance
 
     def forward(
         self,
@@ -224,10 +227,10 @@ class ELMURLayer(nn.Module):
         context: torch.Tensor | None = None,
         context_valid: torch.Tensor | None = None,
         valid: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Token path of one segment: x [B, T, D] -> h [B, T, D]. ``context``: this layer's
-        inputs at the previous segment's last W tokens [B, W, D], valid rows ``context_valid``;
-        ``valid`` [B, T]: the real tokens."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Token path of one segment: x [B, T, D] -> h [B, T, D] and the MoE's loss (see
+        ``read_and_ffn``). ``context``: this layer's inputs at the previous segment's last W
+        tokens [B, W, D], valid rows ``context_valid``; ``valid`` [B, T]: the real tokens."""
         if self.pre_norm:
             ctx = None if context is None else self.ln_self(context)
             h1 = x + self.self_attn(self.ln_self(x), ctx, context_valid)
@@ -308,7 +311,6 @@ class ELMUR(SequenceEncoder):
             self.write_time_bias = nn.Embedding(cfg.time_buckets + 1, cfg.num_heads)
             nn.init.zeros_(self.read_time_bias.weight)
             nn.init.zeros_(self.write_time_bias.weight)
-        self._aux: tuple[torch.Tensor, torch.Tensor] | None = None  # (weighted sum, tokens)
         self._stepper: ELMURStepper | None = None  # the step path, made by initial_step_state
 
     # ----------------------------------------------------------------------------------- helpers
@@ -358,25 +360,6 @@ class ELMUR(SequenceEncoder):
                 bound = max(bound, ln_bound)
         return bound
 
-    def aux_loss(self) -> torch.Tensor | None:
-        """The MoE load-balancing loss of the last ``forward``: summed over layers, a mean
-        over its real tokens (each segment weighted by its count), so S does not scale it."""
-        if self._aux is None:
-            return None
-        total, tokens = self._aux
-        return total / tokens.clamp(min=1.0)
-
-    def _collect_aux(self, valid: torch.Tensor) -> None:
-        if self.cfg.ffn != "moe":
-            return
-        losses = [cast(MoE, layer.ffn).last_aux for layer in self.elmur_layers()]
-        aux = torch.stack([a for a in losses if a is not None]).sum() * self.cfg.moe_aux_weight
-        n = valid.sum().to(aux.dtype)
-        total, tokens = (
-            (aux * n, n) if self._aux is None else (self._aux[0] + aux * n, self._aux[1] + n)
-        )
-        self._aux = (total, tokens)
-
     # ------------------------------------------------------------------------------ segment path
     def initial_state(self, batch_size: int) -> State:
         memory = self.memory_init.unsqueeze(0).expand(batch_size, -1, -1, -1)
@@ -396,8 +379,10 @@ class ELMUR(SequenceEncoder):
 
     def _segment(
         self, x: torch.Tensor, valid: torch.Tensor, steps: torch.Tensor, state: State
-    ) -> tuple[torch.Tensor, State]:
-        """One segment: x [B, T<=K, D] -> [B, T, D]; memory is written iff step K-1 is real."""
+    ) -> tuple[torch.Tensor, State, torch.Tensor | None]:
+        """One segment: x [B, T<=K, D] -> [B, T, D], the state after it, and the MoE's
+        load-balancing loss summed over layers (None with MLPs); memory is written iff step
+        K-1 is real."""
         memory, anchors = state["memory"], state["anchors"]
         B, T, _ = x.shape
         read_bias, write_bias = self.time_biases(steps, anchors)
@@ -412,7 +397,7 @@ class ELMUR(SequenceEncoder):
             key_mask = torch.zeros(B, 1, 1, T, dtype=x.dtype, device=x.device)
             key_mask = key_mask.masked_fill(hidden, float("-inf"))
         W = self.cfg.window
-        contexts, outputs = [], []
+        contexts, outputs, balance = [], [], []
         h = x
         for i, layer in enumerate(self.elmur_layers()):
             mi = self.memory_index(i)
@@ -424,11 +409,14 @@ class ELMUR(SequenceEncoder):
                     contexts.append(context)
                 if not self.cfg.context_gradient:
                     context = context.detach()
-                h = layer(h, memory[:, mi], read_bias[mi], context, state["context_valid"], valid)
+                h, loss = layer(
+                    h, memory[:, mi], read_bias[mi], context, state["context_valid"], valid
+                )
             else:
-                h = layer(h, memory[:, mi], read_bias[mi], valid=valid)
+                h, loss = layer(h, memory[:, mi], read_bias[mi], valid=valid)
             outputs.append(h)
-        self._collect_aux(valid)
+            if loss is not None:
+                balance.append(loss)
         # every layer read the memory before this segment's write
         new_state = {"memory": memory, "anchors": anchors}
         if key_mask is not None:
@@ -439,7 +427,8 @@ class ELMUR(SequenceEncoder):
         if W:
             new_state["context"] = torch.stack(contexts, 1)
             new_state["context_valid"] = state["context_valid"] | complete
-        return self.ln_out(h), new_state
+        aux = torch.stack(balance).sum() * self.cfg.moe_aux_weight if balance else None
+        return self.ln_out(h), new_state, aux
 
     def write_memory(
         self,
@@ -504,21 +493,29 @@ class ELMUR(SequenceEncoder):
         steps: torch.Tensor,
         state: State,
         keep_states: bool = False,
-    ) -> tuple[torch.Tensor, State]:
-        self._aux = None
-        self._kept: list[State] = []
+    ) -> SequenceOutput:
+        """See ``SequenceEncoder.forward``. The auxiliary loss is the MoE's load-balancing
+        loss, a mean over the real tokens (each segment weighted by its count, so S does not
+        scale it)."""
         K = self.context_size
         truncate = self.cfg.truncate_every
-        outputs = []
+        outputs, kept, losses, counts = [], [], [], []
         for index, start in enumerate(range(0, tokens.shape[1], K)):
             seg = slice(start, start + K)
-            out, state = self._segment(tokens[:, seg], valid[:, seg], steps[:, seg], state)
+            out, state, aux = self._segment(tokens[:, seg], valid[:, seg], steps[:, seg], state)
             outputs.append(out)
+            if aux is not None:
+                losses.append(aux)
+                counts.append(valid[:, seg].sum())
             if keep_states:
-                self._kept.append(state)
+                kept.append(state)
             if truncate and (index + 1) % truncate == 0:
                 state = {key: value.detach() for key, value in state.items()}
-        return torch.cat(outputs, 1), state
+        aux_loss = None
+        if losses:
+            n = torch.stack(counts).to(losses[0].dtype)
+            aux_loss = (torch.stack(losses) * n).sum() / n.sum().clamp(min=1.0)
+        return SequenceOutput(torch.cat(outputs, 1), state, kept, aux_loss)
 
     # ------------------------------------------------------- step and export paths (other files)
     def initial_step_state(self, batch_size: int) -> State:

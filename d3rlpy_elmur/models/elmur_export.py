@@ -70,7 +70,8 @@ def export_step(
         y = sa.out_proj(attend_one(q, cached_k, cached_v, bias))
         h1 = x + y if layer.pre_norm else layer.ln_self(x + y)
         mi = model.memory_index(i)
-        x = layer.read_and_ffn(h1[:, None], memory[:, mi], read_bias[mi])[:, 0]
+        x, _ = layer.read_and_ffn(h1[:, None], memory[:, mi], read_bias[mi])
+        x = x[:, 0]
         keys.append(cached_k)
         values.append(cached_v)
         outs.append(x)

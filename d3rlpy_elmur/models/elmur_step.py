@@ -54,10 +54,11 @@ def _layer_norm(ln: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
 
 
 def _ffn(ffn: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``ffn(x)`` in eval mode; the MLP without dropout and module calls."""
+    """``ffn(x)`` in eval mode; the MLP without dropout and module calls, the MoE without
+    its load-balancing loss."""
     if isinstance(ffn, MLP):
         return _linear(ffn.proj, F.gelu(_linear(ffn.fc, x)))
-    return ffn(x)
+    return ffn(x)[0]
 
 
 def attend_one(

@@ -38,11 +38,12 @@ class MoE(nn.Module):
         self.w_in = nn.Parameter(torch.randn(num_experts, dim, hidden) / math.sqrt(dim))
         self.w_out = nn.Parameter(torch.randn(num_experts, hidden, dim) / math.sqrt(hidden))
         self.dropout = dropout
-        self.last_aux: torch.Tensor | None = None
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        """x [..., D]; the load-balancing loss counts the tokens where ``valid`` [...] is
-        true (all when None): padding must not pull the router."""
+    def forward(
+        self, x: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [..., D] -> (output [..., D], load-balancing loss []). The loss counts the tokens
+        where ``valid`` [...] is true (all when None): padding must not pull the router."""
         probs = self.router(x).softmax(-1)  # [..., E]
         top = probs.argmax(-1)
         gate = probs * F.one_hot(top, probs.shape[-1]).to(probs.dtype)
@@ -52,6 +53,6 @@ class MoE(nn.Module):
         weight = (torch.ones_like(top) if valid is None else valid).to(probs.dtype)
         weight = weight.reshape(-1, 1) / weight.sum().clamp(min=1.0)  # a mean over real tokens
         fraction = (F.one_hot(top, E).to(probs.dtype).reshape(-1, E) * weight).sum(0)
-        self.last_aux = E * (fraction * (probs.reshape(-1, E) * weight).sum(0)).sum()
+        balance = E * (fraction * (probs.reshape(-1, E) * weight).sum(0)).sum()
         routed = F.dropout(routed, self.dropout, self.training)
-        return self.shared(x) + routed
+        return self.shared(x) + routed, balance

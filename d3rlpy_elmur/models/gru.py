@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .sequence import SequenceEncoder, State
+from .sequence import SequenceEncoder, SequenceOutput, State
 
 __all__ = ["GRUEncoder"]
 
@@ -48,11 +48,10 @@ class GRUEncoder(SequenceEncoder):
         steps: torch.Tensor,
         state: State,
         keep_states: bool = False,
-    ) -> tuple[torch.Tensor, State]:
+    ) -> SequenceOutput:
         K = self.context_size
-        self._kept: list[State] = []
         hidden = state["hidden"]
-        outputs = []
+        outputs, kept = [], []
         for index, start in enumerate(range(0, tokens.shape[1], K)):
             seg = slice(start, start + K)
             out, new = self.gru(tokens[:, seg], hidden.transpose(0, 1).contiguous())
@@ -60,10 +59,10 @@ class GRUEncoder(SequenceEncoder):
             hidden = torch.where(has_step, new.transpose(0, 1), hidden)
             outputs.append(out)
             if keep_states:
-                self._kept.append({"hidden": hidden})
+                kept.append({"hidden": hidden})
             if self.truncate_every and (index + 1) % self.truncate_every == 0:
                 hidden = hidden.detach()
-        return torch.cat(outputs, 1), {"hidden": hidden}
+        return SequenceOutput(torch.cat(outputs, 1), {"hidden": hidden}, kept, None)
 
     def initial_step_state(self, batch_size: int) -> State:
         return {"hidden": self.initial_state(batch_size)["hidden"].clone()}

@@ -15,7 +15,7 @@ from d3rlpy.types import Shape, TorchObservation
 from torch import nn
 
 from ..observations import first_part, map_observations
-from .sequence import SequenceEncoder, State
+from .sequence import SequenceEncoder, SequenceOutput, State
 
 __all__ = ["TOKEN_FORMATS", "SequencePolicy", "create_sequence_policy"]
 
@@ -90,10 +90,11 @@ class SequencePolicy(nn.Module):
         steps: torch.Tensor,
         state: State,
         keep_states: bool = False,
-    ) -> tuple[torch.Tensor, State]:
+    ) -> SequenceOutput:
+        """The segment path (see ``SequenceEncoder.forward``); ``outputs`` are the head's."""
         x = self.tokens(observations, returns_to_go, previous_actions)
-        features, state = self.sequence(x, valid, steps, state, keep_states)
-        return self.head_output(features), state
+        out: SequenceOutput = self.sequence(x, valid, steps, state, keep_states)
+        return out._replace(outputs=self.head_output(out.outputs))
 
     def step(
         self,

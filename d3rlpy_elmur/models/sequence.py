@@ -15,16 +15,32 @@ episodes that end at different times) can reset single rows without knowing the 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
-__all__ = ["SequenceEncoder", "State", "reset_rows"]
+__all__ = ["SequenceEncoder", "SequenceOutput", "State", "reset_rows"]
 
 State = dict[str, torch.Tensor]
 
 
+class SequenceOutput(NamedTuple):
+    """What a segment-path forward computes (of an encoder, or of the policy around it).
+
+    Everything is returned, nothing is kept on the module: a module holding tensors with
+    autograd history cannot be deep-copied (export copies the policy). Returned rather than
+    written into an argument, because DDP copies a forward's inputs.
+    """
+
+    outputs: torch.Tensor  # [B, T, D] features (encoder); [B, T, A] logits or actions (policy)
+    state: State  # after the last complete segment
+    kept_states: list[State]  # after every segment, with keep_states (else empty)
+    aux_loss: torch.Tensor | None  # e.g. MoE load balancing (None: the model has none)
+
+
 class SequenceEncoder(nn.Module):
-    """Base class: subclasses implement the four methods below."""
+    """Base class: subclasses implement the methods below."""
 
     embed_dim: int
     context_size: int
@@ -40,13 +56,12 @@ class SequenceEncoder(nn.Module):
         steps: torch.Tensor,
         state: State,
         keep_states: bool = False,
-    ) -> tuple[torch.Tensor, State]:
+    ) -> SequenceOutput:
         """Runs ``tokens`` [B, T, D] (``valid`` [B, T] bool, absolute ``steps`` [B, T] long).
 
-        Returns features [B, T, D] and the state after the last complete segment. With
-        ``keep_states`` the state after every segment is kept for ``kept_states`` (what
-        training replays start from; kept on the module, not in an argument, so that it
-        survives DDP's copies of the inputs).
+        Returns features [B, T, D], the state after the last complete segment, with
+        ``keep_states`` the state after every segment (what training replays start from),
+        and the auxiliary loss.
         """
         raise NotImplementedError
 
@@ -70,14 +85,6 @@ class SequenceEncoder(nn.Module):
         """``step`` as a pure function (new state out, inputs untouched, no Python branch on
         data), so that TorchScript and ONNX traces capture it whole; same outputs."""
         raise NotImplementedError
-
-    def kept_states(self) -> list[State]:
-        """The states after every segment of the last ``forward(keep_states=True)``."""
-        return list(getattr(self, "_kept", []))
-
-    def aux_loss(self) -> torch.Tensor | None:
-        """Auxiliary loss of the last ``forward`` (e.g. MoE load balancing), if any."""
-        return None
 
 
 def reset_rows(state: State, initial: State, rows: torch.Tensor) -> State:

@@ -12,7 +12,6 @@ from tests.helpers import cue_recall_dataset
 if __name__ == "__main__":
     out = sys.argv[1]
     rank = d3rlpy.distributed.init_process_group("gloo")
-    torch.manual_seed(0)  # identical initial weights; each rank samples its own batches
     config = DiscreteELMURDTConfig(
         context_size=4, num_segments=3, embed_dim=16, num_heads=2, batch_size=8, memory_slots=2
     )
@@ -20,7 +19,7 @@ if __name__ == "__main__":
     algo.fit(
         cue_recall_dataset(20, 8, 13, seed=rank),
         n_steps=5,
-        seed=rank,
+        seed=rank,  # each rank its own batches and initial weights: DDP broadcasts rank 0's
         show_progress=False,
         logger_adapter=NoopAdapterFactory(),
     )

@@ -5,6 +5,7 @@ load_learnable, predict, save_and_load, update, stateful_wrapper) over vector, i
 tuple observations, with and without min-max scalers. Its test files are not in its wheel, so
 this is the project's own statement of the same contract. Where ELMURDT differs on purpose
 (update() takes whole segments; save_policy exports the recurrent step) the test says so.
+d3rlpy's testers themselves run in ``test_d3rlpy_testers.py``.
 """
 
 from __future__ import annotations
@@ -175,8 +176,8 @@ def test_d3rlpy_transformer_contract(
         observation = _one(shape, rng)
         assert np.all(first.predict(observation, 0.0) == second.predict(observation, 0.0))
 
-    # update: ELMURDT trains on whole segments (S * K steps, or (1 + S) * K with a context
-    # segment first); d3rlpy's DT takes K
+    # update: ELMURDT trains on whole segments, n * K steps from the initial memory (d3rlpy's
+    # DT takes K: n = 1), and (1 + S) * K, fit's window, with a context segment first
     def batch(length: int) -> TrajectoryMiniBatch:
         rows = []
         for _ in range(algo.config.batch_size):
@@ -195,13 +196,13 @@ def test_d3rlpy_transformer_contract(
             )
         return TrajectoryMiniBatch.from_partial_trajectories(rows)
 
-    for length in (S * K, (1 + S) * K):
+    for length in (K, S * K, (1 + S) * K, (2 + S) * K):
         step = algo.grad_step
         loss = algo.update(batch(length))
         assert algo.grad_step == step + 1
         assert np.isfinite(loss["loss"]) and loss["loss"] > 0
-    with pytest.raises(ValueError, match=rf"{S * K}.*{(1 + S) * K}"):
-        algo.update(batch(K))
+    with pytest.raises(ValueError, match=rf"{K}, {2 * K}, {3 * K}, .*{(1 + S) * K}"):
+        algo.update(batch(K + 1))
     algo.set_grad_step(0)
     assert algo.grad_step == 0
 

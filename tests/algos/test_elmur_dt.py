@@ -22,7 +22,7 @@ from d3rlpy.preprocessing import MinMaxActionScaler, MinMaxObservationScaler, Mi
 import d3rlpy_elmur
 from d3rlpy_elmur import DiscreteELMURDTConfig, ELMURDTConfig, evaluate
 from d3rlpy_elmur.algos import SegmentRecurrentView, plan_epochs
-from d3rlpy_elmur.algos.stateful import StepInference, check_observation, environment_actions
+from d3rlpy_elmur.algos.stateful import StepInference, environment_actions
 from d3rlpy_elmur.algos.torch.elmur_dt_impl import previous_actions
 from d3rlpy_elmur.models import ELMURFactory, GRUFactory
 from tests.helpers import CueRecallEnv, cue_recall_dataset, cue_recall_episode
@@ -320,7 +320,7 @@ def test_padding_never_counts_in_the_loss() -> None:
         torch_batch.actions[~pad] = (torch_batch.actions[~pad] + 1) % 3  # a real target
         real_changed = impl.compute_loss(torch_batch)["loss"]
     assert torch.equal(base, changed)
-    assert not torch.equal(base, real_changed)
+    assert abs(base - real_changed) > 1e-3
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.3])
@@ -399,7 +399,7 @@ def test_continuous_loss_is_the_squared_error_over_real_steps_plus_the_moe_loss(
     valid, steps = batch.masks > 0, batch.timesteps.long()
     with torch.no_grad():
         losses = impl.compute_loss(batch)
-        out, _ = impl.policy(
+        out, _, _, aux = impl.policy(
             batch.observations,
             batch.returns_to_go,
             previous_actions(batch.actions, steps, False),
@@ -407,7 +407,6 @@ def test_continuous_loss_is_the_squared_error_over_real_steps_plus_the_moe_loss(
             steps,
             impl.policy.sequence.initial_state(len(real)),
         )
-        aux = impl.policy.sequence.aux_loss()
     assert set(losses) == {"action_loss", "loss"} and aux is not None and float(aux) > 0
     expected = ((out - batch.actions) ** 2).sum(-1)[valid].mean()
     assert torch.allclose(losses["action_loss"], expected, atol=1e-6)
@@ -438,14 +437,14 @@ def test_stateless_predict_runs_the_given_window_from_t0() -> None:
     prev = torch.tensor([[[-1.0], [2.0], [0.0], [1.0], [1.0], [2.0]]])
     with torch.no_grad():
         got = impl.inner_predict(inpt)
-        ref, _ = impl.policy(
+        ref = impl.policy(
             obs,
             rtg,
             prev,
             torch.ones(1, n, dtype=torch.bool),
             torch.arange(n)[None],
             impl.policy.sequence.initial_state(1),
-        )
+        ).outputs
     assert got.shape == ref[0, -1].shape and torch.allclose(got, ref[0, -1], atol=1e-6)
     assert not torch.allclose(got, ref[0, -2], atol=1e-3)
 
@@ -537,14 +536,14 @@ def test_stateful_wrapper_matches_segment_forward(window: int) -> None:
     steps = torch.arange(T)[None]
     prev = d3rlpy_elmur.algos.previous_actions(actions, steps, True)
     with torch.no_grad():
-        out, _ = impl.policy(
+        out = impl.policy(
             obs,
             torch.full((1, T, 1), 0.7),
             prev,
             torch.ones(1, T, dtype=torch.bool),
             steps,
             impl.policy.sequence.initial_state(1),
-        )
+        ).outputs
     assert (torch.stack(logits) - out[0]).abs().max() <= 1e-5
     assert out[0].argmax(-1).tolist() == got
 
@@ -624,30 +623,6 @@ def test_stateful_wrapper_rejects_bad_observations() -> None:
         wrapper.predict(np.array([np.nan, 0, 0], np.float32), 0.0)
     with pytest.raises(TypeError, match="dtype"):
         wrapper.predict(np.array(["a", "b", "c"]), 0.0)
-
-
-def test_check_observation_converts_what_it_can_and_names_what_it_cannot() -> None:
-    batch = check_observation([[0, 1, 2], [3, 4, 5]], (3,), batched=True)
-    assert isinstance(batch, np.ndarray) and batch.dtype == np.float32 and batch.shape == (2, 3)
-    one = np.zeros(3, np.float32)
-    assert check_observation(one, (3,), batched=False) is one  # as it is: no copy
-    parts = check_observation((np.zeros(3), [1.0, 2.0]), ((3,), (2,)), batched=False)
-    assert [part.shape for part in parts] == [(3,), (2,)]
-    expected = r"expected a tuple of 2 arrays of shapes \[\(3,\), \(2,\)\]$"
-    for wrong, name in [(np.zeros(5), "ndarray"), ((np.zeros(3),), "tuple")]:
-        with pytest.raises(TypeError, match=rf"^observation is a {name}; {expected}"):
-            check_observation(wrong, ((3,), (2,)), batched=False)
-    for nan in (np.array([0, np.nan, 0], np.float32), [0.0, np.inf, 0.0]):
-        with pytest.raises(ValueError, match=r"^observation contains NaN or inf$"):
-            check_observation(nan, (3,), batched=False)
-    with pytest.raises(TypeError, match=r"^observation is not an array: "):
-        check_observation([[0.0], [0.0, 1.0]], (2,), batched=True)
-    with pytest.raises(
-        ValueError, match=r"^observation has shape \(3,\); expected \(batch, 2, 3\)$"
-    ):
-        check_observation(np.zeros(3), (2, 3), batched=True)
-    with pytest.raises(ValueError, match=r"^observation has shape \(4,\); expected \(3,\)$"):
-        check_observation(np.zeros(4), (3,), batched=False)
 
 
 def test_step_inference_needs_a_built_algorithm() -> None:
@@ -753,7 +728,11 @@ def test_every_parameter_gets_gradient() -> None:
     batch = view.sample_trajectory_batch(32, K)
     torch_batch = d3rlpy.torch_utility.TorchTrajectoryMiniBatch.from_batch(batch, "cpu:0")
     impl.compute_loss(torch_batch)["loss"].backward()
-    silent = [n for n, p in impl.policy.named_parameters() if p.grad is None or not p.grad.any()]
+    # the smallest real gradient measured is 6e-5 (the write's time bias); a gradient that is
+    # zero in exact arithmetic comes out of rounding at 1e-8 or less
+    silent = [
+        n for n, p in impl.policy.named_parameters() if p.grad is None or p.grad.abs().max() <= 1e-6
+    ]
     assert silent == []  # memory_init included: windows at t = 0 start from it
 
 
@@ -797,14 +776,14 @@ def test_windows_start_from_the_memory_of_the_whole_episode(window: int) -> None
         previous = torch.cat([torch.full((1, 1, 1), -1.0), actions[:, :-1]], 1)
         rtg = np.cumsum(ep.rewards[::-1].reshape(-1))[::-1][:n].copy()
         with torch.no_grad():
-            _, real = impl.policy(
+            real = impl.policy(
                 torch.as_tensor(ep.observations[:n])[None],
                 torch.as_tensor(rtg, dtype=torch.float32).reshape(1, n, 1),
                 previous,
                 torch.ones(1, n, dtype=torch.bool),
                 torch.arange(n)[None],
                 impl.policy.sequence.initial_state(1),
-            )
+            ).state
         stored = states.read(boundaries[row : row + 1, 0], impl.policy.sequence.initial_state(1))
         assert set(stored) == set(real)
         for key in real:
@@ -836,8 +815,81 @@ def test_windows_start_from_the_memory_of_the_whole_episode(window: int) -> None
     assert 0.0 < states.staleness(fresh) < 0.5
 
 
-def test_update_refuses_a_batch_of_the_wrong_length() -> None:
+def plain_batch(T: int) -> d3rlpy.dataset.TrajectoryMiniBatch:
+    """A d3rlpy batch of T steps from t = 0 (cue-recall episodes), 8 rows."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for _ in range(8):
+        episode = cue_recall_episode(T - 1, 1, rng)  # T steps
+        rows.append(
+            d3rlpy.dataset.PartialTrajectory(
+                observations=episode.observations,
+                actions=episode.actions,
+                rewards=episode.rewards,
+                returns_to_go=episode.rewards,
+                terminals=np.zeros((T, 1), dtype=np.float32),
+                timesteps=np.arange(T),
+                masks=np.ones(T, dtype=np.float32),
+                length=T,
+            )
+        )
+    return d3rlpy.dataset.TrajectoryMiniBatch.from_partial_trajectories(rows)
+
+
+@pytest.mark.parametrize("segments", [1, S, 1 + S, 2 + S])
+def test_update_takes_whole_segments_with_a_context_segment_only_at_fits_length(
+    segments: int,
+) -> None:
+    """n * K steps train n segments from the initial memory, except (1 + S) * K, fit's window,
+    whose first segment is a context segment: its targets do not count."""
     algo = built_algo()
-    view = SegmentRecurrentView(cue_recall_dataset(20, 1, 30, seed=2), K, S + 1, seed=0)
-    with pytest.raises(ValueError, match=str((1 + S) * K)):
-        algo.update(view.sample_trajectory_batch(4, K))
+    impl = algo.impl
+    assert impl is not None
+    batch = plain_batch(segments * K)
+    has_context = segments == 1 + S
+    assert impl.context_steps(segments * K) == (K if has_context else 0)
+    torch_batch = d3rlpy.torch_utility.TorchTrajectoryMiniBatch.from_batch(batch, "cpu:0")
+    with torch.no_grad():
+        base = impl.compute_loss(torch_batch)["loss"]
+        torch_batch.actions[:, :K] = (torch_batch.actions[:, :K] + 1) % 3  # first segment
+        first_changed = impl.compute_loss(torch_batch)["loss"]
+        torch_batch.actions[:, -K:] = (torch_batch.actions[:, -K:] + 1) % 3  # last segment
+        last_changed = impl.compute_loss(torch_batch)["loss"]
+    if has_context:
+        assert torch.equal(first_changed, base)
+    else:
+        assert abs(float(first_changed - base)) > 1e-2
+    if segments > 1:
+        assert abs(float(last_changed - first_changed)) > 1e-2
+    # and the update itself
+    loss = algo.update(batch)
+    assert algo.grad_step == 1 and np.isfinite(loss["loss"]) and loss["loss"] > 0
+
+
+def test_update_refuses_a_batch_that_is_not_whole_segments_naming_the_lengths() -> None:
+    algo = built_algo()
+    impl = algo.impl
+    assert impl is not None
+    lengths = f"{K}, {2 * K}, {3 * K}, "  # what the message offers
+    with pytest.raises(ValueError, match=rf"{S * K - 1} steps.*{lengths}.*= {(1 + S) * K}"):
+        algo.update(plain_batch(S * K - 1))
+    assert algo.grad_step == 0
+    for steps in (0, K + 1):
+        with pytest.raises(ValueError, match=lengths):
+            impl.context_steps(steps)
+    # a segment window has a context segment and at least one more
+    with pytest.raises(ValueError, match=f"{2 * K}, {3 * K}, {4 * K}"):
+        impl.context_steps(K, context=True)
+    assert impl.context_steps(2 * K, context=True) == K
+    assert impl.context_steps((1 + S) * K, context=False) == 0
+
+
+@pytest.mark.parametrize("segments", [1, S + 1])
+def test_fit_trains_segment_windows_of_another_number_of_segments(segments: int) -> None:
+    """A view of (1 + n) * K windows with n != S trains: a context segment and n segments,
+    starting from (and writing back) the states at the view's own boundaries."""
+    algo = small_algo()
+    view = SegmentRecurrentView(cue_recall_dataset(20, 1, 30, seed=2), K, segments, seed=0)
+    assert view.sample_trajectory_batch(4, K).observations.shape[1] == (1 + segments) * K
+    algo.fit(view, n_steps=2, **QUIET)
+    assert algo.grad_step == 2

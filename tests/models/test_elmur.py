@@ -58,10 +58,10 @@ def run_steps(model: SequenceEncoder, tokens: torch.Tensor, steps: torch.Tensor)
 def test_future_tokens_never_change_earlier_outputs(changed: int) -> None:
     model = make()
     tokens, valid, steps = inputs(2, 5 * K)
-    before, _ = model(tokens, valid, steps, model.initial_state(2))
+    before = model(tokens, valid, steps, model.initial_state(2)).outputs
     tokens = tokens.clone()
     tokens[:, changed] += 3.0
-    after, _ = model(tokens, valid, steps, model.initial_state(2))
+    after = model(tokens, valid, steps, model.initial_state(2)).outputs
     assert torch.allclose(before[:, :changed], after[:, :changed], atol=1e-6)
     # ...and the change does reach the changed step and later segments (memory carries it).
     assert not torch.allclose(before[:, changed], after[:, changed], atol=1e-4)
@@ -127,7 +127,7 @@ def test_lru_slot_anchored_at_step_zero_is_full_not_empty() -> None:
 def test_model_anchors_follow_segments_and_reset() -> None:
     model = make(memory_slots=2)
     tokens, valid, steps = inputs(2, 5 * K)
-    _, state = model(tokens, valid, steps, model.initial_state(2))
+    state = model(tokens, valid, steps, model.initial_state(2)).state
     # segment ends at 3, 7, 11, 15, 19: slots filled 0, 1, then oldest blended
     assert state["anchors"][0, 0].tolist() == [19, 15]
     fresh = model.initial_state(2)
@@ -146,8 +146,8 @@ def test_padding_segments_leave_memory_unchanged() -> None:
     valid = valid.clone()
     valid[0, :K] = False  # row 0: a fully padded first segment (burn-in left padding)
     valid[1, -1] = False  # row 1: a partial last segment: no write, as at inference
-    _, state = model(tokens, valid, steps, model.initial_state(2))
-    _, ref = model(tokens[:1, K:], valid[:1, K:], steps[:1, K:], model.initial_state(1))
+    state = model(tokens, valid, steps, model.initial_state(2)).state
+    ref = model(tokens[:1, K:], valid[:1, K:], steps[:1, K:], model.initial_state(1)).state
     assert torch.allclose(state["memory"][0], ref["memory"][0], atol=1e-6)
     assert state["anchors"][0, 0].tolist() == [7, 11]
     assert state["anchors"][1, 0].tolist() == [3, 7]
@@ -177,7 +177,7 @@ def test_step_inference_equals_segment_forward(overrides: dict[str, object]) -> 
     T = 5 * K + 3  # five full segments and a partial one
     tokens, valid, steps = inputs(3, T, offset=0)
     with torch.no_grad():
-        seg_out, _seg_state = model(tokens, valid, steps, model.initial_state(3))
+        seg_out = model(tokens, valid, steps, model.initial_state(3)).outputs
         step_out = run_steps(model, tokens, steps)
     assert (seg_out - step_out).abs().max() <= 1e-5
 
@@ -201,7 +201,9 @@ def test_step_rows_at_different_positions_match_their_own_episodes(window: int) 
         T1 = tokens.shape[1] - 3
         ref1 = run_steps(model, tokens[1:, 3:], torch.arange(T1)[None])
         valid = torch.ones(1, T1, dtype=torch.bool)
-        ref1_seg, _ = model(tokens[1:, 3:], valid, torch.arange(T1)[None], model.initial_state(1))
+        ref1_seg = model(
+            tokens[1:, 3:], valid, torch.arange(T1)[None], model.initial_state(1)
+        ).outputs
         ref0 = run_steps(model, tokens[:1], torch.arange(tokens.shape[1])[None])
     assert (got[0] - ref0[0]).abs().max() <= 1e-5  # the row that was not restarted
     assert (got[1, 3:] - ref1[0]).abs().max() <= 1e-5
@@ -217,11 +219,11 @@ def test_export_step_equals_segment_forward(overrides: dict[str, object]) -> Non
     tokens, valid, steps = inputs(2, T, offset=0)
     restart = K + 2  # row 1 starts again here, mid-segment of row 0
     with torch.no_grad():
-        seg_out, _ = model(tokens, valid, steps, model.initial_state(2))
+        seg_out = model(tokens, valid, steps, model.initial_state(2)).outputs
         T1 = T - restart
-        ref1, _ = model(
+        ref1 = model(
             tokens[1:, restart:], valid[1:, restart:], steps[1:, :T1], model.initial_state(1)
-        )
+        ).outputs
         state, outs = model.initial_export_state(2), []
         for t in range(T):
             if t == restart:
@@ -242,7 +244,7 @@ def test_gru_step_equals_forward() -> None:
     gru = GRUEncoder(D, K, num_layers=2).eval()
     tokens, valid, steps = inputs(2, 3 * K + 1)
     with torch.no_grad():
-        out, _ = gru(tokens, valid, steps, gru.initial_state(2))
+        out = gru(tokens, valid, steps, gru.initial_state(2)).outputs
         assert (out - run_steps(gru, tokens, steps)).abs().max() <= 1e-5
 
 
@@ -256,8 +258,8 @@ def test_outputs_depend_on_memory_unless_read_is_off() -> None:
             "memory": torch.randn_like(state_a["memory"]),
             "anchors": torch.full_like(state_a["anchors"], 30),
         }
-        out_a, _ = model(tokens, valid, steps, state_a)
-        out_b, _ = model(tokens, valid, steps, state_b)
+        out_a = model(tokens, valid, steps, state_a).outputs
+        out_b = model(tokens, valid, steps, state_b).outputs
         assert (not torch.allclose(out_a, out_b, atol=1e-4)) == differs
 
 
@@ -277,7 +279,7 @@ def last_segment_loss(out: torch.Tensor) -> torch.Tensor:
 def test_write_path_gets_gradient_from_a_later_segment(detach: bool) -> None:
     model = make(detach_memory=detach).train()
     tokens, valid, steps = inputs(2, 3 * K)
-    out, _ = model(tokens, valid, steps, model.initial_state(2))
+    out = model(tokens, valid, steps, model.initial_state(2)).outputs
     last_segment_loss(out).backward()
     grads = {
         name: (p.grad.abs().sum().item() if p.grad is not None else 0.0)
@@ -290,8 +292,9 @@ def test_write_path_gets_gradient_from_a_later_segment(detach: bool) -> None:
     else:
         for layer in range(2):
             for part in ("write_attn", "mem_ffn"):
+                # measured 240 or more: far above any rounding
                 assert (
-                    sum(g for n, g in grads.items() if n.startswith(f"layers.{layer}.{part}")) > 0
+                    sum(g for n, g in grads.items() if n.startswith(f"layers.{layer}.{part}")) > 1.0
                 )
 
 
@@ -299,11 +302,11 @@ def test_bptt_truncation_cuts_gradient_to_early_writes() -> None:
     model = make(memory_slots=4, bptt_segments=1).train()
     tokens, valid, steps = inputs(1, 3 * K)
     tokens.requires_grad_(True)
-    out, _ = model(tokens, valid, steps, model.initial_state(1))
+    out = model(tokens, valid, steps, model.initial_state(1)).outputs
     last_segment_loss(out).backward()
     assert tokens.grad is not None
     assert tokens.grad[:, :K].abs().sum() == 0  # two segments back: cut
-    assert tokens.grad[:, -K:].abs().sum() > 0
+    assert tokens.grad[:, -K:].abs().sum() > 1e-2
 
 
 @pytest.mark.parametrize("period", [2, 3])
@@ -313,10 +316,13 @@ def test_bptt_truncation_cuts_exactly_every_period_segments(period: int) -> None
     model = make(memory_slots=4, bptt_segments=period).train()
     tokens, valid, steps = inputs(1, 6 * K)
     tokens.requires_grad_(True)
-    out, _ = model(tokens, valid, steps, model.initial_state(1))
+    out = model(tokens, valid, steps, model.initial_state(1)).outputs
     last_segment_loss(out).backward()
     assert tokens.grad is not None
-    reached = [bool(tokens.grad[:, i * K : (i + 1) * K].abs().sum() > 0) for i in range(6)]
+    # a segment reached gets a gradient of 0.3 or more (measured); one cut off, exactly 0
+    grads = [tokens.grad[:, i * K : (i + 1) * K].abs().sum() for i in range(6)]
+    assert all(g == 0 or g > 1e-2 for g in grads)
+    reached = [bool(g > 0) for g in grads]
     first = 6 - (6 % period or period)  # the first segment after the last cut
     assert reached == [i >= first for i in range(6)]
 
@@ -348,32 +354,36 @@ def test_time_biases_index_the_offset_from_each_slot_anchor() -> None:
 def test_moe_balance_loss_ignores_padding_and_does_not_grow_with_segments() -> None:
     model = make(ffn="moe", read=False, write=False)  # segments independent of each other
     tokens, valid, steps = inputs(2, K)
-    model(tokens, valid, steps, model.initial_state(2))
-    one = model.aux_loss()
+    one = model(tokens, valid, steps, model.initial_state(2)).aux_loss
     assert one is not None and one.item() > 0
     twice = torch.cat([tokens, tokens], 1)  # the same segment again
-    model(twice, torch.ones(2, 2 * K, dtype=torch.bool), steps.repeat(1, 2), model.initial_state(2))
-    assert torch.allclose(model.aux_loss(), one)  # type: ignore[arg-type]
+    state = model.initial_state(2)
+    again = model(twice, torch.ones(2, 2 * K, dtype=torch.bool), steps.repeat(1, 2), state)
+    assert again.aux_loss is not None and torch.allclose(again.aux_loss, one)
     padded = torch.cat([tokens, torch.randn(2, K, D)], 1)  # a padded segment after it
     mask = torch.cat([valid, torch.zeros(2, K, dtype=torch.bool)], 1)
-    model(padded, mask, steps.repeat(1, 2), model.initial_state(2))
-    assert torch.allclose(model.aux_loss(), one)  # type: ignore[arg-type]
+    pad = model(padded, mask, steps.repeat(1, 2), model.initial_state(2))
+    assert pad.aux_loss is not None and torch.allclose(pad.aux_loss, one)
     # one segment with one real token: the weighted sum of the layers' losses, not halved
     single = torch.zeros(2, K, dtype=torch.bool)
     single[0, 0] = True
-    model(tokens, single, steps, model.initial_state(2))
-    layers = [layer.ffn.last_aux for layer in model.elmur_layers()]
-    expected = model.cfg.moe_aux_weight * sum(layers)  # type: ignore[arg-type]
-    assert torch.allclose(model.aux_loss(), expected)  # type: ignore[arg-type]
+    layers: list[torch.Tensor] = []
+    for layer in model.elmur_layers():
+        layer.ffn.register_forward_hook(lambda _module, _inputs, out: layers.append(out[1]))
+    alone = model(tokens, single, steps, model.initial_state(2))
+    expected = model.cfg.moe_aux_weight * torch.stack(layers).sum()
+    assert alone.aux_loss is not None and torch.allclose(alone.aux_loss, expected)
 
 
 def test_states_are_kept_only_when_asked() -> None:
     model = make()
     tokens, valid, steps = inputs(2, 2 * K)
-    model(tokens, valid, steps, model.initial_state(2))
-    assert model.kept_states() == []
-    model(tokens, valid, steps, model.initial_state(2), keep_states=True)
-    assert len(model.kept_states()) == 2
+    plain = model(tokens, valid, steps, model.initial_state(2))
+    assert plain.kept_states == [] and plain.aux_loss is None  # the MLP has no aux loss
+    out = model(tokens, valid, steps, model.initial_state(2), keep_states=True)
+    assert len(out.kept_states) == 2
+    last = out.kept_states[-1]  # the state after the last segment
+    assert all(torch.equal(last[key], value) for key, value in out.state.items())
 
 
 # ---------------------------------------------------------------------- stability, positions
@@ -394,8 +404,9 @@ def test_outputs_do_not_depend_on_absolute_step() -> None:
     memory = torch.randn_like(model.initial_state(2)["memory"])
     anchors = torch.tensor([[[29, 49], [39, 49]]]).expand(2, -1, -1)
     shift = 10**6
-    out0, st0 = model(tokens, valid, steps, {"memory": memory, "anchors": anchors})
-    out1, st1 = model(tokens, valid, steps + shift, {"memory": memory, "anchors": anchors + shift})
+    out0, st0 = model(tokens, valid, steps, {"memory": memory, "anchors": anchors})[:2]
+    shifted = {"memory": memory, "anchors": anchors + shift}
+    out1, st1 = model(tokens, valid, steps + shift, shifted)[:2]
     assert (out0 - out1).abs().max() <= 1e-5
     assert (st0["memory"] - st1["memory"]).abs().max() <= 1e-5
     assert torch.equal(st0["anchors"] + shift, st1["anchors"])
@@ -422,7 +433,7 @@ def test_memory_stays_finite_and_bounded(norm: str, segments: int) -> None:
         for seg in range(segments):
             steps = (torch.arange(K) + seg * K).expand(B, K)
             x = torch.randn(B, K, D, generator=gen) * 3
-            out, state = model._segment(x, valid, steps, state)
+            out, state, _ = model._segment(x, valid, steps, state)
             if seg % 10_000 == 0:
                 assert torch.isfinite(out).all()
     assert torch.isfinite(state["memory"]).all()
@@ -466,8 +477,8 @@ def test_dropout_acts_at_every_site_in_training_and_nowhere_in_eval(
 def test_a_partial_segment_neither_writes_nor_becomes_the_context() -> None:
     model = make(attention_window=2)
     tokens, valid, steps = inputs(2, K + 2)
-    _, full = model(tokens[:, :K], valid[:, :K], steps[:, :K], model.initial_state(2))
-    _, partial = model(tokens, valid, steps, model.initial_state(2))
+    full = model(tokens[:, :K], valid[:, :K], steps[:, :K], model.initial_state(2)).state
+    partial = model(tokens, valid, steps, model.initial_state(2)).state
     assert set(full) == set(partial)
     for key in full:
         assert torch.equal(full[key], partial[key]), key
@@ -500,17 +511,15 @@ def test_writing_rows_hide_their_padding_from_the_write(monkeypatch: pytest.Monk
 @pytest.mark.parametrize("window", [0, 2])
 def test_padding_does_not_pull_the_moe_router(window: int) -> None:
     model = make(ffn="moe", attention_window=window)
-    assert model.aux_loss() is None  # before any forward
     tokens, valid, steps = inputs(2, 2 * K)
     valid = valid.clone()
     valid[1, K + 1 :] = False  # row 1's last segment is partial: its padding is never read
     other = tokens.clone()
     other[1, K + 1 :] = torch.randn(K - 1, D) * 5
     with torch.no_grad():
-        model(tokens, valid, steps, model.initial_state(2))
-        aux = model.aux_loss()
-        model(other, valid, steps, model.initial_state(2))
-        assert aux is not None and torch.allclose(aux, model.aux_loss())  # type: ignore[arg-type]
+        aux = model(tokens, valid, steps, model.initial_state(2)).aux_loss
+        moved = model(other, valid, steps, model.initial_state(2)).aux_loss
+    assert aux is not None and moved is not None and torch.allclose(aux, moved)
 
 
 @pytest.mark.parametrize("context_gradient", [True, False])
@@ -521,10 +530,12 @@ def test_context_gradient_reaches_the_previous_segment_only_when_asked(
     model = make(attention_window=2, write=False, context_gradient=context_gradient)
     tokens, valid, steps = inputs(1, 2 * K)
     tokens.requires_grad_(True)
-    out, _ = model(tokens, valid, steps, model.initial_state(1))
-    out[:, K:].sum().backward()
+    out = model(tokens, valid, steps, model.initial_state(1)).outputs
+    last_segment_loss(out).backward()
     assert tokens.grad is not None
-    assert bool(tokens.grad[:, :K].abs().sum() > 0) == context_gradient
+    # measured ~3.8 when it flows; exactly 0 when detached
+    reached = tokens.grad[:, :K].abs().sum()
+    assert bool(reached > 1e-2) if context_gradient else reached == 0
 
 
 def test_self_attention_with_a_window_needs_the_context() -> None:
@@ -574,14 +585,24 @@ def test_shared_memory_is_one_memory_written_by_the_last_layer() -> None:
 
 
 @pytest.mark.parametrize("use_lru", [True, False])
-def test_every_write_reads_its_time_bias(use_lru: bool) -> None:
-    model = make(use_lru=use_lru, num_layers=1)
-    tokens, valid, steps = inputs(1, 2 * K)
+def test_writes_into_written_slots_read_their_time_bias(use_lru: bool) -> None:
+    # One slot: the first segment writes it empty (every token in the empty slots' one
+    # bucket, a constant the write's softmax ignores), the next two write it filled, where each
+    # token's offset to the anchor picks its own bucket: a perturbed table must move memory
+    # by far more than float noise (measured ~0.3; noise ~1e-6).
+    model = make(use_lru=use_lru, num_layers=1, memory_slots=1)
+    tokens, valid, steps = inputs(1, 3 * K)
     with torch.no_grad():
-        _, before = model(tokens, valid, steps, model.initial_state(1))
+        before = model(tokens, valid, steps, model.initial_state(1)).state
+        first_before = model(
+            tokens[:, :K], valid[:, :K], steps[:, :K], model.initial_state(1)
+        ).state
         model.write_time_bias.weight.add_(torch.randn_like(model.write_time_bias.weight))
-        _, after = model(tokens, valid, steps, model.initial_state(1))
-    assert not torch.allclose(before["memory"], after["memory"])
+        after = model(tokens, valid, steps, model.initial_state(1)).state
+        first_after = model(tokens[:, :K], valid[:, :K], steps[:, :K], model.initial_state(1)).state
+    assert (before["memory"] - after["memory"]).abs().max() > 1e-2
+    # the first write, into the empty slot, sees one bias for all tokens: unchanged
+    assert torch.allclose(first_before["memory"], first_after["memory"], atol=1e-5)
 
 
 CONFIG_ERROR_TAIL = (

@@ -127,7 +127,7 @@ def test_step_cache_follows_parameter_updates() -> None:
         fresh.load_state_dict(model.state_dict())
         ref = two_steps(fresh)
     assert torch.equal(after, ref)
-    assert not torch.equal(before, after)
+    assert (before - after).abs().max() > 1e-3
 
 
 def test_compile_step_hands_the_token_path_to_torch_compile_and_back(

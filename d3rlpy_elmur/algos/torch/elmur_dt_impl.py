@@ -91,26 +91,21 @@ class ELMURDTImpl(TransformerAlgoImplBase):
         previous: torch.Tensor | None = None,
         start: State | None = None,
         trace: list[State] | None = None,
+        context: bool | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The loss of windows [context segment | S segments] ((1 + S) * K steps), or of
-        S segments alone (S * K steps, no context segment).
+        """The loss of windows of whole segments: [context segment | n segments] or n
+        segments alone (see ``context_steps`` for which a batch is).
 
         ``previous``: a_{t-1} of every step (None: shifted inside the window, so the first
-        step has "none"). ``start``: the state before the context segment (None: the initial
-        one). The context segment runs without gradient; a row whose context is padding (its
-        window starts at t = 0) keeps ``start`` and with it the gradient to the learned
-        initial state. ``trace`` receives the state after the context and after every
-        training segment.
+        step has "none"). ``start``: the state before the first segment, the context segment
+        if any (None: the initial one). The context segment runs without gradient; a row
+        whose context is padding (its window starts at t = 0) keeps ``start`` and with it the
+        gradient to the learned initial state. ``trace`` receives the state after the context
+        and after every training segment.
         """
-        K, S = self._context_size, self._num_segments
         observations = batch.observations
         B, T = first_part(observations).shape[:2]
-        if T not in (S * K, segment_window_length(K, S)):
-            raise ValueError(
-                f"a training batch has {T} steps per row; expected S * K = {S * K} (S = "
-                f"num_segments training segments of K = context_size steps) or (1 + S) * K "
-                f"= {segment_window_length(K, S)} (a context segment first)"
-            )
+        K0 = self.context_steps(T, context)
         valid = batch.masks > 0  # [B, T]
         steps = batch.timesteps.long()
         prev = (
@@ -118,22 +113,21 @@ class ELMURDTImpl(TransformerAlgoImplBase):
         )
         rtg = batch.returns_to_go
         state = self.policy.sequence.initial_state(B) if start is None else start
-        K0 = T - S * K  # steps of the context segment (0 or K)
-        context = slice(0, K0)
-        if K0 and bool(valid[:, context].any()):
+        before = slice(0, K0)  # the context segment (empty without one)
+        if K0 and bool(valid[:, before].any()):
             # run through the unwrapped module: DDP expects one forward per backward
             with torch.no_grad():
-                _, after = self.policy(
-                    time_slice(observations, context),
-                    rtg[:, context],
-                    prev[:, context],
-                    valid[:, context],
-                    steps[:, context],
+                after = self.policy(
+                    time_slice(observations, before),
+                    rtg[:, before],
+                    prev[:, before],
+                    valid[:, before],
+                    steps[:, before],
                     state,
                 )
-            state = reset_rows(after, state, ~valid[:, context].any(1))
+            state = reset_rows(after.state, state, ~valid[:, before].any(1))
         window = slice(K0, T)
-        out, _ = self._modules.policy(
+        result = self._modules.policy(
             time_slice(observations, window),
             rtg[:, window],
             prev[:, window],
@@ -142,8 +136,9 @@ class ELMURDTImpl(TransformerAlgoImplBase):
             state,
             trace is not None,
         )
+        out = result.outputs
         if trace is not None:
-            trace.extend([state, *self.policy.sequence.kept_states()])
+            trace.extend([state, *result.kept_states])
         mask = valid[:, window].to(out.dtype)  # padding never counts
         if self._discrete:
             target = batch.actions[:, window, 0].long()
@@ -157,9 +152,42 @@ class ELMURDTImpl(TransformerAlgoImplBase):
             per_step = ((out - batch.actions[:, window]) ** 2).sum(-1)
         action_loss = (per_step * mask).sum() / mask.sum().clamp(min=1.0)
         losses = {"action_loss": action_loss}
-        aux = self.policy.sequence.aux_loss()
+        aux = result.aux_loss
         losses["loss"] = action_loss if aux is None else action_loss + aux
         return losses
+
+    def context_steps(self, steps: int, context: bool | None = None) -> int:
+        """Steps of the context segment (0 or K) of a batch of ``steps`` steps per row.
+
+        A batch holds whole segments of K steps. ``context=True`` (a ``SegmentWindowBatch``,
+        whose boundary states say so): a context segment, then n >= 1 segments; ``False``:
+        n >= 1 segments. ``None`` (a plain d3rlpy batch, which cannot say): (1 + S) * K steps
+        is fit's window, a context segment then S segments; any other n * K (n >= 1) is n
+        segments from the initial memory (n = 1 is d3rlpy's context_size batch). The steps
+        alone cannot tell a context segment from a first training segment, so only the one
+        length fit samples is read as having one. Other lengths raise ValueError naming the
+        accepted ones.
+        """
+        K, S = self._context_size, self._num_segments
+        first = 2 if context else 1  # segments in the shortest accepted batch
+        if steps % K == 0 and steps >= first * K:
+            if context is None:
+                context = steps == segment_window_length(K, S)
+            return K if context else 0
+        lengths = ", ".join(str(n * K) for n in range(first, first + 3))
+        if context:
+            what = "a context segment, then n >= 1 segments"
+        else:
+            what = "n >= 1 segments"
+            if context is None:
+                what += (
+                    f" from the initial memory; (1 + S) * K = {segment_window_length(K, S)} "
+                    f"is fit's window: a context segment, then S = {S} segments"
+                )
+        raise ValueError(
+            f"a training batch has {steps} steps per row; expected whole segments of K = "
+            f"context_size = {K} steps ({lengths}, ...): {what}"
+        )
 
     def inner_update(self, batch: TorchTrajectoryMiniBatch, grad_step: int) -> dict[str, float]:
         return self._step(self.compute_loss(batch))
@@ -177,7 +205,7 @@ class ELMURDTImpl(TransformerAlgoImplBase):
         initial = self.policy.sequence.initial_state(boundaries.shape[0])
         start = initial if states is None else states.read(boundaries[:, 0], initial)
         trace: list[State] = []
-        metrics = self._step(self.compute_loss(batch, previous, start, trace))
+        metrics = self._step(self.compute_loss(batch, previous, start, trace, context=True))
         if states is not None:
             for column, state in enumerate(trace, start=1):
                 states.write(boundaries[:, column], state)
@@ -194,7 +222,7 @@ class ELMURDTImpl(TransformerAlgoImplBase):
         """States after every segment of rows that start at t = 0 (eval mode, no gradient)."""
         self.modules.set_eval()
         observations = batch.observations
-        self.policy(
+        return self.policy(
             observations,
             batch.returns_to_go,
             previous,
@@ -202,8 +230,7 @@ class ELMURDTImpl(TransformerAlgoImplBase):
             batch.timesteps.long(),
             self.policy.sequence.initial_state(first_part(observations).shape[0]),
             keep_states=True,
-        )
-        return self.policy.sequence.kept_states()
+        ).kept_states
 
     # ------------------------------------------------------------------------------ inference
     def inner_predict(self, inpt: TorchTransformerInput) -> torch.Tensor:
@@ -219,14 +246,14 @@ class ELMURDTImpl(TransformerAlgoImplBase):
         steps = torch.arange(n, device=valid.device)[None]
         actions = inpt.actions[:, order[:n]]
         prev = previous_actions(actions, steps, self._discrete)
-        out, _ = self.policy(
+        out = self.policy(
             obs,
             inpt.returns_to_go[:, order[:n]],
             prev,
             torch.ones(1, n, dtype=torch.bool, device=valid.device),
             steps,
             self.policy.sequence.initial_state(1),
-        )
+        ).outputs
         return out[0, -1]
 
     @torch.inference_mode()
