@@ -147,10 +147,16 @@ class Task:
 def make_config(task: Task, context_size: int, num_segments: int, overrides: dict[str, Any]) -> Any:
     """The library defaults with only K and S set, plus the overrides."""
     from d3rlpy_elmur import DiscreteELMURDTConfig, ELMURDTConfig
+    from d3rlpy_elmur.models import ELMURFactory
 
     cls = DiscreteELMURDTConfig if task.discrete else ELMURDTConfig
+    # ``encoder.FIELD=VALUE`` sets a field of the ELMUR encoder factory (its own options)
+    encoder = {k.partition(".")[2]: v for k, v in overrides.items() if k.startswith("encoder.")}
+    fields = {k: v for k, v in overrides.items() if not k.startswith("encoder.")}
     try:
-        return cls(context_size=context_size, num_segments=num_segments, **overrides)
+        if encoder:
+            fields["sequence_encoder"] = ELMURFactory(**encoder)
+        return cls(context_size=context_size, num_segments=num_segments, **fields)
     except TypeError as e:
         raise SystemExit(f"--set: {e}") from None
 
@@ -353,7 +359,11 @@ def main() -> None:
     )
     parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes per cell")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override"
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config field (repeat the flag); encoder.FIELD=VALUE sets an ELMUR encoder option",
     )
     parser.add_argument("--out", default="results/extrapolation")
     parser.add_argument("--resume", action="store_true", help="skip cells already written")

@@ -76,6 +76,12 @@ class ELMURConfig:
     context_gradient: bool = True  # gradient flows into the previous segment's context
     bptt_segments: int = 0  # truncate backprop through memory every n segments (0: never)
     time_buckets: int = 64  # exact offsets below 16, log-spaced up to 10^7 beyond
+    # Training-only regularisers of the memory route (issue 33 candidates; 0 = off):
+    # Gaussian noise of this std added to the memory every segment reads and writes, so the
+    # write learns to restore a drifted memory; and the probability that a row's segment
+    # does not see the previous segment's context, so memory carries what attention could.
+    memory_noise: float = 0.0
+    context_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -93,6 +99,8 @@ class ELMURConfig:
             "num_experts": self.num_experts >= 1,
             "bptt_segments": self.bptt_segments >= 0,
             "time_buckets": self.time_buckets > _EXACT_BUCKETS,
+            "memory_noise": self.memory_noise >= 0.0,
+            "context_dropout": 0.0 <= self.context_dropout <= 1.0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -385,6 +393,13 @@ class ELMUR(SequenceEncoder):
         K-1 is real."""
         memory, anchors = state["memory"], state["anchors"]
         B, T, _ = x.shape
+        context_valid = state.get("context_valid")
+        if self.training:
+            if self.cfg.memory_noise:
+                memory = memory + self.cfg.memory_noise * torch.randn_like(memory)
+            if self.cfg.context_dropout and context_valid is not None:
+                keep = torch.rand(B, device=x.device) >= self.cfg.context_dropout
+                context_valid = context_valid & keep
         read_bias, write_bias = self.time_biases(steps, anchors)
         # Write only rows whose segment is complete, as step inference does at step K-1; a
         # complete segment also becomes the next one's context (the step path rolls its cache).
@@ -409,9 +424,7 @@ class ELMUR(SequenceEncoder):
                     contexts.append(context)
                 if not self.cfg.context_gradient:
                     context = context.detach()
-                h, loss = layer(
-                    h, memory[:, mi], read_bias[mi], context, state["context_valid"], valid
-                )
+                h, loss = layer(h, memory[:, mi], read_bias[mi], context, context_valid, valid)
             else:
                 h, loss = layer(h, memory[:, mi], read_bias[mi], valid=valid)
             outputs.append(h)

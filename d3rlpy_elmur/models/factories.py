@@ -69,6 +69,10 @@ class ELMURFactory(SequenceEncoderFactory):
         context_gradient: gradient flows from a segment into the previous segment's tokens it
             attends to (with ``attention_window`` > 0); False stops it, as Transformer-XL does.
         time_buckets: log-spaced buckets of time offsets.
+        memory_noise: std of Gaussian noise added in training to the memory each segment
+            reads and writes (0: off; an extrapolation candidate, issue 33).
+        context_dropout: probability, in training, that a segment does not attend to the
+            previous segment's tokens (0: off; an extrapolation candidate, issue 33).
     """
 
     norm: str = "post"
@@ -83,6 +87,8 @@ class ELMURFactory(SequenceEncoderFactory):
     detach_memory: bool = False
     context_gradient: bool = True
     time_buckets: int = 64
+    memory_noise: float = 0.0
+    context_dropout: float = 0.0
 
     def create(self, args: SequenceEncoderArgs) -> ELMUR:
         return ELMUR(self.model_config(args))

@@ -168,6 +168,7 @@ VARIANTS = [
     {"attention_window": K},
     {"attention_window": K, "context_gradient": False, "shared_memory": True},
     {"attention_window": 2, "num_heads": 4},
+    {"attention_window": 2, "memory_noise": 0.5, "context_dropout": 0.5},  # training-only
 ]
 
 
@@ -442,6 +443,37 @@ def test_memory_stays_finite_and_bounded(norm: str, segments: int) -> None:
     assert int(state["anchors"].max()) == segments * K - 1
 
 
+def test_memory_noise_acts_in_training_only() -> None:
+    model = make(attention_window=2, memory_noise=0.5)
+    tokens, valid, steps = inputs(2, 3 * K)
+
+    def run(seed: int) -> torch.Tensor:
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            return model(tokens, valid, steps, model.initial_state(2)).outputs
+
+    assert torch.equal(run(0), run(1))  # eval: no noise
+    model.train()
+    assert torch.equal(run(0), run(0))  # seeded
+    assert (run(0) - run(1)).abs().max() > 1e-2  # two draws of the noise
+
+
+def test_context_dropout_of_one_hides_the_previous_segment_in_training() -> None:
+    model = make(attention_window=2, context_dropout=1.0)
+    tokens, valid, steps = inputs(2, 2 * K)
+    second = slice(K, 2 * K)
+    with torch.no_grad():
+        full = model(tokens, valid, steps, model.initial_state(2)).outputs
+        after_first = model(tokens[:, :K], valid[:, :K], steps[:, :K], model.initial_state(2))
+        state = dict(after_first.state, context_valid=torch.zeros(2, dtype=torch.bool))
+        hidden = model(tokens[:, second], valid[:, second], steps[:, second], state).outputs
+        model.train()
+        dropped = model(tokens, valid, steps, model.initial_state(2)).outputs
+    assert (full[:, second] - hidden).abs().max() > 1e-3  # eval sees the context
+    assert (dropped[:, second] - hidden).abs().max() <= 1e-5
+    assert (dropped[:, :K] - full[:, :K]).abs().max() <= 1e-5  # no previous segment there
+
+
 @pytest.mark.parametrize("ffn", ["mlp", "moe"])
 def test_dropout_acts_at_every_site_in_training_and_nowhere_in_eval(
     ffn: str, monkeypatch: pytest.MonkeyPatch
@@ -632,6 +664,8 @@ CONFIG_ERROR_TAIL = (
         ("num_experts", 1, 0),
         ("bptt_segments", 0, -1),
         ("time_buckets", 17, 16),
+        ("memory_noise", 0.0, -0.1),
+        ("context_dropout", 1.0, 1.5),
     ],
 )
 def test_config_accepts_each_limit_and_names_the_first_value_past_it(
