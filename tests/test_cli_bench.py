@@ -21,7 +21,7 @@ import d3rlpy_elmur
 from d3rlpy_elmur.bench.configs import load_run_config
 from d3rlpy_elmur.cli import build_parser, main
 
-from .toy_roots import CONFIGS, make_toy_roots
+from .toy_roots import CONFIGS, RP_RECIPE, make_toy_roots
 
 
 @pytest.fixture(autouse=True)
@@ -212,17 +212,7 @@ def test_parsers() -> None:
 
 
 POPGYM_RECIPES = {
-    "rp.yaml": """\
-name: rp
-id: test/rp-v0
-kind: popgym
-env: popgym-RepeatPreviousEasy-v0
-expert: popgym-repeat-previous
-n_episodes: 6
-seed: 0
-expected_return: 1.0
-description: six episodes
-""",
+    "rp.yaml": RP_RECIPE,
     "pend.yaml": """\
 name: pend
 id: test/pend-v0

@@ -19,19 +19,8 @@ import pytest
 from d3rlpy_elmur.cli import build_parser, main
 from d3rlpy_elmur_cli.extras import EXTRAS, available, extra_of
 
-from .toy_roots import make_toy_roots
+from .toy_roots import RP_RECIPE, make_toy_roots
 
-RP_RECIPE = """\
-name: rp
-id: test/rp-v0
-kind: popgym
-env: popgym-RepeatPreviousEasy-v0
-expert: popgym-repeat-previous
-n_episodes: 6
-seed: 0
-expected_return: 1.0
-description: six episodes
-"""
 POPGYM_ENV = "popgym-RepeatPreviousEasy-v0"
 # one cheap algorithm at one length: what the plot cases train
 ONE_RUN_SUITE = """\

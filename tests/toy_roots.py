@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["CONFIGS", "RECIPE", "make_toy_roots"]
+__all__ = ["CONFIGS", "RECIPE", "RP_RECIPE", "make_toy_roots"]
 
 RECIPE = """\
 name: tiny
@@ -89,3 +89,17 @@ def make_toy_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ELMUR_CONFIGS_DIR", str(tmp_path / "configs"))
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     return tmp_path
+
+
+# A six-episode POPGym RepeatPrevious recipe (the CLI tests build it with and without popgym)
+RP_RECIPE = """\
+name: rp
+id: test/rp-v0
+kind: popgym
+env: popgym-RepeatPreviousEasy-v0
+expert: popgym-repeat-previous
+n_episodes: 6
+seed: 0
+expected_return: 1.0
+description: six episodes
+"""

@@ -49,6 +49,7 @@ import numpy as np
 from gymnasium.utils import seeding
 
 from .experts import register_expert
+from .vector_seeding import reseed_sub_envs
 
 if TYPE_CHECKING:
     from d3rlpy.dataset import ReplayBuffer
@@ -442,18 +443,7 @@ class RecallVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         options: dict[str, Any] | None = None,
     ) -> tuple[np.ndarray, dict[str, Any]]:
         n = self.num_envs
-        if seed is None:
-            seeds: Sequence[int | None] = [None] * n
-        elif isinstance(seed, (int, np.integer)):
-            seeds = [int(seed) + i for i in range(n)]
-        else:
-            seeds = list(seed)
-            if len(seeds) != n:
-                raise ValueError(f"got {len(seeds)} seeds for num_envs={n}")
-        for i, s in enumerate(seeds):
-            if s is not None or self._rngs[i] is None:
-                self._rngs[i] = seeding.np_random(s)[0]
-                self._noise_index[i] = _NOISE_BLOCK  # new generator: the buffer is stale
+        reseed_sub_envs(self._rngs, self._noise_index, seed, stale=_NOISE_BLOCK)
         options = options or {}
         delays = np.broadcast_to(np.asarray(options.get("delay", self.default_delay)), (n,))
         for value in np.unique(delays):

@@ -26,6 +26,7 @@ import numpy as np
 from gymnasium.utils import seeding
 
 from .tmaze import _NOISE_BLOCK, DOWN, LEFT, RIGHT, UP, TMazeEnv, _check_corridor_length
+from .vector_seeding import reseed_sub_envs
 
 __all__ = ["TMazeVectorEnv", "balanced_goal_options"]
 
@@ -138,19 +139,7 @@ class TMazeVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         options: dict[str, Any] | None = None,
     ) -> tuple[np.ndarray, dict[str, Any]]:
         n = self.num_envs
-        if seed is None:
-            seeds: Sequence[int | None] = [None] * n
-        elif isinstance(seed, (int, np.integer)):
-            seeds = [int(seed) + i for i in range(n)]
-        else:
-            seeds = list(seed)
-            if len(seeds) != n:
-                raise ValueError(f"got {len(seeds)} seeds for num_envs={n}")
-        for i, s in enumerate(seeds):
-            if s is not None or self._rngs[i] is None:
-                self._rngs[i] = seeding.np_random(s)[0]
-                # new generator: the buffered noise must come from it (as in TMazeEnv)
-                self._noise_index[i] = _NOISE_BLOCK
+        reseed_sub_envs(self._rngs, self._noise_index, seed, stale=_NOISE_BLOCK)
         options = options or {}
         length = options.get("corridor_length", self.default_corridor_length)
         lengths = np.broadcast_to(np.asarray(length), (n,))
