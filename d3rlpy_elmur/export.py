@@ -33,6 +33,8 @@ import torch
 from d3rlpy.dataset import is_tuple_shape
 from torch import nn
 
+from d3rlpy_elmur_cli.extras import require
+
 from .algos.stateful import environment_actions, no_previous_action, scale_inputs
 from .models.sequence import State, reset_rows
 
@@ -169,10 +171,9 @@ _OPSET = 17
 
 
 def _export_onnx(algo: ELMURDTBase, path: Path) -> None:
-    try:
-        import onnx
-    except ImportError as e:
-        raise ImportError("ONNX export needs onnx: pip install 'd3rlpy-elmur[export]'") from e
+    require("onnx", "ONNX export")
+    import onnx
+
     if not hasattr(algo.impl.policy.sequence, "export_write"):  # no memory write (GRU)
         step = PolicyStep(algo).eval()
         _trace_onnx(step, step.example_inputs(2), step.input_names(), step.output_names(), path)

@@ -1,9 +1,9 @@
 """Runs an exported ELMURDT policy (``save_policy("x.onnx")``) with onnxruntime and numpy alone.
 
-This module imports neither torch nor d3rlpy: a robot or a server can act with
-``pip install --no-deps d3rlpy-elmur`` plus ``numpy`` and ``onnxruntime``. The graph's inputs
-and outputs are described in ``d3rlpy_elmur.export``; this class keeps the state between calls
-and checks its inputs as the stateful wrapper does (``d3rlpy_elmur.observations``).
+This module imports neither torch nor d3rlpy: a robot or a server can act with the package's
+wheel installed ``--no-deps`` plus ``numpy`` and ``onnxruntime`` (README, Deploying). The
+graph's inputs and outputs are described in ``d3rlpy_elmur.export``; this class keeps the state
+between calls and checks its inputs as the stateful wrapper does (``d3rlpy_elmur.observations``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from d3rlpy_elmur_cli import DEFAULT_TARGET_RETURN  # the parser's, which imports no d3rlpy
+from d3rlpy_elmur_cli.extras import require
 
 from .observations import check_observation, check_rewards
 
@@ -141,10 +142,9 @@ def load_onnx_policy(
     path: str | os.PathLike[str], target_return: float = DEFAULT_TARGET_RETURN, threads: int = 1
 ) -> ONNXPolicy:
     """An :class:`ONNXPolicy` over ``path`` on the CPU with ``threads`` intra-op threads."""
-    try:
-        import onnxruntime as ort
-    except ImportError as e:
-        raise ImportError("load_onnx_policy needs onnxruntime: pip install onnxruntime") from e
+    require("onnxruntime", "load_onnx_policy")
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

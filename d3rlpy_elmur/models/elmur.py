@@ -223,9 +223,14 @@ class ELMURLayer(nn.Module):
             h1 = self._residual(h1, lambda q: self.read_attn(q, mem, read_bias), self.ln_read)
         if not isinstance(self.ffn, MoE):
             return self._residual(h1, self.ffn, self.ln_ffn), None
-        # _residual, spelled out: the MoE also returns its loss
-        y, balance = self.ffn(self.ln_ffn(h1) if self.pre_norm else h1, valid)
-        return (h1 + y if self.pre_norm else self.ln_ffn(h1 + y)), balance
+        moe, balance = self.ffn, []  # the MoE's loss, taken out of the residual's call
+
+        def routed(x: torch.Tensor) -> torch.Tensor:
+            y, loss = moe(x, valid)
+            balance.append(loss)
+            return y
+
+        return self._residual(h1, routed, self.ln_ffn), balance[0]
 
     def forward(
         self,
