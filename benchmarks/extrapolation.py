@@ -312,11 +312,13 @@ def format_table(summary: list[dict[str, Any]], lengths: list[int], longest: int
 
 def plot(summary: list[dict[str, Any]], title: str, path: Path) -> bool:
     """Success against length (log x), one line per task; False without matplotlib."""
-    try:
-        import matplotlib
-    except ImportError:
-        warnings.warn("matplotlib is not installed: no plot", stacklevel=2)
+    from d3rlpy_elmur_cli.extras import available, missing_message
+
+    if not available("matplotlib"):
+        warnings.warn(missing_message("the plot", "matplotlib"), stacklevel=2)
         return False
+    import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -17,6 +17,7 @@ from d3rlpy.constants import ActionSpace
 
 from d3rlpy_elmur import DiscreteELMURDTConfig
 from d3rlpy_elmur.envs import TMazeEnv
+from d3rlpy_elmur.envs.recall import RecallEnv, RecallVectorEnv
 from d3rlpy_elmur.envs.tmaze_vector import TMazeVectorEnv
 from d3rlpy_elmur.evaluation import (
     check_spaces,
@@ -262,10 +263,14 @@ def test_evaluate_closes_the_envs_it_makes_and_only_those(monkeypatch: pytest.Mo
         evaluate(algo, 3, n_episodes=1)  # type: ignore[arg-type]
 
 
-def test_a_passive_tmaze_runs_as_the_vector_tmaze_which_evaluate_closes(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("env", "twin"),
+    [(TMazeEnv(corridor_length=3), TMazeVectorEnv), (RecallEnv(delay=3), RecallVectorEnv)],
+)
+def test_a_passive_tmaze_or_recall_env_runs_as_its_vector_twin_which_evaluate_closes(
+    env: gym.Env[Any, Any], twin: type, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    algo = built_bc(4, 4)
+    algo = built_bc(env.observation_space.shape[0], int(env.action_space.n))
     ran: list[gym.vector.VectorEnv] = []
 
     def run(policy: Any, env: gym.vector.VectorEnv, *args: Any) -> dict[str, Any]:
@@ -273,8 +278,8 @@ def test_a_passive_tmaze_runs_as_the_vector_tmaze_which_evaluate_closes(
         return run_episodes(policy, env, *args)
 
     monkeypatch.setattr(episodes, "run_episodes", run)
-    evaluate(algo, TMazeEnv(corridor_length=3), n_episodes=5)
-    assert isinstance(ran[0], TMazeVectorEnv) and ran[0].num_envs == 5 and ran[0].closed
+    evaluate(algo, env, n_episodes=5)
+    assert isinstance(ran[0], twin) and ran[0].num_envs == 5 and ran[0].closed
 
 
 def test_evaluate_seeds_the_sampled_actions_with_its_seed() -> None:

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from d3rlpy_elmur_cli import DEFAULT_TARGET_RETURN  # the parser's, which must not import d3rlpy
 
+from ..envs.recall import RecallVectorEnv
 from ..envs.tmaze_vector import TMazeVectorEnv
 from ..observations import map_observations
 from .envs import make_eval_env
@@ -41,17 +42,17 @@ class _BorrowedEnv(gym.vector.SyncVectorEnv):
 def _as_vector_env(env: EnvLike, n_envs: int) -> tuple[gym.vector.VectorEnv, bool]:
     """(vector env, whether we made it and must close it).
 
-    An env id is built by ``make_eval_env``. A passive T-Maze instance runs as a
-    TMazeVectorEnv: the same transitions and noise as SyncVectorEnv over TMazeEnv for the same
-    seeds, in a few numpy operations per batched step instead of a Python loop over sub-envs.
-    Any other Env is the caller's and stays open.
+    An env id is built by ``make_eval_env``. A passive T-Maze or a recall-task instance runs
+    as its numpy twin (TMazeVectorEnv, RecallVectorEnv): the same transitions and noise as
+    SyncVectorEnv over the Env for the same seeds, in a few numpy operations per batched step
+    instead of a Python loop over sub-envs. Any other Env is the caller's and stays open.
     """
     if isinstance(env, gym.vector.VectorEnv):
         return env, False
     if isinstance(env, str):
         return make_eval_env(env, n_envs), True
     if isinstance(env, gym.Env):
-        fast = TMazeVectorEnv.from_env(env, n_envs)
+        fast = TMazeVectorEnv.from_env(env, n_envs) or RecallVectorEnv.from_env(env, n_envs)
         if fast is not None:
             return fast, True
         return _BorrowedEnv([lambda: env]), False
