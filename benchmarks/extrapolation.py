@@ -312,7 +312,7 @@ def format_table(summary: list[dict[str, Any]], lengths: list[int], longest: int
 
 def plot(summary: list[dict[str, Any]], title: str, path: Path) -> bool:
     """Success against length (log x), one line per task; False without matplotlib."""
-    from d3rlpy_elmur_cli.extras import available, missing_message
+    from d3rlpy_elmur.extras import available, missing_message
 
     if not available("matplotlib"):
         warnings.warn(missing_message("the plot", "matplotlib"), stacklevel=2)

@@ -33,9 +33,8 @@ import torch
 from d3rlpy.dataset import is_tuple_shape
 from torch import nn
 
-from d3rlpy_elmur_cli.extras import require
-
 from .algos.stateful import environment_actions, no_previous_action, scale_inputs
+from .extras import require
 from .models.sequence import State, reset_rows
 
 if TYPE_CHECKING:

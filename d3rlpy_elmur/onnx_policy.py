@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from d3rlpy_elmur_cli import DEFAULT_TARGET_RETURN  # the parser's, which imports no d3rlpy
-from d3rlpy_elmur_cli.extras import require
-
+from .defaults import DEFAULT_TARGET_RETURN
+from .extras import require
 from .observations import check_observation, check_rewards
 
 __all__ = ["ONNXPolicy", "load_onnx_policy"]

@@ -1,37 +1,31 @@
 """The ``elmur`` command line's parser (``elmur``, ``python -m d3rlpy_elmur``).
 
-Apart from the ``d3rlpy_elmur`` package so that ``elmur --help`` and usage errors answer
-without importing d3rlpy and torch (seconds on a small CPU): importing ``d3rlpy_elmur``
-registers its algorithms with d3rlpy, so it imports d3rlpy. Each subcommand names its
-function in :mod:`d3rlpy_elmur.cli`, imported once the arguments are parsed. Expected errors
-(a bad config, a missing dataset or model, an output that exists, a missing optional extra:
-:mod:`d3rlpy_elmur_cli.extras`) are printed as one line, without a traceback.
+Apart from the ``d3rlpy_elmur`` package, which it depends on and never the reverse, so that
+``elmur --help`` and usage errors answer without importing d3rlpy and torch (seconds on a
+small CPU): importing ``d3rlpy_elmur`` registers its algorithms with d3rlpy, so it imports
+d3rlpy. The parser therefore reads nothing of the library: where a library parameter has a
+default, its option parses to None and the library's default applies. Each subcommand names
+its function in :mod:`d3rlpy_elmur_cli.commands`, imported once the arguments are parsed.
+Expected errors (a bad config, a missing dataset or model, an output that exists, a missing
+optional extra: :mod:`d3rlpy_elmur.extras`) are printed as one line, without a traceback,
+with the library's parameter names put as the flags that set them.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = [
-    "BACKENDS",
-    "DEFAULT_EVAL_SEED",
-    "DEFAULT_TARGET_RETURN",
-    "DEFAULT_TEST_SEED",
-    "LOGGERS",
-    "build_parser",
-    "main",
-]
+__all__ = ["build_parser", "main"]
 
-# Defined here, not in d3rlpy_elmur.bench (which uses them), so the parser needs no d3rlpy
-LOGGERS = ("csv", "tensorboard", "wandb")  # --logger: d3rlpy's adapters (bench.loggers)
-BACKENDS = ("local", "ray")  # --backend: where runs execute (bench.backends)
-DEFAULT_EVAL_SEED = 5_000_000  # sweeps' validation seeds, apart from the suites' (bench.sweep)
-DEFAULT_TEST_SEED = 1_000_000  # first episode seed of suites and `elmur eval` (evaluation.tasks)
-DEFAULT_TARGET_RETURN = 1.0  # return-to-go at t=0 for DT-style models (evaluation)
+# The library's bench.loggers.LOGGERS and bench.backends.BACKENDS, which it checks: copied, as
+# reading them would import d3rlpy, and a test keeps them equal
+_LOGGERS = ("csv", "tensorboard", "wandb")
+_BACKENDS = ("local", "ray")
 
 
 # ---------------------------------------------------------------- parser
@@ -72,8 +66,7 @@ def _logger_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--logger",
         nargs="+",
-        choices=LOGGERS,
-        default=["csv"],
+        choices=_LOGGERS,
         metavar="NAME",
         help="csv (always on), tensorboard (events in each run folder's tensorboard/; needs "
         "tensorboardX), wandb (needs wandb; WANDB_MODE=offline keeps it local); several at once",
@@ -83,8 +76,7 @@ def _logger_option(parser: argparse.ArgumentParser) -> None:
 def _backend_options(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--backend",
-        choices=BACKENDS,
-        default="local",
+        choices=_BACKENDS,
         help=f"local: {what} in worker processes here (default); ray: one Ray task each "
         "(needs the ray extra)",
     )
@@ -168,12 +160,11 @@ def _add_eval(commands: argparse._SubParsersAction[Any]) -> None:
         help="T-Maze corridor lengths, one row each (T = L + 2; default: T = 9 ... 10^4)",
     )
     ev.add_argument("--episodes", type=int, default=100, help="episodes per row (default 100)")
-    ev.add_argument("--seed", type=int, default=DEFAULT_TEST_SEED, help="first episode seed")
+    ev.add_argument("--seed", type=int, help="first episode seed (default: the suites' test seed)")
     ev.add_argument(
         "--target-return",
         type=float,
-        default=DEFAULT_TARGET_RETURN,
-        help="return-to-go for DT models",
+        help="return-to-go for DT models (default: the library's, as for evaluate)",
     )
     ev.add_argument("--json", metavar="OUT", help="write the rows as JSON to OUT ('-': stdout)")
     ev.set_defaults(func="cmd_eval")
@@ -246,14 +237,15 @@ def _add_sweep(commands: argparse._SubParsersAction[Any]) -> None:
     sweep.add_argument(
         "--eval-seed",
         type=int,
-        default=DEFAULT_EVAL_SEED,
-        help=f"first validation episode seed (default {DEFAULT_EVAL_SEED:,}, apart from the "
+        help="first validation episode seed (default: the sweeps' own, apart from the "
         "suites' evaluation seeds)",
     )
     sweep.add_argument(
         "--corridor", type=int, nargs="+", metavar="L", help="T-Maze corridor lengths to score on"
     )
-    sweep.add_argument("--target-return", type=float, default=1.0, help="return-to-go for DTs")
+    sweep.add_argument(
+        "--target-return", type=float, help="return-to-go for DTs (default: the library's)"
+    )
     sweep.add_argument("--steps", "--n-steps", type=int, help="training updates per trial")
     sweep.add_argument("--seed", type=int, help="training seed of every trial (default: config's)")
     sweep.add_argument(
@@ -299,15 +291,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The library's messages name a caller's parameter as `name=value` (``episodes=0``,
+# ``overwrite=True``): here, the flag that sets it. Not a config field's ``train.steps=``.
+_FLAGS = {
+    "episodes": "--episodes",
+    "trials": "--trials",
+    "jobs": "--jobs",
+    "overwrite": "--overwrite",
+    "dataset": "--dataset",
+    "env": "--env",
+    "out_dir": "--out",
+    "backend": "--backend",
+    "address": "--address",
+}
+_PARAMETER = re.compile(rf"(?<![\w.])({'|'.join(_FLAGS)})=(True\b)?")
+
+
+def _in_flags(message: str) -> str:
+    """``message`` with the library's parameters put as flags (``overwrite=True``: a switch)."""
+    return _PARAMETER.sub(lambda m: _FLAGS[m[1]] + ("" if m[2] else " "), message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     args.argv = None if argv is None else list(argv)
     # the package (d3rlpy, torch) is imported only now: --help and usage errors stay fast
-    from d3rlpy_elmur import cli as commands
     from d3rlpy_elmur.bench.configs import ConfigError
     from d3rlpy_elmur.datasets.errors import DatasetError
     from d3rlpy_elmur.io import ModelFileError
+
+    from . import commands
 
     try:
         return int(getattr(commands, args.func)(args))
@@ -319,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         FileNotFoundError,
         ValueError,
     ) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_in_flags(str(e))}", file=sys.stderr)
         return 1
     except ImportError as e:  # an optional extra is missing (extras.MissingExtraError names it)
         print(f"error: {e}", file=sys.stderr)

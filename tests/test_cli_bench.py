@@ -19,7 +19,7 @@ import yaml
 
 import d3rlpy_elmur
 from d3rlpy_elmur.bench.configs import load_run_config
-from d3rlpy_elmur.cli import build_parser, main
+from d3rlpy_elmur_cli import build_parser, main
 
 from .toy_roots import CONFIGS, RP_RECIPE, make_toy_roots
 
@@ -507,3 +507,20 @@ def test_bad_flags_and_envs_are_one_line_naming_the_value(roots: Path, capsys) -
     argv = ["train", "toy_bc", "--n-steps", "6", "--n-steps-per-epoch", "3", "--out", str(out)]
     assert main([*argv, "--quiet"]) == 0
     assert len((out / "logs" / "loss.csv").read_text().splitlines()) == 2
+
+
+def test_the_library_names_its_parameters_and_the_command_line_their_flags(
+    roots: Path, capsys
+) -> None:
+    """A library error names the caller's parameters (``address=``, ``backend=``); `elmur`
+    prints the flags that set them (config fields such as ``train.steps=`` stay: above)."""
+    from d3rlpy_elmur.bench.backends import check_backend
+
+    message = "address='auto' names a Ray cluster: it is for backend='ray' only"
+    with pytest.raises(ValueError, match=message):
+        check_backend("local", "auto")
+    out = roots / "b"
+    assert main(["bench", "bench_toy", "--address", "auto", "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --address 'auto' names a Ray cluster: it is for --backend 'ray' only"
+    assert not out.exists()

@@ -12,9 +12,9 @@ from pathlib import Path
 import minari
 import pytest
 
-from d3rlpy_elmur.cli import build_parser, main
 from d3rlpy_elmur.datasets import KINDS, RecipeError, get_recipe, load_minari, load_recipes
 from d3rlpy_elmur.envs import EXPERT_RETURN_BOUNDS
+from d3rlpy_elmur_cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from d3rlpy_elmur.cli import build_parser, main
-from d3rlpy_elmur_cli.extras import EXTRAS, available, extra_of
+from d3rlpy_elmur.extras import EXTRAS, available, extra_of
+from d3rlpy_elmur_cli import build_parser, main
 
 from .toy_roots import RP_RECIPE, make_toy_roots
 
@@ -196,6 +196,37 @@ def test_every_command_takes_threads_quiet_and_verbose() -> None:
         args = parser.parse_args([*words, *rest, "--threads", "3", "--quiet", "-v"])
         assert (args.threads, args.quiet, args.verbose) == (3, True, True), words
         assert parser.parse_args([*words, *rest, "--verbose"]).verbose, words
+
+
+def test_the_logger_and_backend_choices_are_the_librarys() -> None:
+    """The parser copies the names the library checks (reading them would import d3rlpy)."""
+    from d3rlpy_elmur.bench.backends import BACKENDS
+    from d3rlpy_elmur.bench.loggers import LOGGERS
+
+    seen = set()
+    for words, parser in _leaves(build_parser()).items():
+        for action in parser._actions:
+            for flag, names in (("--logger", LOGGERS), ("--backend", BACKENDS)):
+                if flag in action.option_strings:
+                    assert tuple(action.choices or ()) == names, (words, flag)
+                    seen.add((words, flag))
+    assert {words for words, _ in seen} == {("train",), ("resume",), ("bench",), ("sweep",)}
+
+
+def test_the_library_defaults_are_left_to_the_library() -> None:
+    """An option whose library parameter has a default parses to None when not given, so
+    the library's default applies (``commands._given`` leaves it out of the call)."""
+    parser = build_parser()
+    unset = {
+        ("eval",): ("seed", "target_return"),
+        ("sweep",): ("eval_seed", "target_return", "backend", "logger"),
+        ("bench",): ("backend", "logger"),
+        ("train",): ("logger",),
+        ("resume",): ("logger",),
+    }
+    for words, names in unset.items():
+        args = parser.parse_args([*words, *MINIMAL[words]])
+        assert all(getattr(args, name) is None for name in names), words
 
 
 def test_quiet_and_verbose_run_where_they_change_nothing(

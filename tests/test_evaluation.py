@@ -16,6 +16,7 @@ import torch
 from d3rlpy.constants import ActionSpace
 
 from d3rlpy_elmur import DiscreteELMURDTConfig
+from d3rlpy_elmur.defaults import DEFAULT_TARGET_RETURN
 from d3rlpy_elmur.envs import TMazeEnv
 from d3rlpy_elmur.envs.recall import RecallEnv, RecallVectorEnv
 from d3rlpy_elmur.envs.tmaze_vector import TMazeVectorEnv
@@ -26,7 +27,6 @@ from d3rlpy_elmur.evaluation import (
     make_batch_policy,
     run_episodes,
 )
-from d3rlpy_elmur_cli import DEFAULT_TARGET_RETURN
 
 
 class CountdownEnv(gym.Env):

@@ -22,9 +22,13 @@ from torch import nn
 
 from d3rlpy_elmur import DiscreteELMURDTConfig, ELMURDTConfig, ONNXPolicy, load_onnx_policy
 from d3rlpy_elmur.algos.elmur_dt import ELMURDTBase
+from d3rlpy_elmur.bench.suite_config import Suite
+from d3rlpy_elmur.bench.sweep import run_sweep
+from d3rlpy_elmur.defaults import DEFAULT_TARGET_RETURN
+from d3rlpy_elmur.evaluation import evaluate, evaluate_model, evaluate_popgym, evaluate_tmaze
 from d3rlpy_elmur.export import PolicyStep
 from d3rlpy_elmur.models import ELMURFactory, GRUFactory
-from d3rlpy_elmur_cli import DEFAULT_TARGET_RETURN
+from d3rlpy_elmur_cli import build_parser
 from tests.encoders import FlattenEncoderFactory
 from tests.helpers import cue_recall_dataset, cue_recall_episode
 
@@ -345,12 +349,21 @@ def test_save_policy_works_after_update_and_after_evaluation(
 
 
 def test_every_entry_point_has_the_same_default_target_return(tmp_path: Path) -> None:
+    """The library's one default serves the wrapper, evaluation, suites, sweeps and the ONNX
+    policy; the command line parses none of its own (None: the library's applies)."""
     algo = _algo(True, (3,))
     algo.save_policy(str(tmp_path / "policy.onnx"))
     assert load_onnx_policy(tmp_path / "policy.onnx").target_return == DEFAULT_TARGET_RETURN
-    for function in (load_onnx_policy, ONNXPolicy, ELMURDTBase.as_stateful_wrapper):
+    entry_points = (
+        *(load_onnx_policy, ONNXPolicy, ELMURDTBase.as_stateful_wrapper),
+        *(evaluate, evaluate_model, evaluate_tmaze, evaluate_popgym, Suite, run_sweep),
+    )
+    for function in entry_points:
         default = inspect.signature(function).parameters["target_return"].default
         assert default == DEFAULT_TARGET_RETURN, function
+    sweep = ["sweep", "cfg", "--space", "s", "--out", "o", "--trials", "1"]
+    for argv in (["eval", "m.d3", "--env", "e"], sweep):
+        assert build_parser().parse_args(argv).target_return is None, argv[0]
 
 
 # --------------------------------------------------------------------- the ONNX policy's inputs

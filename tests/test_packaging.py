@@ -3,6 +3,7 @@ plain (non-editable) install trains a preset from an empty folder."""
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -44,7 +45,8 @@ def test_a_wheel_install_trains_a_preset_from_an_empty_folder(tmp_path: Path) ->
 
     def elmur(*args: str) -> subprocess.CompletedProcess[str]:
         code = (
-            "import sys, d3rlpy_elmur.cli as c; print(c.__file__); sys.exit(c.main(sys.argv[1:]))"
+            "import sys, d3rlpy_elmur, d3rlpy_elmur_cli as c; print(d3rlpy_elmur.__file__); "
+            "sys.exit(c.main(sys.argv[1:]))"
         )
         return subprocess.run(
             [sys.executable, "-c", code, *args], cwd=empty, env=env, capture_output=True, text=True
@@ -107,3 +109,21 @@ def test_help_and_usage_errors_answer_without_importing_d3rlpy_or_torch() -> Non
     assert exits == ["exit: --help 0", "exit: train 0", "exit: sweep 0", "exit: train 2"]
     assert "--backend {local,ray}" in done.stdout and "invalid int value: 'x'" in done.stderr
     assert lines[-1] == "False False"
+
+
+def test_no_module_of_the_library_imports_the_command_line() -> None:
+    """The command line depends on the library, never the reverse. The one file that names it
+    is ``d3rlpy_elmur/__main__.py``, the script ``python -m d3rlpy_elmur`` runs, which no
+    module imports."""
+    importers = set()
+    for path in (REPO / "d3rlpy_elmur").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                modules = [node.module or ""]
+            else:
+                continue
+            if any(module.split(".")[0] == "d3rlpy_elmur_cli" for module in modules):
+                importers.add(path.relative_to(REPO).as_posix())
+    assert importers == {"d3rlpy_elmur/__main__.py"}

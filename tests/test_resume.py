@@ -26,8 +26,8 @@ import d3rlpy_elmur
 from d3rlpy_elmur.bench.configs import ConfigError, load_run_config
 from d3rlpy_elmur.bench.train import ensure_dataset, resume_run, train_run
 from d3rlpy_elmur.checkpoint import CheckpointError, build_impl, read_checkpoint
-from d3rlpy_elmur.cli import main
 from d3rlpy_elmur.datasets import load_minari
+from d3rlpy_elmur_cli import main
 
 from .toy_roots import make_toy_roots
 

@@ -40,8 +40,7 @@ from d3rlpy.optimizers import AdamWFactory, OptimizerFactory, make_optimizer_fie
 from d3rlpy.torch_utility import TorchTrajectoryMiniBatch, wrap_model_by_ddp
 from d3rlpy.types import Shape
 
-from d3rlpy_elmur_cli import DEFAULT_TARGET_RETURN  # the parser's, which must not import d3rlpy
-
+from ..defaults import DEFAULT_TARGET_RETURN
 from ..io import save_learnable
 from ..models.factories import (
     ELMURFactory,

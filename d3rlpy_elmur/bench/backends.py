@@ -24,13 +24,12 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from d3rlpy_elmur_cli import BACKENDS  # the parser's, which must not import d3rlpy
-from d3rlpy_elmur_cli.extras import require
-
+from ..extras import require
 from .workers import configure_worker, worker_init
 
 __all__ = ["BACKENDS", "RAY_RETRIES", "RayExecutor", "check_backend", "make_executor"]
 
+BACKENDS = ("local", "ray")  # the names `backend` takes (the module docstring)
 RAY_RETRIES = 3
 _FORWARDED_ENV = ("MINARI_DATASETS_PATH", "ELMUR_RECIPES_DIR", "ELMUR_CONFIGS_DIR")
 
@@ -41,9 +40,9 @@ def check_backend(backend: str, address: str | None = None) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if backend == "local" and address is not None:
-        raise ValueError("--address is for --backend ray")
+        raise ValueError(f"address={address!r} names a Ray cluster: it is for backend='ray' only")
     if backend == "ray":
-        require("ray", "--backend ray")
+        require("ray", "the ray backend")
 
 
 def make_executor(
@@ -75,7 +74,7 @@ class RayExecutor(concurrent.futures.Executor):
     """Each ``submit`` is one Ray task; its future is Ray's ``ObjectRef.future()``."""
 
     def __init__(self, threads: int, address: str | None = None) -> None:
-        require("ray", "--backend ray")
+        require("ray", "the ray backend")
         import ray
 
         self._ray = ray

@@ -23,13 +23,12 @@ from d3rlpy.logging import (
 )
 from d3rlpy.logging.logger import AlgProtocol, SaveProtocol
 
-from d3rlpy_elmur_cli import LOGGERS  # the parser's, which must not import d3rlpy
-from d3rlpy_elmur_cli.extras import require
-
+from ..extras import require
 from ..io import atomic_write
 
 __all__ = ["LOGGERS", "RunFileAdapterFactory", "check_loggers", "final_loss", "run_logger"]
 
+LOGGERS = ("csv", "tensorboard", "wandb")  # the names `loggers` takes
 
 # what d3rlpy's adapter for each logger imports (the tracking extra installs both)
 _LOGGER_MODULES = {"tensorboard": "tensorboardX", "wandb": "wandb"}
@@ -43,7 +42,7 @@ def check_loggers(names: Sequence[str]) -> list[str]:
         raise ValueError(f"unknown logger(s) {unknown}: choose from {list(LOGGERS)}")
     adapters = [name for name in dict.fromkeys(names) if name != "csv"]
     for name in adapters:
-        require(_LOGGER_MODULES[name], f"--logger {name}")
+        require(_LOGGER_MODULES[name], f"the {name} logger")
     return adapters
 
 

@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from d3rlpy_elmur_cli.extras import available
-
 from ..evaluation.tasks import format_length
+from ..extras import available
 
 __all__ = [
     "CAP_CELL",

@@ -154,12 +154,12 @@ def refuse_to_replace(out: Path, overwrite: bool) -> None:
     if overwrite:
         return
     if (out / MODEL_FILE).exists():
-        raise OutputExistsError(f"{out / MODEL_FILE} exists; pass --overwrite to replace it")
+        raise OutputExistsError(f"{out / MODEL_FILE} exists; pass overwrite=True to replace it")
     unfinished = [name for name in (CHECKPOINT_FILE, CONFIG_FILE) if (out / name).exists()]
     if unfinished:
         raise OutputExistsError(
             f"{out} holds an unfinished run ({', '.join(unfinished)}): `elmur resume "
-            f"{out}` continues it, --overwrite starts again"
+            f"{out}` continues it, overwrite=True starts again"
         )
 
 

@@ -30,8 +30,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from d3rlpy_elmur_cli import DEFAULT_TARGET_RETURN, DEFAULT_TEST_SEED  # the parser's
-
+from ..defaults import DEFAULT_TARGET_RETURN, DEFAULT_TEST_SEED
 from .configs import ConfigError, load_yaml, resolve_config_path
 
 __all__ = ["KINDS", "Suite", "SuiteAlgorithm", "load_suite"]

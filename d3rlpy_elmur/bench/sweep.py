@@ -48,10 +48,9 @@ from typing import Any
 
 import yaml
 
-from d3rlpy_elmur_cli import DEFAULT_EVAL_SEED  # the parser's, which must not import d3rlpy
-from d3rlpy_elmur_cli.extras import available, require
-
+from ..defaults import DEFAULT_EVAL_SEED, DEFAULT_TARGET_RETURN
 from ..evaluation.tasks import check_evaluation, evaluate_model
+from ..extras import available, require
 from ..io import atomic_write, exclusive_folder, load_learnable
 from .backends import check_backend, make_executor
 from .configs import (
@@ -69,7 +68,6 @@ from .runinfo import run_info
 from .train import ensure_dataset, train_checkpointed
 
 __all__ = [
-    "DEFAULT_EVAL_SEED",
     "Dimension",
     "SweepTrial",
     "load_space",
@@ -302,8 +300,8 @@ def _open_study(out: Path, identity: dict[str, Any], dims: Sequence[Dimension], 
     elif stored != identity:
         changed = sorted(k for k in identity if stored.get(k) != identity[k])
         raise ConfigError(
-            f"{out} holds a sweep with other {', '.join(changed)}: use another --out, or the "
-            "same config, space and evaluation to resume it"
+            f"{out} holds a sweep with other {', '.join(changed)}: use another "
+            "out_dir=<folder>, or the same config, space and evaluation to resume it"
         )
     return study
 
@@ -365,7 +363,7 @@ def run_sweep(
     episodes: int = 100,
     eval_seed: int = DEFAULT_EVAL_SEED,
     corridors: Sequence[int] = (),
-    target_return: float = 1.0,
+    target_return: float = DEFAULT_TARGET_RETURN,
     steps: int | None = None,
     seed: int | None = None,
     sampler_seed: int = 0,
@@ -389,7 +387,7 @@ def run_sweep(
     if jobs < 1:
         raise ValueError(f"jobs={jobs}: at least one")
     # everything a trial needs is checked before the first one trains
-    require("optuna", "elmur sweep")
+    require("optuna", "a sweep")
     check_loggers(loggers)
     check_backend(backend, address)
     from optuna.trial import TrialState
@@ -404,7 +402,9 @@ def run_sweep(
     _check_space(run, dims, f"search space {space}")
     dataset_name = dataset or run.dataset
     if not dataset_name:
-        raise ConfigError(f"config {base.name} names no dataset; pass --dataset")
+        raise ConfigError(
+            f"config {base.name} names no dataset; pass dataset=<recipe name or Minari id>"
+        )
     env_id = env or _env_of(dataset_name, run.eval.env)
     check_evaluation(env_id, corridors)
     dataset_id = ensure_dataset(dataset_name, progress=show_progress)
@@ -501,7 +501,9 @@ def _env_of(dataset: str, configured: str | None) -> str:
         return recipe.env
     if configured:
         return configured
-    raise ConfigError(f"dataset {dataset} has no recipe to name its environment; pass --env")
+    raise ConfigError(
+        f"dataset {dataset} has no recipe to name its environment; pass env=<gymnasium id>"
+    )
 
 
 def _drive(

@@ -144,7 +144,9 @@ def train_run(
     out = Path(out_dir)
     dataset_name = dataset or run.dataset
     if not dataset_name:
-        raise ValueError(f"config {run.name} names no dataset; pass --dataset")
+        raise ValueError(
+            f"config {run.name} names no dataset; pass dataset=<recipe name or Minari id>"
+        )
     train = run.train
     run = run.replace(
         train=dataclasses.replace(

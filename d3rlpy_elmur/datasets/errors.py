@@ -37,8 +37,7 @@ class DatasetExistsError(DatasetError, FileExistsError):
         self.dataset_id = dataset_id
         self.path = path
         super().__init__(
-            f"dataset {dataset_id!r} already exists at {path}; pass overwrite=True "
-            "(CLI: --overwrite) to replace it"
+            f"dataset {dataset_id!r} already exists at {path}; pass overwrite=True to replace it"
         )
 
 

@@ -27,8 +27,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from d3rlpy_elmur_cli.extras import require
-
+from ..extras import require
 from .experts import register_expert
 
 __all__ = [

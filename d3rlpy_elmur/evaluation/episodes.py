@@ -16,8 +16,7 @@ import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
-from d3rlpy_elmur_cli import DEFAULT_TARGET_RETURN  # the parser's, which must not import d3rlpy
-
+from ..defaults import DEFAULT_TARGET_RETURN
 from ..envs.recall import RecallVectorEnv
 from ..envs.tmaze_vector import TMazeVectorEnv
 from ..observations import map_observations

@@ -7,8 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from d3rlpy_elmur_cli import DEFAULT_TARGET_RETURN  # the parser's, which must not import d3rlpy
-
+from ..defaults import DEFAULT_TARGET_RETURN
 from ..envs.registration import TMAZE_ID
 from .envs import check_env_id, is_tmaze, make_eval_env
 from .episodes import MAX_ENVS, evaluate
@@ -151,7 +150,7 @@ def evaluate_model(
     """Rows of greedy batched evaluation: one per T-Maze corridor length L (at T = L + 2;
     default T = 9 ... 10^4), else one row for the environment."""
     if episodes < 1:
-        raise ValueError(f"--episodes {episodes}: evaluate at least one episode")
+        raise ValueError(f"episodes={episodes}: evaluate at least one episode")
     check_evaluation(env_id, corridors)
     if is_tmaze(env_id):
         lengths = [c + 2 for c in corridors] if corridors else list(QUICK_LENGTHS)

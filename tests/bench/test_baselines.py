@@ -8,6 +8,7 @@ import pytest
 from d3rlpy.algos import GreedyTransformerActionSampler
 
 from d3rlpy_elmur import DiscreteELMURDTConfig
+from d3rlpy_elmur.defaults import DEFAULT_TARGET_RETURN
 from d3rlpy_elmur.evaluation import (
     BatchedDecisionTransformerPolicy,
     ELMURBatchPolicy,
@@ -17,7 +18,6 @@ from d3rlpy_elmur.evaluation import (
     make_eval_env,
     run_episodes,
 )
-from d3rlpy_elmur_cli import DEFAULT_TARGET_RETURN
 
 OBS_DIM = 3
 

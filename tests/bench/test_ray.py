@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from d3rlpy_elmur.cli import main
+from d3rlpy_elmur_cli import main
 
 from ..toy_roots import make_toy_roots
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from d3rlpy_elmur.bench.report import CAP_CELL, aggregate, render_markdown, write_report
-from d3rlpy_elmur.cli import main
+from d3rlpy_elmur_cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

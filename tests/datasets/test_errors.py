@@ -75,7 +75,7 @@ def test_unknown_path(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ atomic builds
 def test_existing_id_asks_for_overwrite(built: Path) -> None:
     before = hdf5_file(built).read_bytes()
-    with pytest.raises(DatasetExistsError, match="--overwrite") as info:
+    with pytest.raises(DatasetExistsError, match="overwrite=True to replace it") as info:
         make_tmaze_dataset(DATASET, 6, 4, seed=1)
     assert isinstance(info.value, FileExistsError)
     assert hdf5_file(built).read_bytes() == before

@@ -1,8 +1,9 @@
 """The ``elmur`` subcommands: one function each (``cmd_<name>``), called by the parser in
 :mod:`d3rlpy_elmur_cli` with the parsed arguments (``dataset build|list``, ``train``,
 ``resume``, ``eval``, ``bench``, ``report``, ``sweep`` and ``demo``). The work happens in
-:mod:`d3rlpy_elmur.bench`; these functions only call it and print. ``main`` and
-``build_parser`` are the parser's.
+:mod:`d3rlpy_elmur` (most of it in :mod:`d3rlpy_elmur.bench`); these functions only call it
+and print. An option whose library parameter has a default parses to None where not given,
+and is then left out of the call (:func:`_given`), so the library's default applies.
 """
 
 from __future__ import annotations
@@ -18,16 +19,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from d3rlpy_elmur_cli import build_parser, main
-from d3rlpy_elmur_cli.extras import available, missing_message
+from d3rlpy_elmur.extras import available, missing_message
 
-__all__ = ["build_parser", "main"]
+__all__: list[str] = []
 
 
 # ---------------------------------------------------------------- dataset build
 def cmd_dataset_build(args: argparse.Namespace) -> int:
-    from .datasets import build_recipe, get_recipe, open_minari
-    from .datasets.writer import ELMUR_METADATA_KEY
+    from d3rlpy_elmur.datasets import build_recipe, get_recipe, open_minari
+    from d3rlpy_elmur.datasets.writer import ELMUR_METADATA_KEY
 
     _setup(args)
     recipe = get_recipe(args.name)
@@ -52,8 +52,8 @@ def cmd_dataset_build(args: argparse.Namespace) -> int:
 def _dataset_rows() -> dict[str, Any]:
     from minari.dataset.minari_storage import MinariStorage
 
-    from .datasets import datasets_root, load_recipes, local_dataset_ids
-    from .datasets.writer import ELMUR_METADATA_KEY
+    from d3rlpy_elmur.datasets import datasets_root, load_recipes, local_dataset_ids
+    from d3rlpy_elmur.datasets.writer import ELMUR_METADATA_KEY
 
     root = datasets_root()
     rows = []
@@ -142,6 +142,12 @@ def _warn_without_plot(outputs: str) -> None:
         )
 
 
+def _given(**options: Any) -> dict[str, Any]:
+    """The options given on the command line: one left out (None) takes the library's
+    default."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
 def _command_line(argv: Sequence[str] | None) -> str:
     return shlex.join(["elmur", *(sys.argv[1:] if argv is None else argv)])
 
@@ -151,7 +157,7 @@ def _write_json(data: Any, target: str) -> None:
     if target == "-":
         sys.stdout.write(text)
         return
-    from .io import atomic_write
+    from d3rlpy_elmur.io import atomic_write
 
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(target, "w") as f:
@@ -160,8 +166,8 @@ def _write_json(data: Any, target: str) -> None:
 
 # ---------------------------------------------------------------- train, resume
 def cmd_train(args: argparse.Namespace) -> int:
-    from .bench.configs import load_run_config
-    from .bench.train import train_run
+    from d3rlpy_elmur.bench.configs import load_run_config
+    from d3rlpy_elmur.bench.train import train_run
 
     _setup(args)
     result = train_run(
@@ -175,17 +181,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         show_progress=not args.quiet,
         overwrite=args.overwrite,
-        loggers=args.logger,
+        **_given(loggers=args.logger),
     )
     return _print_run(args, args.out, result.summary())
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .bench.train import resume_run
+    from d3rlpy_elmur.bench.train import resume_run
 
     _setup(args)
     result = resume_run(
-        args.dir, device=args.device, show_progress=not args.quiet, loggers=args.logger
+        args.dir, device=args.device, show_progress=not args.quiet, **_given(loggers=args.logger)
     )
     return _print_run(args, args.dir, result.summary())
 
@@ -200,20 +206,22 @@ def _print_run(args: argparse.Namespace, out: str, summary: str) -> int:
 
 # ---------------------------------------------------------------- eval
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .bench.runinfo import run_info
-    from .evaluation.tasks import check_evaluation, evaluate_model, format_length
-    from .io import load_learnable
+    from d3rlpy_elmur.bench.runinfo import run_info
+    from d3rlpy_elmur.defaults import DEFAULT_TEST_SEED
+    from d3rlpy_elmur.evaluation.tasks import check_evaluation, evaluate_model, format_length
+    from d3rlpy_elmur.io import load_learnable
 
     _setup(args)
     check_evaluation(args.env, args.corridor)  # before the model is read
     algo = load_learnable(args.model)
+    seed = DEFAULT_TEST_SEED if args.seed is None else args.seed  # the report names it
     rows = evaluate_model(
         algo,
         args.env,
         args.episodes,
-        args.seed,
+        seed,
         corridors=args.corridor,
-        target_return=args.target_return,
+        **_given(target_return=args.target_return),
         show_progress=not args.quiet,
     )
     report = {
@@ -221,7 +229,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "algo": algo.config.get_type(),
         "env": args.env,
         "episodes": args.episodes,
-        "seed": args.seed,
+        "seed": seed,
         "rows": rows,
         **run_info(_command_line(args.argv)),
     }
@@ -241,7 +249,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     out = sys.stderr if args.json == "-" else sys.stdout  # keep stdout pure JSON
-    print(f"{args.model} on {args.env}, seed {args.seed}:", file=out)
+    print(f"{args.model} on {args.env}, seed {seed}:", file=out)
     for r in table:
         print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)), file=out)
     if args.json:
@@ -253,8 +261,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- bench / report / demo
 def _run_suite(args: argparse.Namespace, suite_name: str, seeds: list[int]) -> dict[str, Any]:
-    from .bench.suite import run_suite
-    from .bench.suite_config import load_suite
+    from d3rlpy_elmur.bench.suite import run_suite
+    from d3rlpy_elmur.bench.suite_config import load_suite
 
     suite = load_suite(suite_name)
     if getattr(args, "quick", False):
@@ -268,9 +276,8 @@ def _run_suite(args: argparse.Namespace, suite_name: str, seeds: list[int]) -> d
         show_progress=not args.quiet,
         jobs=args.jobs,
         threads=args.threads,
-        loggers=getattr(args, "logger", ()),
-        backend=getattr(args, "backend", "local"),
         address=getattr(args, "address", None),
+        **_given(loggers=getattr(args, "logger", None), backend=getattr(args, "backend", None)),
     )
 
 
@@ -296,7 +303,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .bench.report import write_report
+    from d3rlpy_elmur.bench.report import write_report
 
     _setup(args)
     source = Path(args.dir) / "results.json"
@@ -313,7 +320,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .bench.sweep import run_sweep
+    from d3rlpy_elmur.bench.sweep import run_sweep
 
     _setup(args)
     _warn_without_plot("sweep.json, sweep.md and best.yaml are written")
@@ -325,19 +332,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         dataset=args.dataset,
         env=args.env,
         episodes=args.episodes,
-        eval_seed=args.eval_seed,
         corridors=args.corridor or (),
-        target_return=args.target_return,
         steps=args.steps,
         seed=args.seed,
         sampler_seed=args.sampler_seed,
         jobs=args.jobs,
         threads=args.threads,
-        backend=args.backend,
         address=args.address,
         show_progress=not args.quiet,
         command=_command_line(args.argv),
-        loggers=args.logger,
+        **_given(
+            eval_seed=args.eval_seed,
+            target_return=args.target_return,
+            backend=args.backend,
+            loggers=args.logger,
+        ),
     )
     best = summary["best"]
     if best is None:
@@ -349,7 +358,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .bench.report import render_markdown
+    from d3rlpy_elmur.bench.report import render_markdown
 
     _setup(args)
     _warn_without_plot("results.json and results.md are written")

@@ -1,8 +1,8 @@
 """The optional extras (``setup.cfg``'s ``extras_require``): which modules each installs, and
 the one message that names the extra to install when a module is missing.
 
-Here, beside the parser, because it imports nothing heavy: the CLI checks what a command will
-need before it loads a dataset or trains, and ``load_onnx_policy`` runs where d3rlpy is absent.
+It imports nothing but the standard library: ``load_onnx_policy`` runs where d3rlpy and torch
+are absent, and the ``elmur`` commands check what they will need before any work.
 """
 
 from __future__ import annotations
@@ -59,6 +59,6 @@ class MissingExtraError(ImportError):
 
 def require(module: str, what: str) -> None:
     """Raise :class:`MissingExtraError` unless ``module`` is installed; ``what`` names the
-    need (``--backend ray``, ``elmur sweep``). Call it before any work that needs it."""
+    need (``the ray backend``, ``a sweep``). Call it before any work that needs it."""
     if not available(module):
         raise MissingExtraError(what, module)
