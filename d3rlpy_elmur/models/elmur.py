@@ -82,6 +82,10 @@ class ELMURConfig:
     # does not see the previous segment's context, so memory carries what attention could.
     memory_noise: float = 0.0
     context_dropout: float = 0.0
+    # and each row's segment write applied again 0..memory_rewrites times (uniform), as if the
+    # segment had recurred: a test episode of n segments applies the write n times, training
+    # windows only S - 1 times before their last decision.
+    memory_rewrites: int = 0
 
     def __post_init__(self) -> None:
         checks = {
@@ -101,6 +105,7 @@ class ELMURConfig:
             "time_buckets": self.time_buckets > _EXACT_BUCKETS,
             "memory_noise": self.memory_noise >= 0.0,
             "context_dropout": 0.0 <= self.context_dropout <= 1.0,
+            "memory_rewrites": self.memory_rewrites >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -438,15 +443,46 @@ class ELMUR(SequenceEncoder):
         # every layer read the memory before this segment's write
         new_state = {"memory": memory, "anchors": anchors}
         if key_mask is not None:
-            biases = [key_mask if b is None else b + key_mask for b in write_bias]
-            new_state["memory"], new_state["anchors"] = self.write_memory(
-                memory, anchors, outputs, steps[:, -1], biases, complete
+            new_state["memory"], new_state["anchors"] = self._write_segment(
+                new_state, outputs, steps, write_bias, key_mask, complete
             )
         if W:
             new_state["context"] = torch.stack(contexts, 1)
             new_state["context_valid"] = state["context_valid"] | complete
         aux = torch.stack(balance).sum() * self.cfg.moe_aux_weight if balance else None
         return self.ln_out(h), new_state, aux
+
+    def _write_segment(
+        self,
+        state: State,
+        outputs: Sequence[torch.Tensor],
+        steps: torch.Tensor,
+        write_bias: Sequence[torch.Tensor | None],
+        key_mask: torch.Tensor,
+        complete: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``write_memory`` of a segment into ``state``'s memory, in training repeated per
+        row a uniform 0..``memory_rewrites`` more times (biases from the anchors each write
+        leaves)."""
+        memory, anchors = state["memory"], state["anchors"]
+        biases = [key_mask if b is None else b + key_mask for b in write_bias]
+        memory, anchors = self.write_memory(
+            memory, anchors, outputs, steps[:, -1], biases, complete
+        )
+        repeats = self.cfg.memory_rewrites if self.training else 0
+        if not repeats:
+            return memory, anchors
+        extra = torch.randint(0, repeats + 1, complete.shape, device=complete.device)
+        for again in range(1, repeats + 1):
+            rows = complete & (extra >= again)
+            if not bool(rows.any()):
+                break
+            write_bias = self.time_biases(steps, anchors)[1]
+            biases = [key_mask if b is None else b + key_mask for b in write_bias]
+            memory, anchors = self.write_memory(
+                memory, anchors, outputs, steps[:, -1], biases, rows
+            )
+        return memory, anchors
 
     def write_memory(
         self,

@@ -73,6 +73,8 @@ class ELMURFactory(SequenceEncoderFactory):
             reads and writes (0: off; an extrapolation candidate, issue 33).
         context_dropout: probability, in training, that a segment does not attend to the
             previous segment's tokens (0: off; an extrapolation candidate, issue 33).
+        memory_rewrites: in training, each segment's write is applied again 0..n times per
+            row (uniform), as if the segment recurred (0: off; an extrapolation candidate).
     """
 
     norm: str = "post"
@@ -89,6 +91,7 @@ class ELMURFactory(SequenceEncoderFactory):
     time_buckets: int = 64
     memory_noise: float = 0.0
     context_dropout: float = 0.0
+    memory_rewrites: int = 0
 
     def create(self, args: SequenceEncoderArgs) -> ELMUR:
         return ELMUR(self.model_config(args))

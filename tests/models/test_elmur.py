@@ -169,6 +169,7 @@ VARIANTS = [
     {"attention_window": K, "context_gradient": False, "shared_memory": True},
     {"attention_window": 2, "num_heads": 4},
     {"attention_window": 2, "memory_noise": 0.5, "context_dropout": 0.5},  # training-only
+    {"attention_window": K, "memory_rewrites": 3},  # training-only
 ]
 
 
@@ -458,6 +459,39 @@ def test_memory_noise_acts_in_training_only() -> None:
     assert (run(0) - run(1)).abs().max() > 1e-2  # two draws of the noise
 
 
+def test_memory_rewrites_repeat_each_rows_write_zero_to_n_times_in_training() -> None:
+    """In training a row's segment write is applied 1 + r times, r uniform in 0..n, on the
+    token outputs of the segment's one pass (which read the memory before it); in eval once."""
+    n, B = 3, 32
+    model = make(memory_slots=2, memory_rewrites=n)
+    tokens, valid, steps = inputs(B, K)
+    state = model.initial_state(B)
+    with torch.no_grad():
+        read_bias, _ = model.time_biases(steps, state["anchors"])
+        h, outputs = tokens, []
+        for i, layer in enumerate(model.elmur_layers()):
+            h, _ = layer(h, state["memory"][:, i], read_bias[i], valid=valid)
+            outputs.append(h)
+        memory, anchors = state["memory"], state["anchors"]
+        every_row = torch.ones(B, dtype=torch.bool)
+        writes = []
+        for _ in range(n + 1):  # each write's biases come from the anchors the last one left
+            bias = model.time_biases(steps, anchors)[1]
+            memory, anchors = model.write_memory(
+                memory, anchors, outputs, steps[:, -1], bias, every_row
+            )
+            writes.append(memory)
+        evaluated = model(tokens, valid, steps, model.initial_state(B)).state["memory"]
+        model.train()
+        torch.manual_seed(0)
+        trained = model(tokens, valid, steps, model.initial_state(B)).state["memory"]
+    assert (writes[1] - writes[0]).abs().max() > 1e-2  # the counts are told apart
+    assert torch.allclose(evaluated, writes[0], atol=1e-5)
+    gaps = torch.stack([(trained - w).abs().flatten(1).amax(1) for w in writes])  # [n+1, B]
+    assert (gaps.min(0).values <= 1e-5).all()  # every row is some count of writes
+    assert len(gaps.argmin(0).unique()) >= 3  # drawn per row
+
+
 def test_context_dropout_of_one_hides_the_previous_segment_in_training() -> None:
     model = make(attention_window=2, context_dropout=1.0)
     tokens, valid, steps = inputs(2, 2 * K)
@@ -666,6 +700,7 @@ CONFIG_ERROR_TAIL = (
         ("time_buckets", 17, 16),
         ("memory_noise", 0.0, -0.1),
         ("context_dropout", 1.0, 1.5),
+        ("memory_rewrites", 0, -1),
     ],
 )
 def test_config_accepts_each_limit_and_names_the_first_value_past_it(
