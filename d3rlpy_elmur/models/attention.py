@@ -1,5 +1,6 @@
-"""The attention blocks of an ELMUR layer: cross-attention (memory read and write) and causal
-self-attention over a segment plus the previous segment's last W tokens."""
+"""The attention blocks of an ELMUR layer: cross-attention (memory read and write), causal
+self-attention over a segment plus the previous segment's last W tokens, and the attention of
+one query per row over cached keys and values (the step and export paths)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CrossAttention", "SelfAttention"]
+__all__ = ["CrossAttention", "SelfAttention", "attend_one"]
 
 
 def _attend(
@@ -19,6 +20,22 @@ def _attend(
 ) -> torch.Tensor:
     """Scaled dot-product attention, heads first: [B, H, Tq, dh] x [B, H, Tk, dh]."""
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
+
+
+def attend_one(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
+    """Attention of one query per row: q [B, H, dh], k and v [B, H, T, dh], bias
+    broadcastable to [B, H, T] -> [B, H * dh]. Three batched kernels: with a float bias
+    PyTorch's scaled_dot_product_attention takes its math fallback on CPU (about ten small
+    ops), and a step's cost is mostly per-op overhead (7% less per step, measured A/B in one
+    process). Every row attends to at least its own key, so no softmax row is all -inf."""
+    B, H, dh = q.shape
+    T = k.shape[2]
+    scaled = (q * dh**-0.5).reshape(B * H, 1, dh)
+    keys = k.reshape(B * H, T, dh).transpose(1, 2)
+    scores = torch.baddbmm(bias.expand(B, H, T).reshape(B * H, 1, T), scaled, keys)
+    return torch.bmm(scores.softmax(-1), v.reshape(B * H, T, dh)).view(B, H * dh)
 
 
 class CrossAttention(nn.Module):

@@ -4,10 +4,12 @@ Cherepanov, Kovalev, Panov, "ELMUR: External Layer Memory with Update/Rewrite fo
 RL", ICLR 2026, arXiv:2510.07151; where we depart from it: docs/design.md.
 
 This file is the model as the paper writes it, top to bottom and each equation once: config,
-time buckets, the LRU rule, the layer, and the model's segment path (training). The step path
-of inference (KV cache, folded read) is ``elmur_step.py`` and the pure step for export
-``elmur_export.py``, both on these modules' weights; the attention and FFN blocks are
-``attention.py`` and ``ffn.py``. Per layer l,
+time buckets, the LRU rule, the layer (its sublayers, each inside the one residual rule) and
+the model's segment path (training), ``ELMURBase``. The step path of inference (KV cache,
+folded read) is ``elmur_step.py`` and the pure step for export ``elmur_export.py``: both keep
+their own caches and call this file's layer and model. ``ELMUR`` (``elmur_encoder.py``) offers
+the three paths, so the imports among these files point one way, toward this one. The
+attention and FFN blocks are ``attention.py`` and ``ffn.py``. Per layer l,
 for a segment x of K tokens and the layer's memory m of M slots (docs/design.md §1):
 
     h1 = x  + SelfAttn(x, c)                   causal, relative positions, plus the last W
@@ -31,20 +33,17 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import CrossAttention, SelfAttention
+from .attention import CrossAttention, SelfAttention, attend_one
 from .ffn import MLP, MoE
 from .sequence import SequenceEncoder, SequenceOutput, State
 
-if TYPE_CHECKING:
-    from .elmur_step import ELMURStepper
-
-__all__ = ["ELMURConfig", "ELMUR", "time_bucket", "lru_update", "lru_target"]
+__all__ = ["ELMURConfig", "time_bucket", "lru_update", "lru_target"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,8 +174,29 @@ def lru_update(
     return new_memory, new_anchors
 
 
+def _linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` without the module call: a step makes about ten per layer, and the call
+    overhead is a measurable part of a step's few hundred microseconds."""
+    return F.linear(x, layer.weight, layer.bias)
+
+
+def _layer_norm(ln: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """``ln(x)`` without the module call, for the same reason."""
+    return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+
+
+# A one-token path's self-attention cache (``ELMURLayer.self_attention_cached``): the step path
+# writes it in place, the export path selects into copies.
+Cache = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
 class ELMURLayer(nn.Module):
-    """One layer: the token path (self-attention, memory read, FFN) and the candidate write."""
+    """One layer: the token path (self-attention, memory read, FFN) and the candidate write.
+
+    Its sublayers are methods that every path calls: the segment path (``forward``), the
+    step path (``elmur_step.py``) and the export path (``elmur_export.py``), which keep their
+    own caches. Each block sits inside the one residual rule, ``_residual``.
+    """
 
     def __init__(self, cfg: ELMURConfig, writes: bool):
         super().__init__()
@@ -206,28 +226,97 @@ class ELMURLayer(nn.Module):
             # would accumulate without bound: normalise what is written (post-norm does).
             self.ln_mem_out = nn.LayerNorm(D) if self.pre_norm else nn.Identity()
 
-    def _residual(
-        self, x: torch.Tensor, sublayer: Callable[[torch.Tensor], torch.Tensor], norm: nn.Module
-    ) -> torch.Tensor:
-        if self.pre_norm:
-            return x + sublayer(norm(x))
-        return norm(x + sublayer(x))
+    # --------------------------------------------------------------------- the residual rule
+    def _block_input(self, x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+        """What a block sees of x: norm(x) pre-norm, x itself post-norm."""
+        return _layer_norm(norm, x) if self.pre_norm else x
 
-    def read_and_ffn(
+    def _block_output(self, x: torch.Tensor, y: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+        """x plus the block's output y, normalised post-norm."""
+        return x + y if self.pre_norm else _layer_norm(norm, x + y)
+
+    def _residual(
+        self, x: torch.Tensor, block: Callable[[torch.Tensor], torch.Tensor], norm: nn.LayerNorm
+    ) -> torch.Tensor:
+        """x + block(norm(x)) pre-norm, norm(x + block(x)) post-norm (the paper's). The
+        one-token sublayers call its two halves themselves: no closure on the step's path."""
+        return self._block_output(x, block(self._block_input(x, norm)), norm)
+
+    # ----------------------------------------------------------------------------- sublayers
+    def self_attention_cached(
+        self, x: torch.Tensor, cache: Cache
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """h1 = x + SelfAttn(x) of one token per row, x [B, D], over keys and values that the
+        caller keeps: ``cache(k, v)`` takes the token's key and value [B, H, dh] and returns
+        the keys and values [B, H, T, dh] to attend over (the token's among them) and their
+        bias, broadcastable to [B, H, T]. Returns h1 and those keys and values."""
+        B = x.shape[0]
+        sa = self.self_attn
+        h = self._block_input(x, self.ln_self)
+        q, k, v = _linear(sa.qkv, h).view(B, 3, sa.num_heads, -1).unbind(1)
+        keys, values, bias = cache(k, v)
+        y = _linear(sa.out_proj, attend_one(q, keys, values, bias))
+        return self._block_output(x, y, self.ln_self), keys, values
+
+    def read(
+        self, h: torch.Tensor, memory: torch.Tensor, read_bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        """h2 = h1 + CrossAttn(q=h1, kv=m, B_rd): h [B, T, D], memory [B, M, D], read_bias
+        [B, H, T, M]; h itself in a layer that does not read."""
+        if not self.reads:
+            return h
+        mem = self.ln_read_mem(memory)
+        return self._residual(h, lambda q: self.read_attn(q, mem, read_bias), self.ln_read)
+
+    def read_plan(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The read (mem2tok) of memory [B, M, D] folded into its projections.
+
+        With k_j, v_j the slot keys and values of head h, a token's read is
+        softmax_j((W_q h + b_q) . k_j / sqrt(dh)) summed against W_o v_j. Memory is frozen
+        during a segment, so fold W_q into the keys and W_o into the values once per segment:
+        A = W_q^T k / sqrt(dh) [B, D, H*M], c = b_q . k / sqrt(dh) [B, H*M] and
+        P = W_o v [B, H*M, D]. A step's read (``read_planned``) is then two small batched
+        products instead of the query and output projections (fewer kernels, and 2 D^2 fewer
+        multiply-adds per token). The same math as ``CrossAttention``, summed in another order.
+        """
+        B, M, D = memory.shape
+        ra = self.read_attn
+        H = ra.num_heads
+        dh = D // H
+        kv = ra.kv_proj(self.ln_read_mem(memory)).view(B, M, 2, H, dh)
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, M, dh]
+        scale = dh**-0.5  # applied to the (small) query weights, not to A
+        A = torch.einsum("bhmd,hde->behm", k, ra.q_proj.weight.view(H, dh, D) * scale)
+        c = torch.einsum("bhmd,hd->bhm", k, ra.q_proj.bias.view(H, dh) * scale)
+        P = torch.einsum("bhmd,ehd->bhme", v, ra.out_proj.weight.view(D, H, dh))
+        return A.reshape(B, D, H * M), c.reshape(B, H * M), P.reshape(B, H * M, D)
+
+    def read_planned(
         self,
-        h1: torch.Tensor,
-        memory: torch.Tensor,
+        h: torch.Tensor,
+        plan: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
         read_bias: torch.Tensor | None,
-        valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``read`` of one token per row, h [B, D], from the memory's ``read_plan``;
+        read_bias [B, H, M]. Inference only (no dropout)."""
+        A, c, P = plan
+        B, D = h.shape
+        H = self.read_attn.num_heads
+        if read_bias is not None:
+            c = c + read_bias.reshape(c.shape)
+        q = self._block_input(h, self.ln_read)
+        scores = torch.baddbmm(c.unsqueeze(1), q.unsqueeze(1), A)  # [B, 1, H * M]
+        weights = scores.view(B, H, -1).softmax(-1).view(B, 1, -1)
+        y = torch.baddbmm(self.read_attn.out_proj.bias, weights, P).view(B, D)
+        return self._block_output(h, y, self.ln_read)
+
+    def feed_forward(
+        self, h: torch.Tensor, valid: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """h2 = h1 + CrossAttn(h1, m); h = h2 + FFN(h2). h1 [B, T, D], memory [B, M, D];
-        ``valid`` [B, T] marks real tokens. Returns h and the MoE's load-balancing loss over
-        them (None with an MLP)."""
-        if self.reads:
-            mem = self.ln_read_mem(memory)
-            h1 = self._residual(h1, lambda q: self.read_attn(q, mem, read_bias), self.ln_read)
+        """h + FFN(h) of tokens h [B, T, D] (``valid`` [B, T]: the real ones), and the MoE's
+        load-balancing loss over them (None with an MLP)."""
         if not isinstance(self.ffn, MoE):
-            return self._residual(h1, self.ffn, self.ln_ffn), None
+            return self._residual(h, self.ffn, self.ln_ffn), None
         moe, balance = self.ffn, []  # the MoE's loss, taken out of the residual's call
 
         def routed(x: torch.Tensor) -> torch.Tensor:
@@ -235,7 +324,14 @@ class ELMURLayer(nn.Module):
             balance.append(loss)
             return y
 
-        return self._residual(h1, routed, self.ln_ffn), balance[0]
+        return self._residual(h, routed, self.ln_ffn), balance[0]
+
+    def feed_forward_eval(self, h: torch.Tensor) -> torch.Tensor:
+        """``feed_forward`` at inference: no dropout, the MLP without module calls (see
+        ``_linear``), the MoE without its loss."""
+        ffn, x = self.ffn, self._block_input(h, self.ln_ffn)
+        y = _linear(ffn.proj, F.gelu(_linear(ffn.fc, x))) if isinstance(ffn, MLP) else ffn(x)[0]
+        return self._block_output(h, y, self.ln_ffn)
 
     def forward(
         self,
@@ -247,14 +343,12 @@ class ELMURLayer(nn.Module):
         valid: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Token path of one segment: x [B, T, D] -> h [B, T, D] and the MoE's loss (see
-        ``read_and_ffn``). ``context``: this layer's inputs at the previous segment's last W
+        ``feed_forward``). ``context``: this layer's inputs at the previous segment's last W
         tokens [B, W, D], valid rows ``context_valid``; ``valid`` [B, T]: the real tokens."""
-        if self.pre_norm:
-            ctx = None if context is None else self.ln_self(context)
-            h1 = x + self.self_attn(self.ln_self(x), ctx, context_valid)
-        else:
-            h1 = self.ln_self(x + self.self_attn(x, context, context_valid))
-        return self.read_and_ffn(h1, memory, read_bias, valid)
+        # the context is seen as the segment's tokens are (normalised pre-norm)
+        ctx = None if context is None else self._block_input(context, self.ln_self)
+        h1 = self._residual(x, lambda h: self.self_attn(h, ctx, context_valid), self.ln_self)
+        return self.feed_forward(self.read(h1, memory, read_bias), valid)
 
     def candidate_one(
         self, slot: torch.Tensor, tokens: torch.Tensor, write_bias: torch.Tensor | None
@@ -275,21 +369,23 @@ class ELMURLayer(nn.Module):
         dh = D // H
         p = wa.dropout if self.training else 0.0
         toks = self.ln_write_tok(tokens)
-        q_in = self.ln_write(slot) if self.pre_norm else slot
-        q = F.linear(q_in, wa.q_proj.weight, wa.q_proj.bias).view(B, H, dh) * dh**-0.5
         w_k, w_v = wa.kv_proj.weight.view(2, H, dh, D).unbind(0)
         b_k, b_v = wa.kv_proj.bias.view(2, H, dh).unbind(0)
-        q_k = torch.einsum("bhd,hde->bhe", q, w_k)  # [B, H, D]
-        scores = torch.baddbmm((q * b_k).sum(-1, keepdim=True), q_k, toks.transpose(1, 2))
-        if write_bias is not None:
-            scores = scores + write_bias  # [B, H, T]
-        weights = F.dropout(scores.softmax(-1), p, self.training)
-        z = torch.bmm(weights, toks)  # [B, H, D]: attention-weighted raw tokens
-        v = torch.einsum("bhe,hde->bhd", z, w_v) + b_v * weights.sum(-1, keepdim=True)
-        y = F.dropout(
-            F.linear(v.reshape(B, D), wa.out_proj.weight, wa.out_proj.bias), p, self.training
-        )
-        u = slot + y if self.pre_norm else self.ln_write(slot + y)
+
+        def attend(q_in: torch.Tensor) -> torch.Tensor:
+            q = F.linear(q_in, wa.q_proj.weight, wa.q_proj.bias).view(B, H, dh) * dh**-0.5
+            q_k = torch.einsum("bhd,hde->bhe", q, w_k)  # [B, H, D]
+            scores = torch.baddbmm((q * b_k).sum(-1, keepdim=True), q_k, toks.transpose(1, 2))
+            if write_bias is not None:
+                scores = scores + write_bias  # [B, H, T]
+            weights = F.dropout(scores.softmax(-1), p, self.training)
+            z = torch.bmm(weights, toks)  # [B, H, D]: attention-weighted raw tokens
+            v = torch.einsum("bhe,hde->bhd", z, w_v) + b_v * weights.sum(-1, keepdim=True)
+            return F.dropout(
+                F.linear(v.reshape(B, D), wa.out_proj.weight, wa.out_proj.bias), p, self.training
+            )
+
+        u = self._residual(slot, attend, self.ln_write)
         return self.ln_mem_out(self._residual(u, self.mem_ffn, self.ln_mem_ffn))
 
     def candidate(
@@ -307,8 +403,9 @@ class ELMURLayer(nn.Module):
         return self.candidate_one(memory.reshape(B * M, D), toks, bias).view(B, M, D)
 
 
-class ELMUR(SequenceEncoder):
-    """The ELMUR sequence model. State: ``memory`` [B, Lm, M, D], ``anchors`` [B, Lm, M]."""
+class ELMURBase(SequenceEncoder):
+    """The ELMUR sequence model's weights and segment path; ``ELMUR`` (``elmur_encoder.py``)
+    adds the step and export paths. State: ``memory`` [B, Lm, M, D], ``anchors`` [B, Lm, M]."""
 
     def __init__(self, cfg: ELMURConfig):
         super().__init__()
@@ -329,7 +426,6 @@ class ELMUR(SequenceEncoder):
             self.write_time_bias = nn.Embedding(cfg.time_buckets + 1, cfg.num_heads)
             nn.init.zeros_(self.read_time_bias.weight)
             nn.init.zeros_(self.write_time_bias.weight)
-        self._stepper: ELMURStepper | None = None  # the step path, made by initial_step_state
 
     # ----------------------------------------------------------------------------------- helpers
     def elmur_layers(self) -> list[ELMURLayer]:
@@ -570,62 +666,3 @@ class ELMUR(SequenceEncoder):
             n = torch.stack(counts).to(losses[0].dtype)
             aux_loss = (torch.stack(losses) * n).sum() / n.sum().clamp(min=1.0)
         return SequenceOutput(torch.cat(outputs, 1), state, kept, aux_loss)
-
-    # ------------------------------------------------------- step and export paths (other files)
-    def initial_step_state(self, batch_size: int) -> State:
-        """State plus the step path's caches (``elmur_step.py``); the step path's tables are
-        taken from the parameters now."""
-        return self._step_path().initial_state(batch_size)
-
-    def step(
-        self, token: torch.Tensor, steps: torch.Tensor, state: State
-    ) -> tuple[torch.Tensor, State]:
-        """One token per row: token [B, D] at absolute steps [B] -> features [B, D].
-
-        The tensors of ``state`` (from ``initial_step_state``) are updated in place and the
-        same dict is returned: for inference under ``torch.no_grad`` / ``inference_mode``.
-        """
-        if self._stepper is None:
-            raise RuntimeError("ELMUR.step needs a state from initial_step_state()")
-        return self.ln_out(self._stepper.step(token, steps, state)), state
-
-    def compile_step(self, enable: bool = True, **options: Any) -> None:
-        """Runs the token path of ``step`` through ``torch.compile`` (``options`` go to it).
-
-        Optional: it compiles once per batch size (tens of seconds on CPU) and then fuses the
-        per-step kernels; the segment-end memory write stays eager. Measure before using it
-        (benchmarks/inference.py --compile).
-        """
-        self._step_path().compile(enable, **options)
-
-    def _step_path(self) -> ELMURStepper:
-        if self._stepper is None:
-            from .elmur_step import ELMURStepper  # it builds on this module
-
-            self._stepper = ELMURStepper(self)
-        return self._stepper
-
-    def initial_export_state(self, batch_size: int) -> State:
-        from .elmur_export import initial_export_state
-
-        return initial_export_state(self, batch_size)
-
-    def export_step(
-        self, token: torch.Tensor, steps: torch.Tensor, state: State, write: bool = True
-    ) -> tuple[torch.Tensor, State]:
-        from .elmur_export import export_step
-
-        return export_step(self, token, steps, state, write)
-
-    def export_write(
-        self,
-        memory: torch.Tensor,
-        anchors: torch.Tensor,
-        outputs: torch.Tensor,
-        steps: torch.Tensor,
-        done: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The segment-end write of ``export_step`` alone (its own ONNX graph)."""
-        from .elmur_export import export_write
-
-        return export_write(self, memory, anchors, outputs, steps, done)

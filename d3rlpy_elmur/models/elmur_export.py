@@ -3,26 +3,23 @@
 No in-place writes and no Python branch on data: every row runs the same ops, the segment-end
 memory write included, selected per row with ``torch.where``, so a trace captures the step
 whole. The state is the step path's (``elmur_step.py``) minus its derived read caches; the
-token path goes through the layer's own modules and ``ELMUR.lru_write``, so the math per token
-is the segment path's.
+token path calls the layer's sublayers (``ELMURLayer``) and the write is the segment path's
+(``ELMURBase.write_memory``), so the math per token is the segment path's.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from functools import partial
 
 import torch
 
-from .elmur_step import attend_one
+from .elmur import ELMURBase
 from .sequence import State
-
-if TYPE_CHECKING:
-    from .elmur import ELMUR
 
 __all__ = ["export_step", "export_write", "initial_export_state"]
 
 
-def initial_export_state(model: ELMUR, batch_size: int) -> State:
+def initial_export_state(model: ELMURBase, batch_size: int) -> State:
     """memory, anchors and context_valid of the segment path; caches of keys and values
     [B, L, H, W + K, dh], layer outputs [B, L, K, D] and the position [B]."""
     cfg = model.cfg
@@ -41,17 +38,16 @@ def initial_export_state(model: ELMUR, batch_size: int) -> State:
 
 
 def export_step(
-    model: ELMUR, token: torch.Tensor, steps: torch.Tensor, state: State, write: bool
+    model: ELMURBase, token: torch.Tensor, steps: torch.Tensor, state: State, write: bool = True
 ) -> tuple[torch.Tensor, State]:
     """One token per row: token [B, D], steps [B] -> features [B, D], new state.
     ``write=False`` leaves memory and anchors as they were (``export_write`` then does the
     write, in a graph of its own)."""
     cfg = model.cfg
     K, W = cfg.context_size, cfg.window
-    B = token.shape[0]
     pos, memory, anchors = state["position"], state["memory"], state["anchors"]
     slots = torch.arange(W + K, device=token.device)
-    here = slots[None] == (W + pos)[:, None]  # [B, W + K]: this token's cache entry
+    here = (slots[None] == (W + pos)[:, None])[:, None, :, None]  # [B, 1, W + K, 1]: its entry
     hidden_context = None
     if W:  # the context is hidden until a first segment is complete
         hidden_context = (slots[None] < W) & ~state["context_valid"][:, None]
@@ -59,19 +55,13 @@ def export_step(
     keys, values, outs = [], [], []
     x = token
     for i, layer in enumerate(model.elmur_layers()):
-        sa = layer.self_attn
-        H = sa.num_heads
-        q, k, v = sa.qkv(layer.ln_self(x) if layer.pre_norm else x).view(B, 3, H, -1).unbind(1)
-        cached_k = torch.where(here[:, None, :, None], k[:, :, None], state["keys"][:, i])
-        cached_v = torch.where(here[:, None, :, None], v[:, :, None], state["values"][:, i])
-        bias = sa.bias((W + pos)[:, None], slots)[:, :, 0]  # [B, H, W + K]
+        bias = layer.self_attn.bias((W + pos)[:, None], slots)[:, :, 0]  # [B, H, W + K]
         if hidden_context is not None:
             bias = bias.masked_fill(hidden_context[:, None], float("-inf"))
-        y = sa.out_proj(attend_one(q, cached_k, cached_v, bias))
-        h1 = x + y if layer.pre_norm else layer.ln_self(x + y)
+        cache = partial(_take_in, here, bias, state["keys"][:, i], state["values"][:, i])
+        h, cached_k, cached_v = layer.self_attention_cached(x, cache)
         mi = model.memory_index(i)
-        x, _ = layer.read_and_ffn(h1[:, None], memory[:, mi], read_bias[mi])
-        x = x[:, 0]
+        x = layer.feed_forward(layer.read(h[:, None], memory[:, mi], read_bias[mi]))[0][:, 0]
         keys.append(cached_k)
         values.append(cached_v)
         outs.append(x)
@@ -100,17 +90,31 @@ def export_step(
     return model.ln_out(x), new_state
 
 
+def _take_in(
+    here: torch.Tensor,
+    bias: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The export's cache for ``ELMURLayer.self_attention_cached``: the token's key and value
+    k, v [B, H, dh] taken into keys, values [B, H, W + K, dh] where ``here`` [B, 1, W + K, 1],
+    by selection (no in-place write); bias [B, H, W + K]."""
+    return torch.where(here, k[:, :, None], keys), torch.where(here, v[:, :, None], values), bias
+
+
 def export_write(
-    model: ELMUR,
+    model: ELMURBase,
     memory: torch.Tensor,
     anchors: torch.Tensor,
     outputs: torch.Tensor,
     steps: torch.Tensor,
     done: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The memory write of ``export_step``: memory and anchors after it where ``done`` [B]
-    (the step ``steps`` [B] ends a segment whose layer outputs are ``outputs`` [B, L, K, D]),
-    unchanged elsewhere."""
+    """The memory write of ``export_step`` alone (its own ONNX graph): memory and anchors
+    after it where ``done`` [B] (the step ``steps`` [B] ends a segment whose layer outputs
+    are ``outputs`` [B, L, K, D]), unchanged elsewhere."""
     K = model.cfg.context_size
     seg_steps = steps[:, None] - (K - 1) + torch.arange(K, device=steps.device)[None]
     _, write_bias = model.time_biases(seg_steps, anchors)

@@ -1,14 +1,15 @@
 """ELMUR's step path: one token per row and call, at a cost that does not grow with the episode.
 
 The segment path (``elmur.py``) runs K tokens at once; inference sees one token at a time. This
-module computes the same function token by token from the same modules' weights. The step
-state holds, besides memory and anchors, everything the current segment needs so that no step
-recomputes earlier ones:
+module computes the same function token by token through the same layer's sublayers
+(``ELMURLayer``) and memory write (``ELMURBase.write_memory``); what it adds is the caches. The
+step state holds, besides memory and anchors, everything the current segment needs so that no
+step recomputes earlier ones:
 
 * ``keys.i`` / ``values.i`` [B, H, W + K, dh]: layer i's self-attention cache, the previous
   segment's last W tokens then the current segment's (a ring that rolls at each segment end);
 * ``read_A.i`` / ``read_c.i`` / ``read_P.i``: layer i's memory folded into the read's
-  projections (``read_plan``), refreshed when the memory is written;
+  projections (``ELMURLayer.read_plan``), refreshed when the memory is written;
 * ``read_bias`` [B, Lm, K, H, M]: the read time biases of the segment's positions;
 * ``outputs`` [B, L, K, D]: every layer's outputs so far, which the write reads at the end;
 * ``position`` [B]: the token's index in its segment; ``context_bias``: -inf on the cached
@@ -24,83 +25,16 @@ new state, as the read plan in the state already requires. Equal to the segment 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from .elmur import ELMURLayer, time_bucket
-from .ffn import MLP
+from .elmur import ELMURBase, ELMURLayer, time_bucket
 from .sequence import State
 
-if TYPE_CHECKING:
-    from .elmur import ELMUR
-
-__all__ = ["ELMURStepper", "attend_one", "read_plan"]
+__all__ = ["ELMURStepper"]
 
 _LUT_SIZE = 1 << 14  # offsets below this are bucketed by table lookup
-
-
-def _linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``layer(x)`` without the module call: a step makes about ten per layer, and the call
-    overhead is a measurable part of a step's few hundred microseconds."""
-    return F.linear(x, layer.weight, layer.bias)
-
-
-def _layer_norm(ln: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    """``ln(x)`` without the module call, for the same reason."""
-    return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
-
-
-def _ffn(ffn: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``ffn(x)`` in eval mode; the MLP without dropout and module calls, the MoE without
-    its load-balancing loss."""
-    if isinstance(ffn, MLP):
-        return _linear(ffn.proj, F.gelu(_linear(ffn.fc, x)))
-    return ffn(x)[0]
-
-
-def attend_one(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
-) -> torch.Tensor:
-    """Attention of one query per row: q [B, H, dh], k and v [B, H, T, dh], bias
-    broadcastable to [B, H, T] -> [B, H * dh]. Three batched kernels: with a float bias
-    PyTorch's scaled_dot_product_attention takes its math fallback on CPU (about ten small
-    ops), and a step's cost is mostly per-op overhead (7% less per step, measured A/B in one
-    process). Every row attends to at least its own key, so no softmax row is all -inf."""
-    B, H, dh = q.shape
-    T = k.shape[2]
-    scaled = (q * dh**-0.5).reshape(B * H, 1, dh)
-    keys = k.reshape(B * H, T, dh).transpose(1, 2)
-    scores = torch.baddbmm(bias.expand(B, H, T).reshape(B * H, 1, T), scaled, keys)
-    return torch.bmm(scores.softmax(-1), v.reshape(B * H, T, dh)).view(B, H * dh)
-
-
-def read_plan(
-    layer: ELMURLayer, memory: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The read (mem2tok) of memory [B, M, D] folded into its projections.
-
-    With k_j, v_j the slot keys and values of head h, a token's read is
-    softmax_j((W_q h + b_q) . k_j / sqrt(dh)) summed against W_o v_j. Memory is frozen
-    during a segment, so fold W_q into the keys and W_o into the values once per segment:
-    A = W_q^T k / sqrt(dh) [B, D, H*M], c = b_q . k / sqrt(dh) [B, H*M] and
-    P = W_o v [B, H*M, D]. A step's read is then two small batched products instead of
-    the query and output projections (fewer kernels, and 2 D^2 fewer multiply-adds per
-    token). The same math as ``CrossAttention``, summed in another order.
-    """
-    B, M, D = memory.shape
-    ra = layer.read_attn
-    H = ra.num_heads
-    dh = D // H
-    kv = ra.kv_proj(layer.ln_read_mem(memory)).view(B, M, 2, H, dh)
-    k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, M, dh]
-    scale = dh**-0.5  # applied to the (small) query weights, not to A
-    A = torch.einsum("bhmd,hde->behm", k, ra.q_proj.weight.view(H, dh, D) * scale)
-    c = torch.einsum("bhmd,hd->bhm", k, ra.q_proj.bias.view(H, dh) * scale)
-    P = torch.einsum("bhmd,ehd->bhme", v, ra.out_proj.weight.view(D, H, dh))
-    return A.reshape(B, D, H * M), c.reshape(B, H * M), P.reshape(B, H * M, D)
 
 
 def _layer_step(
@@ -120,44 +54,32 @@ def _layer_step(
     ([H, W + K] or [B, H, W + K], -inf on future keys and on a missing context). plan: the
     layer's ``read_plan``; read_bias [B, H, M].
     """
-    B, D = x.shape
-    sa = layer.self_attn
-    H, W = sa.num_heads, sa.window
-    pre = layer.pre_norm
-    q, k, v = (
-        _linear(sa.qkv, _layer_norm(layer.ln_self, x) if pre else x).view(B, 3, H, -1).unbind(1)
-    )
-    if isinstance(pos, int):
-        keys[:, :, W + pos] = k
-        values[:, :, W + pos] = v
-        # Only the first W + pos + 1 keys can be seen: attend over them.
-        keys, values = keys[:, :, : W + pos + 1], values[:, :, : W + pos + 1]
-        self_bias = self_bias[..., : W + pos + 1]
-    else:
-        rows = torch.arange(B, device=x.device)
+    W = layer.self_attn.window
+
+    def cache(k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The token's key and value into the cache, in place; what it then attends over."""
+        if isinstance(pos, int):
+            keys[:, :, W + pos] = k
+            values[:, :, W + pos] = v
+            # Only the first W + pos + 1 keys can be seen: attend over them.
+            seen = W + pos + 1
+            return keys[:, :, :seen], values[:, :, :seen], self_bias[..., :seen]
+        rows = torch.arange(x.shape[0], device=x.device)
         keys[rows, :, W + pos] = k
         values[rows, :, W + pos] = v
-    y = _linear(sa.out_proj, attend_one(q, keys, values, self_bias))
-    h1 = x + y if pre else _layer_norm(layer.ln_self, x + y)
-    if layer.reads and plan is not None:
-        A, c, P = plan
-        hq = _layer_norm(layer.ln_read, h1) if pre else h1
-        if read_bias is not None:
-            c = c + read_bias.reshape(c.shape)
-        scores = torch.baddbmm(c.unsqueeze(1), hq.unsqueeze(1), A)  # [B, 1, H * M]
-        weights = scores.view(B, H, -1).softmax(-1).view(B, 1, -1)
-        y = torch.baddbmm(layer.read_attn.out_proj.bias, weights, P).view(B, D)
-        h1 = h1 + y if pre else _layer_norm(layer.ln_read, h1 + y)
-    if pre:
-        return h1 + _ffn(layer.ffn, _layer_norm(layer.ln_ffn, h1))
-    return _layer_norm(layer.ln_ffn, h1 + _ffn(layer.ffn, h1))
+        return keys, values, self_bias
+
+    h = layer.self_attention_cached(x, cache)[0]
+    if plan is not None:
+        h = layer.read_planned(h, plan, read_bias)
+    return layer.feed_forward_eval(h)
 
 
 class ELMURStepper:
     """The step path of one ``ELMUR`` model (made by the model; not an ``nn.Module``, so the
     model's parameters stay the model's)."""
 
-    def __init__(self, model: ELMUR) -> None:
+    def __init__(self, model: ELMURBase) -> None:
         self.model = model
         self.cfg = model.cfg
         self.self_bias: list[torch.Tensor] = []
@@ -200,7 +122,7 @@ class ELMURStepper:
             state[f"values.{i}"] = torch.zeros(batch_size, H, W + K, dh, device=dev, dtype=dtype)
             if layer.reads:
                 with torch.no_grad():
-                    plan = read_plan(layer, state["memory"][:, model.memory_index(i)])
+                    plan = layer.read_plan(state["memory"][:, model.memory_index(i)])
                 state[f"read_A.{i}"], state[f"read_c.{i}"], state[f"read_P.{i}"] = plan
         if cfg.relative_bias and cfg.read:
             state["read_bias"] = torch.zeros(
@@ -335,6 +257,6 @@ class ELMURStepper:
         state["anchors"][rows] = anchors
         for i, layer in enumerate(model.elmur_layers()):
             if layer.reads:
-                plan = read_plan(layer, memory[:, model.memory_index(i)])
+                plan = layer.read_plan(memory[:, model.memory_index(i)])
                 for name, new in zip(("read_A", "read_c", "read_P"), plan, strict=True):
                     state[f"{name}.{i}"][rows] = new

@@ -11,7 +11,8 @@ import dataclasses
 
 from d3rlpy.serializable_config import DynamicConfig, generate_config_registration
 
-from .elmur import ELMUR, ELMURConfig
+from .elmur import ELMURConfig
+from .elmur_encoder import ELMUR
 from .gru import GRUEncoder
 from .sequence import SequenceEncoder
 

@@ -12,7 +12,7 @@ import torch
 
 from d3rlpy_elmur.models import ELMUR, lru_update
 from d3rlpy_elmur.models.elmur import ELMURLayer, lru_target, time_bucket
-from d3rlpy_elmur.models.elmur_step import _LUT_SIZE, ELMURStepper, read_plan
+from d3rlpy_elmur.models.elmur_step import _LUT_SIZE, ELMURStepper
 from tests.models.test_elmur import D, K
 from tests.models.test_elmur import make as make_model
 
@@ -93,7 +93,7 @@ def test_read_plan_equals_cross_attention() -> None:
     memory, h = torch.randn(3, 3, D), torch.randn(3, D)
     bias = torch.randn(3, 2, 3)
     ref = layer.read_attn(h[:, None], memory, bias[:, :, None, :])[:, 0]
-    A, c, P = read_plan(layer, memory)
+    A, c, P = layer.read_plan(memory)
     scores = torch.baddbmm((c + bias.reshape(3, -1)).unsqueeze(1), h.unsqueeze(1), A)
     weights = scores.view(3, 2, -1).softmax(-1).view(3, 1, -1)
     got = torch.baddbmm(layer.read_attn.out_proj.bias, weights, P)[:, 0]
