@@ -492,11 +492,17 @@ class ELMURBase(SequenceEncoder):
         return state
 
     def _segment(
-        self, x: torch.Tensor, valid: torch.Tensor, steps: torch.Tensor, state: State
+        self,
+        x: torch.Tensor,
+        valid: torch.Tensor,
+        steps: torch.Tensor,
+        state: State,
+        read_later: bool = False,
     ) -> tuple[torch.Tensor, State, torch.Tensor | None]:
         """One segment: x [B, T<=K, D] -> [B, T, D], the state after it, and the MoE's
         load-balancing loss summed over layers (None with MLPs); memory is written iff step
-        K-1 is real."""
+        K-1 is real. ``read_later``: a later segment of the same call reads this write (only
+        then is it repeated in training, ``memory_rewrites``)."""
         memory, anchors = state["memory"], state["anchors"]
         B, T, _ = x.shape
         context_valid = state.get("context_valid")
@@ -540,7 +546,7 @@ class ELMURBase(SequenceEncoder):
         new_state = {"memory": memory, "anchors": anchors}
         if key_mask is not None:
             new_state["memory"], new_state["anchors"] = self._write_segment(
-                new_state, outputs, steps, write_bias, key_mask, complete
+                new_state, outputs, steps, write_bias, key_mask, complete, read_later
             )
         if W:
             new_state["context"] = torch.stack(contexts, 1)
@@ -556,16 +562,18 @@ class ELMURBase(SequenceEncoder):
         write_bias: Sequence[torch.Tensor | None],
         key_mask: torch.Tensor,
         complete: torch.Tensor,
+        repeat: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``write_memory`` of a segment into ``state``'s memory, in training repeated per
-        row a uniform 0..``memory_rewrites`` more times (biases from the anchors each write
-        leaves)."""
+        """``write_memory`` of a segment into ``state``'s memory; in training, where
+        ``repeat``, applied per row a uniform 0..``memory_rewrites`` more times (biases from
+        the anchors each write leaves). A call's last write is not repeated: no loss reads it,
+        and each repeat costs a write's forward and backward."""
         memory, anchors = state["memory"], state["anchors"]
         biases = [key_mask if b is None else b + key_mask for b in write_bias]
         memory, anchors = self.write_memory(
             memory, anchors, outputs, steps[:, -1], biases, complete
         )
-        repeats = self.cfg.memory_rewrites if self.training else 0
+        repeats = self.cfg.memory_rewrites if self.training and repeat else 0
         if not repeats:
             return memory, anchors
         extra = torch.randint(0, repeats + 1, complete.shape, device=complete.device)
@@ -650,9 +658,12 @@ class ELMURBase(SequenceEncoder):
         K = self.context_size
         truncate = self.cfg.truncate_every
         outputs, kept, losses, counts = [], [], [], []
-        for index, start in enumerate(range(0, tokens.shape[1], K)):
+        T = tokens.shape[1]
+        for index, start in enumerate(range(0, T, K)):
             seg = slice(start, start + K)
-            out, state, aux = self._segment(tokens[:, seg], valid[:, seg], steps[:, seg], state)
+            out, state, aux = self._segment(
+                tokens[:, seg], valid[:, seg], steps[:, seg], state, start + K < T
+            )
             outputs.append(out)
             if aux is not None:
                 losses.append(aux)

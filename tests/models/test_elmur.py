@@ -461,35 +461,41 @@ def test_memory_noise_acts_in_training_only() -> None:
 
 def test_memory_rewrites_repeat_each_rows_write_zero_to_n_times_in_training() -> None:
     """In training a row's segment write is applied 1 + r times, r uniform in 0..n, on the
-    token outputs of the segment's one pass (which read the memory before it); in eval once."""
+    token outputs of the segment's one pass (which read the memory before it), where a later
+    segment of the call reads it; the call's last write and every eval write happen once."""
     n, B = 3, 32
     model = make(memory_slots=2, memory_rewrites=n)
-    tokens, valid, steps = inputs(B, K)
+    tokens, valid, steps = inputs(B, 2 * K)
+    first, second = slice(0, K), slice(K, 2 * K)
     state = model.initial_state(B)
     with torch.no_grad():
-        read_bias, _ = model.time_biases(steps, state["anchors"])
-        h, outputs = tokens, []
+        read_bias, _ = model.time_biases(steps[:, first], state["anchors"])
+        h, outputs = tokens[:, first], []
         for i, layer in enumerate(model.elmur_layers()):
-            h, _ = layer(h, state["memory"][:, i], read_bias[i], valid=valid)
+            h, _ = layer(h, state["memory"][:, i], read_bias[i], valid=valid[:, first])
             outputs.append(h)
         memory, anchors = state["memory"], state["anchors"]
         every_row = torch.ones(B, dtype=torch.bool)
         writes = []
         for _ in range(n + 1):  # each write's biases come from the anchors the last one left
-            bias = model.time_biases(steps, anchors)[1]
+            bias = model.time_biases(steps[:, first], anchors)[1]
             memory, anchors = model.write_memory(
-                memory, anchors, outputs, steps[:, -1], bias, every_row
+                memory, anchors, outputs, steps[:, K - 1], bias, every_row
             )
             writes.append(memory)
-        evaluated = model(tokens, valid, steps, model.initial_state(B)).state["memory"]
+        evaluated = model(tokens, valid, steps, model.initial_state(B), keep_states=True)
         model.train()
         torch.manual_seed(0)
-        trained = model(tokens, valid, steps, model.initial_state(B)).state["memory"]
+        trained = model(tokens, valid, steps, model.initial_state(B), keep_states=True)
+        model.eval()
+        once = model(tokens[:, second], valid[:, second], steps[:, second], trained.kept_states[0])
     assert (writes[1] - writes[0]).abs().max() > 1e-2  # the counts are told apart
-    assert torch.allclose(evaluated, writes[0], atol=1e-5)
-    gaps = torch.stack([(trained - w).abs().flatten(1).amax(1) for w in writes])  # [n+1, B]
+    assert torch.allclose(evaluated.kept_states[0]["memory"], writes[0], atol=1e-5)
+    memory = trained.kept_states[0]["memory"]
+    gaps = torch.stack([(memory - w).abs().flatten(1).amax(1) for w in writes])  # [n+1, B]
     assert (gaps.min(0).values <= 1e-5).all()  # every row is some count of writes
     assert len(gaps.argmin(0).unique()) >= 3  # drawn per row
+    assert torch.allclose(trained.state["memory"], once.state["memory"], atol=1e-5)
 
 
 def test_context_dropout_of_one_hides_the_previous_segment_in_training() -> None:
