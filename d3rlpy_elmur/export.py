@@ -27,18 +27,17 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 import torch
 from d3rlpy.dataset import is_tuple_shape
 from torch import nn
 
-from .algos.stateful import environment_actions, no_previous_action, scale_inputs
+from .algos.torch.elmur_dt_impl import ELMURDTLike
 from .extras import require
+from .model_inputs import environment_actions, no_previous_action, scale_inputs
+from .models.elmur_encoder import ELMUR
 from .models.sequence import State, reset_rows
-
-if TYPE_CHECKING:
-    from .algos.elmur_dt import ELMURDTBase
 
 __all__ = ["PolicyStep", "export_policy"]
 
@@ -46,7 +45,7 @@ __all__ = ["PolicyStep", "export_policy"]
 class PolicyStep(nn.Module):
     """ELMURDT's policy step as a pure function of explicit state (what is exported)."""
 
-    def __init__(self, algo: ELMURDTBase, split_write: bool = False):
+    def __init__(self, algo: ELMURDTLike, split_write: bool = False):
         """``split_write``: leave the memory write out (memory and anchors pass through) and
         also output ``write.steps`` and ``write.done``, what :class:`WriteStep` needs."""
         super().__init__()
@@ -137,7 +136,8 @@ class WriteStep(nn.Module):
 
     def __init__(self, step: PolicyStep):
         super().__init__()
-        self.sequence = step.policy.sequence
+        # built only for an encoder that has ``export_write`` (see _export_onnx)
+        self.sequence = cast(ELMUR, step.policy.sequence)
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.sequence.export_write(*inputs)
@@ -147,7 +147,7 @@ class WriteStep(nn.Module):
         return ["in.memory", "in.anchors", "in.outputs", "in.steps", "in.done"]
 
 
-def export_policy(algo: ELMURDTBase, fname: str | os.PathLike[str]) -> None:
+def export_policy(algo: ELMURDTLike, fname: str | os.PathLike[str]) -> None:
     """Writes the policy step to ``fname``: TorchScript for ``.pt``, ONNX for ``.onnx``."""
     path = Path(fname)
     if path.suffix not in (".pt", ".onnx"):
@@ -169,12 +169,13 @@ def export_policy(algo: ELMURDTBase, fname: str | os.PathLike[str]) -> None:
 _OPSET = 17
 
 
-def _export_onnx(algo: ELMURDTBase, path: Path) -> None:
+def _export_onnx(algo: ELMURDTLike, path: Path) -> None:
     require("onnx", "ONNX export")
     import onnx
 
-    if not hasattr(algo.impl.policy.sequence, "export_write"):  # no memory write (GRU)
-        step = PolicyStep(algo).eval()
+    impl = algo.impl
+    if impl is None or not hasattr(impl.policy.sequence, "export_write"):  # GRU: no memory write
+        step = PolicyStep(algo).eval()  # (which refuses an algorithm that is not built)
         _trace_onnx(step, step.example_inputs(2), step.input_names(), step.output_names(), path)
         return
     # The memory write is almost half a step's work and is needed once per segment: trace the

@@ -42,6 +42,7 @@ from d3rlpy.types import Shape
 
 from ..defaults import DEFAULT_TARGET_RETURN
 from ..io import save_learnable
+from ..model_inputs import previous_or_none
 from ..models.factories import (
     ELMURFactory,
     SequenceEncoderArgs,
@@ -454,7 +455,7 @@ class ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, ELMURDTConfigBase]):
                     self._replay = (view, fresh)
             loss = self._impl.update_window(
                 torch_batch,
-                self._previous_actions(batch),
+                self._sampled_previous_actions(batch),
                 torch.as_tensor(batch.boundaries, device=self._device),
                 states,
             )
@@ -476,15 +477,14 @@ class ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, ELMURDTConfigBase]):
             reward_scaler=cfg.reward_scaler,
         )
 
-    def _previous_actions(self, batch: SegmentWindowBatch) -> torch.Tensor:
-        """The batch's previous actions as the model takes them (scaled; "none" = -1 / 0)."""
+    def _sampled_previous_actions(self, batch: SegmentWindowBatch) -> torch.Tensor:
+        """The sampler's previous actions (every step's, also a window's first) as the model
+        takes them: scaled, "none" where there is none."""
         previous = torch.as_tensor(batch.previous_actions, device=self._device)
         has = torch.as_tensor(batch.has_previous, device=self._device)[..., None]
-        if self._discrete:
-            return torch.where(has, previous, -1.0)
-        if self._config.action_scaler is not None:
+        if not self._discrete and self._config.action_scaler is not None:
             previous = self._config.action_scaler.transform(previous)
-        return torch.where(has, previous, 0.0)
+        return previous_or_none(previous, has, self._discrete)
 
     def refresh_boundary_states(
         self, view: SegmentRecurrentView, states: BoundaryStates, rows: int = 256
@@ -493,7 +493,9 @@ class ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, ELMURDTConfigBase]):
         the current parameters (eval mode, no gradient)."""
         assert self._impl is not None
         for batch in view.episode_batches(rows):
-            trace = self._impl.trace_states(self._to_torch(batch), self._previous_actions(batch))
+            trace = self._impl.trace_states(
+                self._to_torch(batch), self._sampled_previous_actions(batch)
+            )
             boundaries = torch.as_tensor(batch.boundaries, device=self._device)
             for column, state in enumerate(trace, start=1):
                 states.write(boundaries[:, column], state)

@@ -12,52 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from d3rlpy.algos.transformer.action_samplers import TransformerActionSampler
-from d3rlpy.algos.transformer.base import StatefulTransformerWrapper
+from d3rlpy.algos.transformer.base import StatefulTransformerWrapper, TransformerAlgoBase
 from d3rlpy.types import NDArray, Observation, TorchObservation
 
+from ..model_inputs import environment_actions, no_previous_action, scale_inputs
 from ..observations import check_observation, check_rewards, map_observations
+from .torch.elmur_dt_impl import ELMURDTImpl, ELMURDTLike
 
-if TYPE_CHECKING:
-    from .elmur_dt import ELMURDTBase
-
-__all__ = [
-    "ELMURStatefulWrapper",
-    "StepInference",
-    "environment_actions",
-    "no_previous_action",
-    "scale_inputs",
-]
-
-
-def scale_inputs(
-    observations: Any, return_to_go: torch.Tensor, observation_scaler: Any, reward_scaler: Any
-) -> tuple[Any, torch.Tensor]:
-    """Observations and return-to-go in the model's space, as d3rlpy's ``predict`` scales
-    them (either scaler may be None). Every inference path of this package calls this: the
-    step path, the exported step, and the batched Decision Transformer policy."""
-    if observation_scaler is not None:
-        observations = observation_scaler.transform(observations)
-    if reward_scaler is not None:
-        return_to_go = reward_scaler.transform(return_to_go)
-    return observations, return_to_go
-
-
-def environment_actions(actions: torch.Tensor, action_scaler: Any) -> torch.Tensor:
-    """Continuous actions from the model's scaled space back to the environment's units."""
-    return actions if action_scaler is None else action_scaler.reverse_transform(actions)
-
-
-def no_previous_action(
-    discrete: bool, n: int, width: int, device: torch.device | str
-) -> torch.Tensor:
-    """The previous-action input at an episode's first step [n, width]: -1 (discrete; the
-    embedding's extra row) or zeros (continuous), as the training windows have it."""
-    return torch.full((n, width), -1.0 if discrete else 0.0, device=device)
+__all__ = ["ELMURStatefulWrapper", "StepInference"]
 
 
 class StepInference:
@@ -69,7 +36,7 @@ class StepInference:
     scaled space, as in training) and returns them in the environment's units.
     """
 
-    def __init__(self, algo: ELMURDTBase, target_return: float) -> None:
+    def __init__(self, algo: ELMURDTLike, target_return: float) -> None:
         impl = algo.impl
         if impl is None:
             raise ValueError("the algorithm is not built: fit it or call build_with_env first")
@@ -124,7 +91,7 @@ class ELMURStatefulWrapper(StatefulTransformerWrapper):
 
     def __init__(
         self,
-        algo: ELMURDTBase,
+        algo: TransformerAlgoBase[ELMURDTImpl, Any],  # d3rlpy's base also calls its predict
         target_return: float,
         action_sampler: TransformerActionSampler,
     ):

@@ -1,9 +1,9 @@
-"""Dataset recipes: one YAML file per published dataset in the top-level ``datasets/``.
+"""Dataset recipes: one YAML file per published dataset, shipped in the package.
 
 A recipe fixes everything that determines a dataset (id, environment, expert, episode
 count, seed) plus the expert return it is expected to reach. Recipes are read from
-``$ELMUR_RECIPES_DIR`` if set, else from ``datasets/`` next to the package (a source
-checkout or an editable install; a wheel does not ship them, so set the variable there).
+``$ELMUR_RECIPES_DIR`` if set, else from ``d3rlpy_elmur/data/recipes`` (in the wheel too; the
+source checkout's top-level ``datasets/`` links there).
 
 Fields: ``name`` (= file stem), ``id`` (Minari id), ``kind`` (``tmaze``,
 ``visual-tmaze`` or ``popgym``), ``env`` (gymnasium id), ``env_kwargs`` (optional),

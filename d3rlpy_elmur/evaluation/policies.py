@@ -23,7 +23,8 @@ from d3rlpy.constants import ActionSpace
 from d3rlpy.types import Observation
 
 from ..algos.elmur_dt import ELMURDTBase
-from ..algos.stateful import StepInference, environment_actions, scale_inputs
+from ..algos.stateful import StepInference
+from ..model_inputs import environment_actions, scale_inputs
 from ..observations import map_observations
 
 __all__ = [

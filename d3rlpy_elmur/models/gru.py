@@ -13,8 +13,9 @@ __all__ = ["GRUEncoder"]
 class GRUEncoder(SequenceEncoder):
     """State: ``hidden`` [B, num_layers, D].
 
-    The hidden state is carried step by step; ``forward`` keeps it unchanged across segments
-    that hold no real step (the left padding of a burn-in prefix), so both paths agree.
+    The hidden state is carried step by step; ``forward`` keeps it unchanged across a segment
+    that holds no real step (a window's padded context segment before t = 0, or padding past
+    an episode's end), which the step path never runs, so both paths agree.
     """
 
     def __init__(

@@ -14,6 +14,7 @@ from d3rlpy.models.torch.encoders import compute_output_size
 from d3rlpy.types import Shape, TorchObservation
 from torch import nn
 
+from ..model_inputs import action_embedding_rows, previous_action_embedding
 from ..observations import first_part, map_observations
 from .sequence import SequenceEncoder, SequenceOutput, State
 
@@ -45,10 +46,7 @@ class SequencePolicy(nn.Module):
         self.rtg_embed = nn.Linear(1, D) if token_format != "obs" else None
         self.action_embed: nn.Module | None = None
         if token_format == "rtg_obs_act":
-            # discrete: row ``action_size`` stands for "no previous action" (t = 0)
-            self.action_embed = (
-                nn.Embedding(action_size + 1, D) if discrete else nn.Linear(action_size, D)
-            )
+            self.action_embed = previous_action_embedding(action_size, discrete, D)
         self.sequence = sequence
         self.head = nn.Linear(D, action_size)
 
@@ -60,7 +58,7 @@ class SequencePolicy(nn.Module):
     ) -> torch.Tensor:
         """[B, T, *obs] (or a tuple of such parts), [B, T, 1], [B, T, A or 1] -> [B, T, D].
 
-        ``previous_actions`` holds a_{t-1}; discrete rows use -1 for "none", continuous zeros.
+        ``previous_actions`` holds a_{t-1}, "none" as ``d3rlpy_elmur.model_inputs`` writes it.
         """
         B, T = first_part(observations).shape[:2]
         flat = map_observations(lambda part: part.reshape(B * T, *part.shape[2:]), observations)
@@ -70,9 +68,8 @@ class SequencePolicy(nn.Module):
             x = x + self.rtg_embed(returns_to_go)
         if self.action_embed is not None:
             if self.discrete:
-                index = previous_actions.long().reshape(B, T)
-                index = torch.where(index < 0, self.action_size, index)
-                x = x + self.action_embed(index)
+                index = action_embedding_rows(previous_actions, self.action_size)
+                x = x + self.action_embed(index.reshape(B, T))
             else:
                 x = x + self.action_embed(previous_actions)
         return x

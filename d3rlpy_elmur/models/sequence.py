@@ -1,13 +1,15 @@
 """The interface every sequence encoder (ELMUR, the GRU baseline) offers to the algorithms.
 
 A sequence encoder maps a batch of step tokens to one feature per step while carrying a recurrent
-state (ELMUR: per-layer memory; GRU: hidden state). It has two execution paths with one set of
+state (ELMUR: per-layer memory; GRU: hidden state). It has three execution paths with one set of
 weights:
 
 * ``forward``: training. Tokens ``[B, T, D]`` are cut into segments of ``context_size`` steps
   aligned to the first token (which the caller puts on a segment boundary of the episode).
 * ``step``: inference. One token per call; the state also holds whatever cache the encoder needs, so
   the work per step does not depend on how long the episode has been running.
+* ``export_step``: ``step`` as a pure function of its state, what TorchScript and ONNX export
+  trace.
 
 States are plain dicts of batch-first tensors, so that generic code (batched evaluation with
 episodes that end at different times) can reset single rows without knowing the encoder.

@@ -22,8 +22,8 @@ from d3rlpy.preprocessing import MinMaxActionScaler, MinMaxObservationScaler, Mi
 import d3rlpy_elmur
 from d3rlpy_elmur import DiscreteELMURDTConfig, ELMURDTConfig, evaluate
 from d3rlpy_elmur.algos import SegmentRecurrentView, plan_epochs
-from d3rlpy_elmur.algos.stateful import StepInference, environment_actions
-from d3rlpy_elmur.algos.torch.elmur_dt_impl import previous_actions
+from d3rlpy_elmur.algos.stateful import StepInference
+from d3rlpy_elmur.model_inputs import environment_actions, window_previous_actions
 from d3rlpy_elmur.models import ELMURFactory, GRUFactory
 from tests.helpers import CueRecallEnv, cue_recall_dataset, cue_recall_episode
 
@@ -350,19 +350,13 @@ def test_loss_is_label_smoothed_cross_entropy_over_real_steps(smoothing: float) 
 def test_previous_actions_mark_episode_starts_and_window_starts_as_none() -> None:
     actions = torch.tensor([[[1.0], [2.0], [0.0]]])
     # discrete "none" is -1: at the window's first step (unknown) and where t == 0
-    assert previous_actions(actions, torch.tensor([[50, 51, 52]]), True)[0, :, 0].tolist() == [
-        -1.0,
-        1.0,
-        2.0,
-    ]
-    assert previous_actions(actions, torch.tensor([[7, 0, 1]]), True)[0, :, 0].tolist() == [
-        -1.0,
-        -1.0,
-        2.0,
-    ]
+    mid_episode = window_previous_actions(actions, torch.tensor([[50, 51, 52]]), True)
+    assert mid_episode[0, :, 0].tolist() == [-1.0, 1.0, 2.0]
+    new_episode = window_previous_actions(actions, torch.tensor([[7, 0, 1]]), True)
+    assert new_episode[0, :, 0].tolist() == [-1.0, -1.0, 2.0]
     # continuous "none" is zeros
     cont = torch.tensor([[[0.5, -0.5], [0.25, 1.0], [1.0, 1.0]]])
-    got = previous_actions(cont, torch.tensor([[3, 0, 1]]), False)[0]
+    got = window_previous_actions(cont, torch.tensor([[3, 0, 1]]), False)[0]
     assert got.tolist() == [[0.0, 0.0], [0.0, 0.0], [0.25, 1.0]]
 
 
@@ -402,7 +396,7 @@ def test_continuous_loss_is_the_squared_error_over_real_steps_plus_the_moe_loss(
         out, _, _, aux = impl.policy(
             batch.observations,
             batch.returns_to_go,
-            previous_actions(batch.actions, steps, False),
+            window_previous_actions(batch.actions, steps, False),
             valid,
             steps,
             impl.policy.sequence.initial_state(len(real)),
@@ -534,7 +528,7 @@ def test_stateful_wrapper_matches_segment_forward(window: int) -> None:
     obs = torch.from_numpy(episode.observations)[None]
     actions = torch.tensor(got, dtype=torch.float32)[None, :, None]
     steps = torch.arange(T)[None]
-    prev = d3rlpy_elmur.algos.previous_actions(actions, steps, True)
+    prev = window_previous_actions(actions, steps, True)
     with torch.no_grad():
         out = impl.policy(
             obs,
@@ -748,7 +742,7 @@ def test_without_previous_actions_the_loss_shifts_them_inside_the_window() -> No
     torch_batch = algo._to_torch(batch)
     with torch.no_grad():
         shifted = impl.compute_loss(torch_batch)["loss"]
-        sampled = impl.compute_loss(torch_batch, algo._previous_actions(batch))["loss"]
+        sampled = impl.compute_loss(torch_batch, algo._sampled_previous_actions(batch))["loss"]
     assert torch.allclose(shifted, sampled)
 
 

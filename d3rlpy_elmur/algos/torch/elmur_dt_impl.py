@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
-from d3rlpy.algos.transformer.base import TransformerAlgoImplBase
+from d3rlpy.algos.transformer.base import TransformerAlgoImplBase, TransformerConfig
 from d3rlpy.algos.transformer.inputs import TorchTransformerInput
 from d3rlpy.optimizers import OptimizerWrapper
 from d3rlpy.torch_utility import (
@@ -17,13 +18,14 @@ from d3rlpy.torch_utility import (
 )
 from d3rlpy.types import Shape, TorchObservation
 
+from ...model_inputs import window_previous_actions
 from ...models.policy import SequencePolicy
 from ...models.sequence import State, reset_rows
 from ...observations import first_part, map_observations
 from ..replay_states import BoundaryStates
 from ..segments import segment_window_length
 
-__all__ = ["ELMURDTModules", "ELMURDTImpl", "previous_actions"]
+__all__ = ["ELMURDTModules", "ELMURDTImpl", "ELMURDTLike"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,20 +34,6 @@ class ELMURDTModules(Modules):
 
     policy: SequencePolicy
     optim: OptimizerWrapper
-
-
-def previous_actions(
-    actions: torch.Tensor, timesteps: torch.Tensor, discrete: bool
-) -> torch.Tensor:
-    """a_{t-1} per step from actions [B, T, A or 1]; "none" (-1 / zeros) where t == 0 or unknown."""
-    prev = torch.cat([torch.zeros_like(actions[:, :1]), actions[:, :-1]], dim=1)
-    if discrete:
-        prev = prev.clone()
-        prev[:, 0] = -1
-        prev = torch.where(timesteps[..., None] == 0, -1.0, prev)
-    else:
-        prev = torch.where(timesteps[..., None] == 0, 0.0, prev)
-    return prev
 
 
 def time_slice(observations: TorchObservation, index: slice | torch.Tensor) -> TorchObservation:
@@ -109,7 +97,9 @@ class ELMURDTImpl(TransformerAlgoImplBase):
         valid = batch.masks > 0  # [B, T]
         steps = batch.timesteps.long()
         prev = (
-            previous_actions(batch.actions, steps, self._discrete) if previous is None else previous
+            window_previous_actions(batch.actions, steps, self._discrete)
+            if previous is None
+            else previous
         )
         rtg = batch.returns_to_go
         state = self.policy.sequence.initial_state(B) if start is None else start
@@ -190,7 +180,7 @@ class ELMURDTImpl(TransformerAlgoImplBase):
         )
 
     def inner_update(self, batch: TorchTrajectoryMiniBatch, grad_step: int) -> dict[str, float]:
-        return self._step(self.compute_loss(batch))
+        return self._optimizer_step(self.compute_loss(batch))
 
     @train_api
     def update_window(
@@ -205,13 +195,17 @@ class ELMURDTImpl(TransformerAlgoImplBase):
         initial = self.policy.sequence.initial_state(boundaries.shape[0])
         start = initial if states is None else states.read(boundaries[:, 0], initial)
         trace: list[State] = []
-        metrics = self._step(self.compute_loss(batch, previous, start, trace, context=True))
+        metrics = self._optimizer_step(
+            self.compute_loss(batch, previous, start, trace, context=True)
+        )
         if states is not None:
             for column, state in enumerate(trace, start=1):
                 states.write(boundaries[:, column], state)
         return metrics
 
-    def _step(self, losses: dict[str, torch.Tensor]) -> dict[str, float]:
+    def _optimizer_step(self, losses: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Backpropagates ``losses["loss"]`` and steps the optimizer; the losses as floats.
+        (``step``, below, is inference.)"""
         self._modules.optim.zero_grad()
         losses["loss"].backward()
         self._modules.optim.step()
@@ -245,7 +239,7 @@ class ELMURDTImpl(TransformerAlgoImplBase):
         obs = time_slice(inpt.observations, order[:n])
         steps = torch.arange(n, device=valid.device)[None]
         actions = inpt.actions[:, order[:n]]
-        prev = previous_actions(actions, steps, self._discrete)
+        prev = window_previous_actions(actions, steps, self._discrete)
         out = self.policy(
             obs,
             inpt.returns_to_go[:, order[:n]],
@@ -273,3 +267,15 @@ class ELMURDTImpl(TransformerAlgoImplBase):
     def initial_step_state(self, batch_size: int) -> State:
         with torch.inference_mode():
             return self.policy.sequence.initial_step_state(batch_size)
+
+
+class ELMURDTLike(Protocol):
+    """What step inference and export read of an ELMURDT algorithm (``ELMURDTBase`` is one):
+    its impl, and its config's scalers. The algorithm's module imports the wrapper and the
+    export, so they name this rather than import that module back."""
+
+    @property
+    def impl(self) -> ELMURDTImpl | None: ...
+
+    @property
+    def config(self) -> TransformerConfig: ...
