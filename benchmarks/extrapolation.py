@@ -12,7 +12,8 @@ balanced, the same episode seeds for every model).
 Lengths are episode lengths in steps: a recall episode of delay d has d + 1 steps, a T-Maze
 episode of corridor L has L + 1 (the expert's; its time limit is L + 2). Success: the answer at
 the flag (T-Maze: the goal) is right; for ``every`` tasks every answer of the episode is right
-(``return_mean`` is then the fraction of answers right).
+(``return_mean`` is then the fraction of answers right). Each row also has the success per cue
+(``success_by_cue``; T-Maze: per goal side): a memory that fails loses whole cues.
 
 Each (task, seed) cell writes ``<out>/<overrides>/<task>/seed<seed>.json`` after every length,
 and its model beside it, so ``--resume`` skips what is written and evaluates missing lengths
@@ -139,8 +140,14 @@ class Task:
                 seed=seed,
                 reset_options=options,
                 show_progress=length >= PROGRESS_FROM,
+                per_episode=True,
             )
         )
+
+    @property
+    def num_cues(self) -> int:
+        """Classes of the balanced evaluation: episode i has cue (T-Maze: goal) i % this."""
+        return 2 if self.recall is None else self.recall.num_cues
 
 
 # ---------------------------------------------------------------------------- one cell
@@ -255,11 +262,23 @@ def run_cell(
             "eval_seed": args.seed,
             "eval_seconds": round(result["seconds"], 2),
             "env_steps_per_second": round(result["env_steps_per_second"], 1),
+            # memory fails by losing whole cues, which the mean alone does not show
+            "success_by_cue": success_by_cue(result["episode_successes"], task.num_cues),
         }
         rows = [r for r in record["eval"] if r["length"] != length]
         record["eval"] = sorted([*rows, row], key=lambda r: r["length"])
         write_json(path, record)  # after every length: a killed run resumes at the next one
     return record
+
+
+def success_by_cue(successes: list[float | None], num_cues: int) -> list[float | None]:
+    """Success rate per cue of a balanced evaluation (episode i has cue i % num_cues); None
+    for a cue no episode had."""
+    rates: list[float | None] = []
+    for cue in range(num_cues):
+        episodes = successes[cue::num_cues]
+        rates.append(round(sum(bool(x) for x in episodes) / len(episodes), 3) if episodes else None)
+    return rates
 
 
 # ---------------------------------------------------------------------------- report

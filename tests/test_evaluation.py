@@ -98,6 +98,10 @@ def test_episodes_are_seeded_in_order_and_success_counts_only_where_reported() -
     assert result["return_mean"] == pytest.approx(returns.mean())
     assert result["return_std"] == pytest.approx(returns.std())
     assert result["success_rate"] == pytest.approx(2 / 5)  # seeds 8 and 10; the rest count 0
+    assert "episode_returns" not in result  # only when asked
+    each = run_episodes(ZeroPolicy(), venv(3), 5, seed=7, reset_options=options, per_episode=True)
+    assert each["episode_returns"] == pytest.approx(returns.tolist())  # in episode order
+    assert each["episode_successes"] == [None, 1.0, None, 1.0, None]  # odd seeds report none
 
 
 def test_max_steps_cuts_a_round_and_its_episodes_score_no_success() -> None:

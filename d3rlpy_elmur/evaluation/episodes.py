@@ -69,6 +69,7 @@ def run_episodes(
     reset_options: ResetOptions = None,
     max_steps: int | None = None,
     show_progress: bool = False,
+    per_episode: bool = False,
 ) -> dict[str, Any]:
     """Runs ``n_episodes`` episodes of ``policy`` in rounds of ``env.num_envs``.
 
@@ -120,7 +121,7 @@ def run_episodes(
     seconds = time.perf_counter() - start
     success = np.array(successes)
     reported = ~np.isnan(success)
-    return {
+    result = {
         "return_mean": float(np.mean(returns)),
         "return_std": float(np.std(returns)),
         "success_rate": float(np.nan_to_num(success, nan=0.0).mean()) if reported.any() else None,
@@ -129,6 +130,10 @@ def run_episodes(
         "seconds": seconds,
         "env_steps_per_second": env_steps / max(seconds, 1e-9),
     }
+    if per_episode:
+        result["episode_returns"] = returns
+        result["episode_successes"] = [None if np.isnan(x) else x for x in successes]
+    return result
 
 
 def evaluate(
@@ -141,6 +146,7 @@ def evaluate(
     reset_options: dict[str, Any] | Callable[[int, int], dict[str, Any]] | None = None,
     max_steps: int | None = None,
     show_progress: bool = False,
+    per_episode: bool = False,
 ) -> dict[str, Any]:
     """Runs ``n_episodes`` episodes of ``algo`` and reports returns and success.
 
@@ -162,6 +168,8 @@ def evaluate(
         max_steps: stop a round after this many steps (unfinished episodes are counted with
             the return so far and no success).
         show_progress: a progress bar over env steps.
+        per_episode: also return each episode's return and success, in episode order
+            (``"episode_returns"``, ``"episode_successes"``: None where the env reports none).
 
     Returns:
         ``{"return_mean", "return_std", "success_rate" (None when the env reports no
@@ -173,7 +181,9 @@ def evaluate(
     venv, owned = _as_vector_env(env, min(n_episodes, MAX_ENVS))
     try:
         check_spaces(algo, venv)
-        return run_episodes(policy, venv, n_episodes, seed, reset_options, max_steps, show_progress)
+        return run_episodes(
+            policy, venv, n_episodes, seed, reset_options, max_steps, show_progress, per_episode
+        )
     finally:
         if owned:
             venv.close()
