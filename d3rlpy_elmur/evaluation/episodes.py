@@ -121,7 +121,7 @@ def run_episodes(
     seconds = time.perf_counter() - start
     success = np.array(successes)
     reported = ~np.isnan(success)
-    result = {
+    result: dict[str, Any] = {
         "return_mean": float(np.mean(returns)),
         "return_std": float(np.std(returns)),
         "success_rate": float(np.nan_to_num(success, nan=0.0).mean()) if reported.any() else None,
