@@ -546,7 +546,7 @@ class ELMURBase(SequenceEncoder):
         new_state = {"memory": memory, "anchors": anchors}
         if key_mask is not None:
             new_state["memory"], new_state["anchors"] = self._write_segment(
-                new_state, outputs, steps, write_bias, key_mask, complete, read_later
+                memory, anchors, outputs, steps, write_bias, key_mask, complete, read_later
             )
         if W:
             new_state["context"] = torch.stack(contexts, 1)
@@ -556,7 +556,8 @@ class ELMURBase(SequenceEncoder):
 
     def _write_segment(
         self,
-        state: State,
+        memory: torch.Tensor,
+        anchors: torch.Tensor,
         outputs: Sequence[torch.Tensor],
         steps: torch.Tensor,
         write_bias: Sequence[torch.Tensor | None],
@@ -564,11 +565,10 @@ class ELMURBase(SequenceEncoder):
         complete: torch.Tensor,
         repeat: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``write_memory`` of a segment into ``state``'s memory; in training, where
-        ``repeat``, applied per row a uniform 0..``memory_rewrites`` more times (biases from
-        the anchors each write leaves). A call's last write is not repeated: no loss reads it,
-        and each repeat costs a write's forward and backward."""
-        memory, anchors = state["memory"], state["anchors"]
+        """``write_memory`` of a segment into memory [B, Lm, M, D] with anchors [B, Lm, M];
+        in training, where ``repeat``, applied per row a uniform 0..``memory_rewrites`` more
+        times (biases from the anchors each write leaves). A call's last write is not
+        repeated: no loss reads it, and each repeat costs a write's forward and backward."""
         biases = [key_mask if b is None else b + key_mask for b in write_bias]
         memory, anchors = self.write_memory(
             memory, anchors, outputs, steps[:, -1], biases, complete
