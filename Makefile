@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-fast demo lint mutation clean
+.PHONY: test test-fast demo lint gpu-check mutation clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# On one CUDA GPU (under 8 minutes once installed): the tests marked `cuda`, then training
+# updates/s (ELMURDT and d3rlpy's DT) and evaluation throughput on cuda:0, and a JSON summary.
+# The script sets up the venv itself (over the system's CUDA torch where there is one).
+gpu-check:
+	PYTHON=$(PYTHON) VENV=$(VENV) bash benchmarks/gpu_check.sh
 
 # Mutants of the model, the replay and the evaluation against the fast tests ([tool.mutmut] in
 # pyproject.toml). Hours on 2 cores, so not in CI; rerunning continues where it stopped. One torch

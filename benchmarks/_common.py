@@ -6,6 +6,7 @@ across processes: the machine is shared and timings are noisy.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -24,12 +25,16 @@ __all__ = [
     "TMAZE_PRESET",
     "add_common_arguments",
     "alternate",
+    "apply_overrides",
     "emit",
     "gemm_gflops",
+    "long_dataset",
     "machine_info",
+    "parse_overrides",
     "peak_rss_mb",
     "rss_mb",
     "setup",
+    "square_gemm_gflops",
     "tmaze_dataset",
     "tmaze_preset_algo",
     "tmaze_preset_params",
@@ -99,6 +104,19 @@ def gemm_gflops(threads: int) -> float:
     return round(2 * 640 * 128 * 512 * n / (time.perf_counter() - start) / 1e9, 1)
 
 
+def square_gemm_gflops(n: int = 1024, repeats: int = 5) -> float:
+    """The rate of an n^3 float32 GEMM now, with torch's current threads (the best of
+    ``repeats``): the arithmetic ceiling an update's achieved GFLOP/s is compared with."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # first-call allocations
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
 def rss_mb() -> float:
     """Current resident set size (MB)."""
     with open("/proc/self/statm") as f:
@@ -153,6 +171,26 @@ def tmaze_dataset(n_episodes: int, max_corridor: int, seed: int) -> Any:
     )
 
 
+def long_dataset(n_episodes: int, length: int, seed: int) -> Any:
+    """Long episodes of T-Maze-like observations (random actions: only shapes matter)."""
+    from d3rlpy.constants import ActionSpace
+    from d3rlpy.dataset import Episode, InfiniteBuffer, ReplayBuffer
+
+    rng = np.random.default_rng(seed)
+    episodes = [
+        Episode(
+            rng.integers(-1, 2, (length, 4)).astype(np.float32),
+            rng.integers(0, 4, (length, 1)),
+            np.zeros((length, 1), np.float32),
+            True,
+        )
+        for _ in range(n_episodes)
+    ]
+    return ReplayBuffer(
+        InfiniteBuffer(), episodes=episodes, action_space=ActionSpace.DISCRETE, action_size=4
+    )
+
+
 def tmaze_preset_params() -> dict[str, Any]:
     """The params of the project's T-Maze preset (examples/configs/tmaze_elmur.yaml)."""
     from d3rlpy_elmur.bench.configs import load_run_config
@@ -160,7 +198,9 @@ def tmaze_preset_params() -> dict[str, Any]:
     return dict(load_run_config("tmaze_elmur").params)
 
 
-def tmaze_preset_algo(model: str | None = None, attention_window: int | None = None) -> Any:
+def tmaze_preset_algo(
+    model: str | None = None, attention_window: int | None = None, device: str = "cpu:0"
+) -> Any:
     """The T-Maze preset DiscreteELMURDT (tmaze_elmur.yaml), built for obs (4,) and 4
     actions with random weights (speed does not depend on them), or loaded from a ``.d3``;
     ``attention_window`` replaces the preset's W."""
@@ -169,13 +209,41 @@ def tmaze_preset_algo(model: str | None = None, attention_window: int | None = N
     from d3rlpy_elmur.bench.configs import load_run_config
 
     if model is not None:
-        return d3rlpy.load_learnable(model, device="cpu:0")
+        return d3rlpy.load_learnable(model, device=device)
     run = load_run_config("tmaze_elmur")
     if attention_window is not None:
         run = run.replace(params={**run.params, "attention_window": attention_window})
-    algo = run.make_config().create(device="cpu:0")
+    algo = run.make_config().create(device=device)
     algo.create_impl((4,), 4)
     return algo
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values are JSON (``0``, ``0.5``, ``null``, ``true``) or strings."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set expects key=value, got {item!r}")
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text
+    return out
+
+
+def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
+    """An ELMURDT config with ``--set`` overrides: ``FIELD`` sets a config field and
+    ``encoder.FIELD`` a field of its sequence-encoder factory (ELMUR's own options), the
+    factory's other fields kept."""
+    encoder = {k.partition(".")[2]: v for k, v in overrides.items() if k.startswith("encoder.")}
+    fields = {k: v for k, v in overrides.items() if not k.startswith("encoder.")}
+    try:
+        if encoder:
+            fields["sequence_encoder"] = dataclasses.replace(config.sequence_encoder, **encoder)
+        return dataclasses.replace(config, **fields)
+    except TypeError as e:
+        raise SystemExit(f"--set: {e}") from None
 
 
 def emit(result: dict[str, Any], as_json: bool) -> None:

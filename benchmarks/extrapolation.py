@@ -39,26 +39,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import add_common_arguments, emit, machine_info
+from _common import add_common_arguments, apply_overrides, emit, machine_info, parse_overrides
 
 FAMILY = ["cue2-flag", "cue3-flag", "cue8-flag", "cue3-every", "cue3-flag-onehot", "tmaze"]
 MULTIPLES = ["1x", "10x", "100x", "1000x"]
 # Shorter evaluations finish in seconds: a progress bar each would only add noise.
 PROGRESS_FROM = 10_000
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs; values are JSON (``0``, ``0.5``, ``null``, ``true``) or strings."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set expects key=value, got {item!r}")
-        try:
-            out[key] = json.loads(text)
-        except json.JSONDecodeError:
-            out[key] = text
-    return out
 
 
 def overrides_slug(overrides: dict[str, Any]) -> str:
@@ -154,18 +140,9 @@ class Task:
 def make_config(task: Task, context_size: int, num_segments: int, overrides: dict[str, Any]) -> Any:
     """The library defaults with only K and S set, plus the overrides."""
     from d3rlpy_elmur import DiscreteELMURDTConfig, ELMURDTConfig
-    from d3rlpy_elmur.models import ELMURFactory
 
     cls = DiscreteELMURDTConfig if task.discrete else ELMURDTConfig
-    # ``encoder.FIELD=VALUE`` sets a field of the ELMUR encoder factory (its own options)
-    encoder = {k.partition(".")[2]: v for k, v in overrides.items() if k.startswith("encoder.")}
-    fields = {k: v for k, v in overrides.items() if not k.startswith("encoder.")}
-    try:
-        if encoder:
-            fields["sequence_encoder"] = ELMURFactory(**encoder)
-        return cls(context_size=context_size, num_segments=num_segments, **fields)
-    except TypeError as e:
-        raise SystemExit(f"--set: {e}") from None
+    return apply_overrides(cls(context_size=context_size, num_segments=num_segments), overrides)
 
 
 def train(config: Any, dataset: Any, updates: int, seed: int, device: str, progress: bool) -> Any:

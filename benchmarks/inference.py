@@ -173,6 +173,7 @@ def main() -> None:
     parser.add_argument(
         "--compile", action="store_true", help="torch.compile the step's token path"
     )
+    parser.add_argument("--device", default="cpu:0", help="torch device, e.g. cuda:0")
     parser.add_argument("--skip-single", action="store_true")
     parser.add_argument("--skip-batched", action="store_true")
     parser.add_argument(
@@ -185,12 +186,13 @@ def main() -> None:
     args = parser.parse_args()
     setup(args.threads, args.seed)
     logging.disable(logging.WARNING)
-    algo = tmaze_preset_algo(args.model)
+    algo = tmaze_preset_algo(args.model, device=args.device)
     if args.compile:
         algo.impl.policy.sequence.compile_step()
     result: dict[str, Any] = {
         "benchmark": "inference",
         "compiled": args.compile,
+        "device": args.device,
         "machine": machine_info(args.threads),
         "model": args.model
         or {"preset": tmaze_preset_params(), "weights": f"random (seed {args.seed})"},

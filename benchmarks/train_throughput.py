@@ -22,13 +22,13 @@ import argparse
 import logging
 from typing import Any
 
-import numpy as np
 import torch
 from _common import (
     TMAZE_PRESET,
     add_common_arguments,
     alternate,
     emit,
+    long_dataset,
     machine_info,
     median,
     now,
@@ -37,34 +37,14 @@ from _common import (
 )
 
 
-def long_dataset(n_episodes: int, length: int, seed: int) -> Any:
-    """Long episodes of T-Maze-like observations (random actions: only shapes matter)."""
-    from d3rlpy.constants import ActionSpace
-    from d3rlpy.dataset import Episode, InfiniteBuffer, ReplayBuffer
-
-    rng = np.random.default_rng(seed)
-    episodes = [
-        Episode(
-            rng.integers(-1, 2, (length, 4)).astype(np.float32),
-            rng.integers(0, 4, (length, 1)),
-            np.zeros((length, 1), np.float32),
-            True,
-        )
-        for _ in range(n_episodes)
-    ]
-    return ReplayBuffer(
-        InfiniteBuffer(), episodes=episodes, action_space=ActionSpace.DISCRETE, action_size=4
-    )
-
-
-def make_algos(max_timestep: int) -> dict[str, Any]:
+def make_algos(max_timestep: int, device: str = "cpu:0") -> dict[str, Any]:
     import d3rlpy
     from d3rlpy.models.encoders import VectorEncoderFactory
 
     from d3rlpy_elmur import DiscreteELMURDTConfig
 
     K, S = TMAZE_PRESET["context_size"], TMAZE_PRESET["num_segments"]
-    elmur = DiscreteELMURDTConfig(**TMAZE_PRESET).create(device="cpu:0")
+    elmur = DiscreteELMURDTConfig(**TMAZE_PRESET).create(device=device)
     dt = d3rlpy.algos.DiscreteDecisionTransformerConfig(
         batch_size=TMAZE_PRESET["batch_size"],
         context_size=K * S,
@@ -74,7 +54,7 @@ def make_algos(max_timestep: int) -> dict[str, Any]:
         encoder_factory=VectorEncoderFactory(
             [TMAZE_PRESET["embed_dim"]], exclude_last_activation=True
         ),
-    ).create(device="cpu:0")
+    ).create(device=device)
     return {"elmur": elmur, "dt": dt}
 
 
@@ -93,8 +73,10 @@ def timed_fit(algo: Any, dataset: Any, updates: int) -> float:
     return now() - start
 
 
-def bench_dataset(dataset: Any, max_timestep: int, updates: int, repeats: int) -> dict[str, Any]:
-    algos = make_algos(max_timestep)
+def bench_dataset(
+    dataset: Any, max_timestep: int, updates: int, repeats: int, device: str = "cpu:0"
+) -> dict[str, Any]:
+    algos = make_algos(max_timestep, device)
     for algo in algos.values():  # build, first-call allocations
         timed_fit(algo, dataset, 3)
     seconds = alternate(
@@ -124,6 +106,9 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=100, help="updates per timed fit")
     parser.add_argument("--repeats", type=int, default=5, help="alternating fits per algorithm")
     parser.add_argument("--datasets", default="tmaze,long")
+    parser.add_argument(
+        "--device", default="cpu:0", help="torch device of both models, e.g. cuda:0"
+    )
     args = parser.parse_args()
     setup(args.threads, args.seed)
     logging.disable(logging.WARNING)  # d3rlpy's structlog "Skip building models" lines
@@ -139,6 +124,7 @@ def main() -> None:
             "updates_per_run": args.updates,
             "repeats": args.repeats,
             "seed": args.seed,
+            "device": args.device,
         },
     }
     for name in args.datasets.split(","):
@@ -149,7 +135,7 @@ def main() -> None:
             dataset, max_t = long_dataset(200, 300, args.seed), 301
         else:
             raise SystemExit(f"unknown dataset {name!r}")
-        result[name] = bench_dataset(dataset, max_t, args.updates, args.repeats)
+        result[name] = bench_dataset(dataset, max_t, args.updates, args.repeats, args.device)
     emit(result, args.json)
 
 

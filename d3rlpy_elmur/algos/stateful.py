@@ -115,7 +115,10 @@ class ELMURStatefulWrapper(StatefulTransformerWrapper):
         out = self._inference.outputs(observation, check_rewards(reward, 1))
         out = out[0] if out.device.type == "cpu" else out[0].cpu()
         action = self._action_sampler(out.numpy())
-        taken = self._inference.take(torch.as_tensor(action, dtype=torch.float32)[None])
+        # on the model's device: the action scaler's tensors live where it was first used
+        taken = self._inference.take(
+            torch.as_tensor(action, dtype=torch.float32, device=self._device)[None]
+        )
         return action if self._inference.discrete else taken[0]
 
     @property

@@ -197,7 +197,9 @@ class ELMURStepper:
             read_bias = None
             if "read_bias" in state:
                 per_pos = state["read_bias"][:, model.memory_index(i)]  # [B, K, H, M]
-                read_bias = per_pos[:, pos] if uniform else per_pos[torch.arange(B), pos]
+                read_bias = (
+                    per_pos[:, pos] if uniform else per_pos[torch.arange(B, device=x.device), pos]
+                )
             x = _layer_step(
                 layer, x, state[f"keys.{i}"], state[f"values.{i}"], pos, bias, plan, read_bias
             )
