@@ -85,6 +85,11 @@ class ELMURConfig:
     # segment had recurred: a test episode of n segments applies the write n times, training
     # windows only S - 1 times before their last decision.
     memory_rewrites: int = 0
+    # and the memory a later segment reads moved by what 0..memory_drift more writes of the
+    # segment (uniform per row, no gradient) would change: the model's own drift under
+    # repeated writes, which at test time carries a cue into another cue's state over tens
+    # of segments, as a perturbation the reads and the next writes learn to undo.
+    memory_drift: int = 0
 
     def __post_init__(self) -> None:
         checks = {
@@ -105,6 +110,7 @@ class ELMURConfig:
             "memory_noise": self.memory_noise >= 0.0,
             "context_dropout": 0.0 <= self.context_dropout <= 1.0,
             "memory_rewrites": self.memory_rewrites >= 0,
+            "memory_drift": self.memory_drift >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -567,17 +573,44 @@ class ELMURBase(SequenceEncoder):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``write_memory`` of a segment into memory [B, Lm, M, D] with anchors [B, Lm, M];
         in training, where ``repeat``, applied per row a uniform 0..``memory_rewrites`` more
-        times (biases from the anchors each write leaves). A call's last write is not
-        repeated: no loss reads it, and each repeat costs a write's forward and backward."""
+        times (biases from the anchors each write leaves), then moved by ``_drift``. A call's
+        last write is neither repeated nor moved: no loss reads it, and each repeat costs a
+        write's forward and backward."""
         biases = [key_mask if b is None else b + key_mask for b in write_bias]
         memory, anchors = self.write_memory(
             memory, anchors, outputs, steps[:, -1], biases, complete
         )
-        repeats = self.cfg.memory_rewrites if self.training and repeat else 0
-        if not repeats:
+        if not (self.training and repeat):
             return memory, anchors
-        extra = torch.randint(0, repeats + 1, complete.shape, device=complete.device)
-        for again in range(1, repeats + 1):
+        memory, anchors = self._rewrite(
+            memory, anchors, outputs, steps, key_mask, complete, self.cfg.memory_rewrites
+        )
+        if self.cfg.memory_drift:
+            with torch.no_grad():
+                outs = [out.detach() for out in outputs]
+                drifted, anchors = self._rewrite(
+                    memory.detach(), anchors, outs, steps, key_mask, complete, self.cfg.memory_drift
+                )
+            # straight through: the gradient reaches the write as if there were no drift
+            memory = memory + (drifted - memory).detach()
+        return memory, anchors
+
+    def _rewrite(
+        self,
+        memory: torch.Tensor,
+        anchors: torch.Tensor,
+        outputs: Sequence[torch.Tensor],
+        steps: torch.Tensor,
+        key_mask: torch.Tensor,
+        complete: torch.Tensor,
+        most: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The segment's write applied again to each complete row a uniform 0..``most``
+        times (``most`` = 0: unchanged)."""
+        if not most:
+            return memory, anchors
+        extra = torch.randint(0, most + 1, complete.shape, device=complete.device)
+        for again in range(1, most + 1):
             rows = complete & (extra >= again)
             if not bool(rows.any()):
                 break

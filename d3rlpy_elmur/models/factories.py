@@ -76,6 +76,10 @@ class ELMURFactory(SequenceEncoderFactory):
             previous segment's tokens (0: off; an extrapolation candidate, issue 33).
         memory_rewrites: in training, each segment's write is applied again 0..n times per
             row (uniform), as if the segment recurred (0: off; an extrapolation candidate).
+        memory_drift: in training, the memory a later segment reads is moved by what 0..n
+            more writes of the segment (uniform per row, no gradient) would change, so reads
+            and writes learn to undo the model's own drift (0: off; an extrapolation
+            candidate).
     """
 
     norm: str = "post"
@@ -93,6 +97,7 @@ class ELMURFactory(SequenceEncoderFactory):
     memory_noise: float = 0.0
     context_dropout: float = 0.0
     memory_rewrites: int = 0
+    memory_drift: int = 0
 
     def create(self, args: SequenceEncoderArgs) -> ELMUR:
         return ELMUR(self.model_config(args))

@@ -170,6 +170,7 @@ VARIANTS = [
     {"attention_window": 2, "num_heads": 4},
     {"attention_window": 2, "memory_noise": 0.5, "context_dropout": 0.5},  # training-only
     {"attention_window": K, "memory_rewrites": 3},  # training-only
+    {"attention_window": K, "memory_drift": 3},  # training-only
 ]
 
 
@@ -498,6 +499,50 @@ def test_memory_rewrites_repeat_each_rows_write_zero_to_n_times_in_training() ->
     assert torch.allclose(trained.state["memory"], once.state["memory"], atol=1e-5)
 
 
+def test_memory_drift_moves_each_rows_memory_by_more_writes_without_changing_its_gradient() -> None:
+    """In training the memory a later segment reads is that of 1 + r writes, r uniform in
+    0..n per row, while its gradient is that of the one write (straight through)."""
+    n, B = 3, 32
+    model = make(memory_slots=2, memory_drift=n)
+    tokens, valid, steps = inputs(B, 2 * K)
+    tokens.requires_grad_(True)
+    first = slice(0, K)
+    state = model.initial_state(B)
+    with torch.no_grad():
+        read_bias, _ = model.time_biases(steps[:, first], state["anchors"])
+        h, outputs = tokens[:, first], []
+        for i, layer in enumerate(model.elmur_layers()):
+            h, _ = layer(h, state["memory"][:, i], read_bias[i], valid=valid[:, first])
+            outputs.append(h)
+        memory, anchors = state["memory"], state["anchors"]
+        writes = []
+        for _ in range(n + 1):
+            bias = model.time_biases(steps[:, first], anchors)[1]
+            memory, anchors = model.write_memory(
+                memory, anchors, outputs, steps[:, K - 1], bias, torch.ones(B, dtype=torch.bool)
+            )
+            writes.append(memory)
+    weights = torch.randn_like(writes[0])
+
+    def memory_and_gradient(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        model.train(train)
+        torch.manual_seed(0)
+        kept = model(tokens, valid, steps, model.initial_state(B), keep_states=True)
+        memory = kept.kept_states[0]["memory"]
+        (grad,) = torch.autograd.grad((memory * weights).sum(), tokens)
+        return memory.detach(), grad
+
+    evaluated, eval_grad = memory_and_gradient(False)
+    trained, train_grad = memory_and_gradient(True)
+    assert (writes[1] - writes[0]).abs().max() > 1e-2  # the counts are told apart
+    assert torch.allclose(evaluated, writes[0], atol=1e-5)
+    gaps = torch.stack([(trained - w).abs().flatten(1).amax(1) for w in writes])  # [n+1, B]
+    assert (gaps.min(0).values <= 1e-5).all()  # every row is some count of writes
+    assert len(gaps.argmin(0).unique()) >= 3  # drawn per row
+    assert eval_grad.abs().max() > 1e-3
+    assert torch.allclose(train_grad, eval_grad, atol=1e-5)
+
+
 def test_context_dropout_of_one_hides_the_previous_segment_in_training() -> None:
     model = make(attention_window=2, context_dropout=1.0)
     tokens, valid, steps = inputs(2, 2 * K)
@@ -707,6 +752,7 @@ CONFIG_ERROR_TAIL = (
         ("memory_noise", 0.0, -0.1),
         ("context_dropout", 1.0, 1.5),
         ("memory_rewrites", 0, -1),
+        ("memory_drift", 0, -1),
     ],
 )
 def test_config_accepts_each_limit_and_names_the_first_value_past_it(
