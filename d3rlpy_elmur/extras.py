@@ -18,7 +18,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "sweep": ("optuna",),
     "ray": ("ray",),
     "tracking": ("tensorboardX", "wandb"),
-    "popgym": ("popgym",),
+    "popgym": ("popgym", "mazelib"),  # mazelib: the Labyrinth tasks
 }
 
 

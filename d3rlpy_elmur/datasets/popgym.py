@@ -1,4 +1,4 @@
-"""Expert POPGym datasets written by privileged experts (needs the ``popgym`` extra)."""
+"""Expert POPGym datasets (needs the ``popgym`` extra)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..envs.experts import make_expert
-from ..envs.popgym_experts import expert_name_for_popgym, make_popgym_env
+from ..envs.popgym_experts import (
+    describe_popgym_expert,
+    expert_name_for_popgym,
+    make_popgym_env,
+)
 from .rollout import rollout_episode
 from .writer import DatasetWriter
 
@@ -27,7 +31,7 @@ def make_popgym_dataset(
     progress: bool = False,
     extra_metadata: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a Minari dataset of privileged-expert episodes of a POPGym task.
+    """Write a Minari dataset of expert episodes of a POPGym task.
 
     The expert is chosen from the task family (:func:`expert_name_for_popgym`); episode
     ``i`` is reset with a seed derived from ``seed``. The experts' mean return over the
@@ -46,8 +50,8 @@ def make_popgym_dataset(
         dataset_id,
         env=env,
         overwrite=overwrite,
-        algorithm_name=f"privileged expert {expert_name} (reads the hidden state)",
-        description=f"{n_episodes} privileged-expert episodes of {env_id}, seed {seed}",
+        algorithm_name=describe_popgym_expert(expert_name),
+        description=f"{n_episodes} expert episodes of {env_id}, seed {seed}",
         requirements=[f"popgym=={version}"],
     ) as writer:
         for ep_seed in tqdm(episode_seeds, desc=dataset_id, disable=not progress, unit="ep"):

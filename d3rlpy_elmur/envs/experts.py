@@ -2,8 +2,8 @@
 
 An expert is reset at the start of every episode and then maps each observation to an
 action. The T-Maze expert reads observations only (it is the optimal memory policy);
-privileged POPGym experts (:mod:`d3rlpy_elmur.envs.popgym_experts`) read the hidden state
-of the environment they are bound to.
+the POPGym experts (:mod:`d3rlpy_elmur.envs.popgym_experts`) are bound to one environment
+and either read its hidden state (privileged) or act on the observations alone.
 """
 
 from __future__ import annotations

@@ -57,6 +57,6 @@ def test_popgym_expert_names() -> None:
         expert_name_for_popgym("popgym-PositionOnlyCartPoleMedium-v0")
         == "popgym-position-only-cartpole"
     )
-    # RepeatFirst is deliberately unsupported: its expert repeats one action
-    with pytest.raises(LookupError, match="RepeatFirst"):
-        expert_name_for_popgym("popgym-RepeatFirstEasy-v0")
+    # a family popgym does not register (its bandit that drifts) has no expert
+    with pytest.raises(LookupError, match="NonstationaryBandit"):
+        expert_name_for_popgym("popgym-NonstationaryBanditEasy-v0")
