@@ -212,7 +212,7 @@ def _convert_episode(
             "observations",
             f"{len(observations)} observations for {n} steps (Minari stores N + 1)",
         )
-    actions = np.asarray(raw["actions"])  # Discrete or Box: checked on open
+    actions = np.asarray(raw["actions"])  # Discrete, MultiDiscrete or Box: checked on open
     if len(actions) != n:
         raise fail("actions", f"{len(actions)} actions for {n} rewards")
 
@@ -274,7 +274,12 @@ def load_minari(
     :func:`~d3rlpy_elmur.datasets.spaces.convert_observation` to feed a model online.
 
     Actions: ``Discrete(n)`` gives int indices with ``action_size = n`` (even if the data
-    never uses the last action); ``Box`` gives flat float32 vectors.
+    never uses the last action); ``MultiDiscrete(nvec)`` (e.g. a board square) gives one
+    int index per action, its row-major ravel, with ``action_size = prod(nvec)``
+    (:func:`~d3rlpy_elmur.datasets.spaces.ravel_actions`); ``Box`` gives flat float32
+    vectors. The buffer keeps no record of the stored space: ``open_minari(id).action_space``
+    is it, and :func:`~d3rlpy_elmur.datasets.spaces.unravel_action` maps an index back
+    (evaluation environments do so themselves).
 
     Note: d3rlpy stores no transition for a one-step truncated episode, so such episodes
     are absent from ``buffer.episodes`` (a warning says how many).

@@ -13,6 +13,10 @@ the observation layout it was trained on:
 - ``Tuple``: the same, in tuple order.
 
 Actions: ``Discrete(n, start)`` -> int64 index in ``[0, n)`` (action size n);
+``MultiDiscrete(nvec, start)`` -> one int64 index in ``[0, prod(nvec))`` (action size
+``prod(nvec)``), the row-major (C-order) ravel of ``action - start`` over the flattened
+``nvec``: for ``nvec = [rows, cols]`` the square ``(r, c)`` is index ``r * cols + c``
+(:func:`ravel_actions`; :func:`unravel_action` inverts it for acting online);
 ``Box`` -> flattened float32 (action size ``prod(shape)``).
 """
 
@@ -34,6 +38,8 @@ __all__ = [
     "flatten_observation_space",
     "is_discrete_action_space",
     "is_image_space",
+    "ravel_actions",
+    "unravel_action",
 ]
 
 
@@ -154,19 +160,58 @@ def _add_batch_axis(space: gym.Space[Any], observation: Any) -> Any:
 
 
 def is_discrete_action_space(space: gym.Space[Any]) -> bool:
-    """True for ``Discrete``, False for ``Box``; anything else is unsupported."""
-    if isinstance(space, gym.spaces.Discrete):
+    """True for ``Discrete`` and ``MultiDiscrete`` (raveled to one index), False for
+    ``Box``; anything else is unsupported."""
+    if isinstance(space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
         return True
     if isinstance(space, gym.spaces.Box):
         return False
-    raise UnsupportedSpaceError(f"d3rlpy needs Discrete or Box actions, got {space!r}")
+    raise UnsupportedSpaceError(
+        f"d3rlpy needs Discrete, MultiDiscrete or Box actions, got {space!r}"
+    )
 
 
 def action_size_of(space: gym.Space[Any]) -> int:
-    """d3rlpy's action size: n for ``Discrete(n)``, the flat size for ``Box``."""
+    """d3rlpy's action size: n for ``Discrete(n)``, ``prod(nvec)`` for ``MultiDiscrete``,
+    the flat size for ``Box``."""
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return math.prod(int(n) for n in space.nvec.reshape(-1))
     if is_discrete_action_space(space):
         return int(cast(gym.spaces.Discrete, space).n)
     return math.prod(cast(gym.spaces.Box, space).shape)
+
+
+def _nvec_and_start(space: gym.spaces.MultiDiscrete) -> tuple[tuple[int, ...], np.ndarray]:
+    nvec = tuple(int(n) for n in space.nvec.reshape(-1))
+    start = np.broadcast_to(np.asarray(space.start), space.nvec.shape).reshape(-1)
+    return nvec, start.astype(np.int64)
+
+
+def ravel_actions(space: gym.spaces.MultiDiscrete, actions: Any) -> np.ndarray:
+    """``(N,)`` int64 indices in ``[0, prod(nvec))`` of ``N`` actions of ``space`` (row-major
+    ravel of ``action - start``, see the module docstring).
+
+    Raises ``ValueError`` describing the first action outside ``space``.
+    """
+    nvec, start = _nvec_and_start(space)
+    arr = np.asarray(actions)
+    flat = arr.reshape(len(arr), -1)
+    if flat.shape[1] != len(nvec):
+        raise ValueError(f"expected actions of shape (N, *{space.shape}), got {arr.shape}")
+    index = np.rint(flat.astype(np.float64)).astype(np.int64) - start
+    valid = np.all((index + start == flat) & (index >= 0) & (index < np.array(nvec)), axis=1)
+    if not np.all(valid):
+        step = int(np.flatnonzero(~valid)[0])
+        raise ValueError(f"action {flat[step].tolist()} at step {step} is outside {space}")
+    return np.ravel_multi_index(tuple(index.T), nvec).astype(np.int64)
+
+
+def unravel_action(space: gym.spaces.MultiDiscrete, index: Any) -> np.ndarray:
+    """The action of ``space`` whose :func:`ravel_actions` index is ``index`` (a scalar)."""
+    nvec, start = _nvec_and_start(space)
+    coords = np.unravel_index(int(np.asarray(index).reshape(())), nvec)
+    action = np.asarray(coords, dtype=np.int64) + start
+    return action.reshape(space.shape).astype(space.dtype)
 
 
 def convert_actions(space: gym.Space[Any], actions: Any) -> np.ndarray:
@@ -176,6 +221,8 @@ def convert_actions(space: gym.Space[Any], actions: Any) -> np.ndarray:
     """
     arr = np.asarray(actions)
     n = len(arr)
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return ravel_actions(space, arr).reshape(n, 1)
     if is_discrete_action_space(space):
         assert isinstance(space, gym.spaces.Discrete)
         flat = arr.reshape(n, -1)

@@ -5,7 +5,8 @@ passive vector-observation T-Maze runs as :class:`~d3rlpy_elmur.envs.TMazeVector
 one batched step: what makes 10^6-step episodes affordable); other T-Maze options fall back
 to a sync vector env of :class:`TMazeEnv`. Observations are converted to the layout the
 dataset loader produced (one-hot Discrete, flattened Dict/Tuple), so a model sees online what
-it saw offline.
+it saw offline; ``MultiDiscrete`` actions (MineSweeper's and Battleship's board squares) take
+the single index the loader raveled them to (:class:`RaveledActions`).
 """
 
 from __future__ import annotations
@@ -18,17 +19,25 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from ..datasets.spaces import convert_observation, flatten_observation_space, is_image_space
+from ..datasets.spaces import (
+    action_size_of,
+    convert_observation,
+    flatten_observation_space,
+    is_image_space,
+    unravel_action,
+)
 from ..envs.popgym_experts import register_popgym
 from ..envs.registration import TMAZE_ID
 from ..envs.tmaze import TMazeEnv
 from ..envs.tmaze_vector import TMazeVectorEnv
+from ..extras import require
 
 __all__ = [
     "BalancedGoals",
     "check_env_id",
     "FlatObservation",
     "PinnedGoal",
+    "RaveledActions",
     "balanced_goals",
     "make_eval_env",
     "is_tmaze",
@@ -93,14 +102,34 @@ class FlatObservation(gym.ObservationWrapper[np.ndarray, Any, Any]):
         return convert_observation(self._source, observation)
 
 
+class RaveledActions(gym.ActionWrapper[Any, Any, Any]):
+    """A ``MultiDiscrete(nvec)`` env acting on ``Discrete(prod(nvec))``: the index the dataset
+    loader stores for each action (row-major ravel), unraveled back before each step."""
+
+    def __init__(self, env: gym.Env[Any, Any]) -> None:
+        super().__init__(env)
+        if not isinstance(env.action_space, gym.spaces.MultiDiscrete):
+            raise TypeError(f"RaveledActions needs MultiDiscrete actions, got {env.action_space}")
+        self._source = env.action_space
+        self.action_space = gym.spaces.Discrete(action_size_of(self._source))
+
+    def action(self, action: Any) -> np.ndarray:
+        return unravel_action(self._source, action)
+
+
 def _needs_flattening(space: gym.Space[Any]) -> bool:
     return not isinstance(space, gym.spaces.Box)
 
 
 def check_env_id(env_id: str) -> None:
-    """ValueError naming the closest registered ids when ``env_id`` is not registered."""
+    """ValueError naming the closest registered ids when ``env_id`` is not registered;
+    :class:`~d3rlpy_elmur.extras.MissingExtraError` naming the extra when a POPGym id needs
+    a module that is missing (popgym itself, or mazelib for the Labyrinth tasks)."""
     if env_id.startswith("popgym-"):
         register_popgym(env_id)
+        if env_id not in gym.registry and "Labyrinth" in env_id:
+            # popgym registers its Labyrinth ids only where mazelib imports: name the extra
+            require("mazelib", env_id)
     if env_id in gym.registry:
         return
     close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
@@ -119,6 +148,8 @@ def _make_one(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env[Any, Any]:
         env = make_popgym_env(env_id, **env_kwargs)
     else:
         env = gym.make(env_id, **env_kwargs)
+    if isinstance(env.action_space, gym.spaces.MultiDiscrete):
+        env = RaveledActions(env)
     return FlatObservation(env) if _needs_flattening(env.observation_space) else env
 
 

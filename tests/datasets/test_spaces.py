@@ -90,7 +90,7 @@ def test_unsupported_spaces_fail_clearly() -> None:
     with pytest.raises(UnsupportedSpaceError, match="Text"):
         flatten_observation_space(gym.spaces.Text(5))
     with pytest.raises(UnsupportedSpaceError, match="Discrete or Box"):
-        action_size_of(MultiDiscrete([2, 2]))
+        action_size_of(gym.spaces.MultiBinary(2))  # MultiDiscrete is raveled instead
 
 
 def test_actions() -> None:
