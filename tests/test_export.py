@@ -185,6 +185,66 @@ def test_onnx_batch_restarts_one_row_without_touching_the_others(tmp_path: Path)
         )
 
 
+def test_onnx_rows_out_of_phase_follow_every_memory_write(tmp_path: Path) -> None:
+    """The read cache in the state (the memory folded into the read, its time biases) is
+    refreshed at each row's own segment ends only: rows that restart at different steps, so
+    that the graph's segment end runs while other rows are mid-segment, give the wrapper's
+    outputs over up to six segments (blends into used slots among the writes, M = 2). Each
+    restarted row starts from the windows of keys, values and outputs, and the context, that
+    its earlier episode left."""
+    algo = _algo(True, (3,), attention_window=2)
+    rng = np.random.default_rng(9)
+    starts = [0, 1, K + 2]  # the last after a first segment: its context must be hidden again
+    T = 6 * K
+    episodes = [[rng.standard_normal(3).astype(np.float32) for _ in range(T)] for _ in starts]
+    expected = [_wrapper_run(algo, episode)[1] for episode in episodes]
+    algo.save_policy(str(tmp_path / "policy.onnx"))
+    policy = load_onnx_policy(tmp_path / "policy.onnx", target_return=1.5)
+    policy.reset(len(starts))
+    for t in range(T):
+        local = [t - start for start in starts]
+        # before its start a row runs another episode (random observations)
+        observations = [
+            episode[i] if i >= 0 else rng.standard_normal(3).astype(np.float32)
+            for episode, i in zip(episodes, local, strict=True)
+        ]
+        _, output = policy.step(
+            np.stack(observations),
+            np.array([0.25 * (i > 0 or (i < 0 and t > 0)) for i in local]),
+            first=np.array([i == 0 for i in local]),
+        )
+        for row, i in enumerate(local):
+            if i >= 0:
+                np.testing.assert_allclose(output[row], expected[row][i], atol=1e-4)
+
+
+def test_the_onnx_token_path_reads_neither_the_memory_nor_a_shape(tmp_path: Path) -> None:
+    """Outside the segment end (the graph's If), the action depends on the state's read
+    cache, not on the memory or its anchors, and computes no time bucket (a Log); the shape
+    arithmetic of the batch axis is folded out of the graph (no Shape op)."""
+    import onnx
+
+    _algo(True, (3,)).save_policy(str(tmp_path / "policy.onnx"))
+    graph = onnx.load(str(tmp_path / "policy.onnx")).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    needed, seen, todo = set(), set(), ["action", "output"]
+    while todo:  # every value the action and the output are computed from
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        node = producer.get(name)
+        if node is not None:
+            needed.add(node.op_type)
+            todo.extend(node.input)
+    assert "state.read_A.0" in seen and "state.read_c.1" in seen
+    assert not {"state.memory", "state.anchors"} & seen
+    assert "If" not in needed and "Log" not in needed
+    assert not any(node.op_type == "Shape" for node in graph.node)
+    branches = [a.g for node in graph.node if node.op_type == "If" for a in node.attribute]
+    assert any(node.op_type == "Log" for g in branches for node in g.node)
+
+
 def test_the_onnx_policy_runs_without_torch_and_d3rlpy(tmp_path: Path) -> None:
     algo = _algo(True, (3,))
     episode = _episode((3,), np.random.default_rng(3))
