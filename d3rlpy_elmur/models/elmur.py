@@ -637,11 +637,9 @@ class ELMURBase(SequenceEncoder):
         for i, layer in enumerate(self.elmur_layers()):
             if layer.writes:
                 mi = self.memory_index(i)
-                mem, anc = self.lru_write(
-                    layer, memory[:, mi], anchors[:, mi], outputs[i], write_bias[mi], last
+                new_memory[mi], new_anchors[mi] = self.lru_write(
+                    layer, new_memory[mi], new_anchors[mi], outputs[i], write_bias[mi], last, done
                 )
-                new_memory[mi] = torch.where(done[:, None, None], mem, memory[:, mi])
-                new_anchors[mi] = torch.where(done[:, None], anc, anchors[:, mi])
         return torch.stack(new_memory, 1), torch.stack(new_anchors, 1)
 
     def lru_write(
@@ -652,30 +650,42 @@ class ELMURBase(SequenceEncoder):
         tokens: torch.Tensor,
         write_bias: torch.Tensor | None,
         last: torch.Tensor,
+        done: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``lru_update(memory, layer.candidate(memory, tokens, write_bias), anchors, last)``.
+        """``lru_update(memory, layer.candidate(memory, tokens, write_bias), anchors, last)``,
+        kept in the rows ``done`` [B] (all when None).
 
         memory [B, M, D], anchors [B, M], tokens [B, T, D], write_bias broadcastable to
-        [B, H, M, T]. With LRU only the target slot's candidate is computed: the others enter
-        the update with weight 0, so computing them (an FFN and attention per slot) changes
-        neither the result nor the gradients.
+        [B, H, M, T]. With LRU only the target slot's candidate is computed and blended: the
+        others enter the update with weight 0, so computing them (an FFN and attention per
+        slot) changes neither the result nor the gradients.
         """
         cfg = self.cfg
         if not cfg.use_lru:
             cand = layer.candidate(memory, tokens, write_bias)
-            return lru_update(memory, cand, anchors, last, cfg.lru_blend, use_lru=False)
+            new = lru_update(memory, cand, anchors, last, cfg.lru_blend, use_lru=False)
+            if done is None:
+                return new
+            return (
+                torch.where(done[:, None, None], new[0], memory),
+                torch.where(done[:, None], new[1], anchors),
+            )
         B, M, _ = memory.shape
-        target, _ = lru_target(anchors, cfg.lru_blend)  # [B]
+        target, coef = lru_target(anchors, cfg.lru_blend)  # [B]
         rows = torch.arange(B, device=memory.device)
         wb = None
         if write_bias is not None:
             H, T = layer.write_attn.num_heads, tokens.shape[1]
             wb = write_bias.expand(B, H, M, T)[rows, :, target]  # [B, H, T]
-        cand = layer.candidate_one(memory[rows, target], tokens, wb)  # [B, D]
-        onehot = F.one_hot(target, M).bool()[..., None]  # [B, M, 1]
-        # the other slots' candidates are their memory: weight 0 in the update anyway
-        candidates = torch.where(onehot, cand[:, None], memory)
-        return lru_update(memory, candidates, anchors, last, cfg.lru_blend)
+        slot = memory[rows, target]  # [B, D]
+        cand = layer.candidate_one(slot, tokens, wb)  # [B, D]
+        # lru_update's blend, m + coef (m~ - m), of the target slot only
+        blended = slot + coef[:, None].to(memory.dtype) * (cand - slot)
+        written = F.one_hot(target, M).bool()  # [B, M]
+        if done is not None:
+            written = written & done[:, None]
+        new_memory = torch.where(written[..., None], blended[:, None], memory)
+        return new_memory, torch.where(written, last[:, None], anchors)
 
     def forward(
         self,
