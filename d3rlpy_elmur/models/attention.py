@@ -104,17 +104,52 @@ class SelfAttention(nn.Module):
         None when W = 0. A row whose context is not valid (the episode's first segment)
         attends within the segment only."""
         W = self.window
-        B, T, _ = x.shape
-        pos = torch.arange(W + T, device=x.device)
-        bias = self.bias(pos[W:], pos)  # [H, T, W + T]
         if not W:
-            q, k, v = self.project(x)
-        else:
-            if context is None or context_valid is None:
-                raise ValueError(f"attention_window={W} needs the previous segment's context")
-            q, k, v = self.project(torch.cat([context, x], 1))
-            q = q[:, :, W:]
-            hide = torch.zeros(B, 1, 1, W + T, dtype=bias.dtype, device=x.device)
+            return self.attend(*self.project(x), None)
+        if context is None or context_valid is None:
+            raise ValueError(f"attention_window={W} needs the previous segment's context")
+        q, k, v = self.project(torch.cat([context, x], 1))
+        return self.attend(q[:, :, W:], k, v, context_valid)
+
+    def forward_cached(
+        self,
+        x: torch.Tensor,
+        context_kv: tuple[torch.Tensor, torch.Tensor],
+        context_valid: torch.Tensor,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """``forward`` (W > 0) given the context's keys and values [B, H, W, dh] instead of
+        the context (``context_kv``, or the previous segment's keys and values): the segment
+        path of training carries them from one segment to the next, so the context is not
+        projected twice. Returns also x's keys and values [B, H, T, dh]."""
+        q, k, v = self.project(x)
+        keys, values = (torch.cat(pair, 2) for pair in zip(context_kv, (k, v), strict=True))
+        return self.attend(q, keys, values, context_valid), (k, v)
+
+    def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and values [B, H, W, dh] of a context [B, W, D] (normalised like x):
+        ``project``'s, without its queries."""
+        B, W, D = context.shape
+        kv = F.linear(context, self.qkv.weight[D:], self.qkv.bias[D:])
+        k, v = kv.view(B, W, 2, self.num_heads, D // self.num_heads).unbind(2)
+        return k.transpose(1, 2), v.transpose(1, 2)
+
+    def attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        context_valid: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Causal attention of the segment's queries q [B, H, T, dh] over keys and values
+        [B, H, W + T, dh], the context's first; a row whose context is not valid
+        (``context_valid`` [B]) attends within the segment only."""
+        B, _, T, _ = q.shape
+        W = k.shape[2] - T
+        pos = torch.arange(W + T, device=q.device)
+        bias = self.bias(pos[W:], pos)  # [H, T, W + T]
+        if W:
+            assert context_valid is not None
+            hide = torch.zeros(B, 1, 1, W + T, dtype=bias.dtype, device=q.device)
             hide[..., :W] = torch.where(context_valid, 0.0, float("-inf"))[:, None, None, None]
             bias = bias + hide
         p = self.dropout if self.training else 0.0

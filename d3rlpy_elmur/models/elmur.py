@@ -191,6 +191,9 @@ def _layer_norm(ln: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
     return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
 
 
+# A layer's self-attention keys and values [B, H, T, dh] (the segment path carries the context's).
+KeysValues = tuple[torch.Tensor, torch.Tensor]
+
 # A one-token path's self-attention cache (``ELMURLayer.self_attention_cached``): the step path
 # writes it in place, the export path selects into copies.
 Cache = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -356,6 +359,35 @@ class ELMURLayer(nn.Module):
         h1 = self._residual(x, lambda h: self.self_attn(h, ctx, context_valid), self.ln_self)
         return self.feed_forward(self.read(h1, memory, read_bias), valid)
 
+    def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Self-attention's keys and values [B, H, W, dh] of this layer's context inputs
+        [B, W, D] (what ``forward`` projects of ``context``)."""
+        return self.self_attn.context_kv(self._block_input(context, self.ln_self))
+
+    def forward_cached(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor,
+        read_bias: torch.Tensor | None,
+        context_kv: tuple[torch.Tensor, torch.Tensor],
+        context_valid: torch.Tensor,
+        valid: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor]]:
+        """``forward`` (W > 0) given the context's self-attention keys and values
+        (``context_kv``) instead of the context, and returning also x's [B, H, T, dh]: the
+        segment path carries them to the next segment, whose context is x's last W tokens,
+        so no token is projected twice (``SelfAttention.forward_cached``)."""
+        kv = []
+
+        def attend(h: torch.Tensor) -> torch.Tensor:
+            y, keys_values = self.self_attn.forward_cached(h, context_kv, context_valid)
+            kv.append(keys_values)
+            return y
+
+        h1 = self._residual(x, attend, self.ln_self)
+        h, loss = self.feed_forward(self.read(h1, memory, read_bias), valid)
+        return h, loss, kv[0]
+
     def candidate_one(
         self, slot: torch.Tensor, tokens: torch.Tensor, write_bias: torch.Tensor | None
     ) -> torch.Tensor:
@@ -509,6 +541,22 @@ class ELMURBase(SequenceEncoder):
         load-balancing loss summed over layers (None with MLPs); memory is written iff step
         K-1 is real. ``read_later``: a later segment of the same call reads this write (only
         then is it repeated in training, ``memory_rewrites``)."""
+        return self._segment_carry(x, valid, steps, state, read_later)[:3]
+
+    def _segment_carry(
+        self,
+        x: torch.Tensor,
+        valid: torch.Tensor,
+        steps: torch.Tensor,
+        state: State,
+        read_later: bool = False,
+        context_kv: list[KeysValues] | None = None,
+    ) -> tuple[torch.Tensor, State, torch.Tensor | None, list[KeysValues] | None]:
+        """``_segment``, carrying each layer's self-attention keys and values of the context
+        (W > 0) from one segment of a call to the next: ``context_kv`` those of
+        ``state["context"]`` (None: projected here), and returned those of the new state's
+        context (None where they cannot be carried: W = 0, or no gradient into the context,
+        whose projection must then see it detached)."""
         memory, anchors = state["memory"], state["anchors"]
         B, T, _ = x.shape
         context_valid = state.get("context_valid")
@@ -530,7 +578,8 @@ class ELMURBase(SequenceEncoder):
             key_mask = torch.zeros(B, 1, 1, T, dtype=x.dtype, device=x.device)
             key_mask = key_mask.masked_fill(hidden, float("-inf"))
         W = self.cfg.window
-        contexts, outputs, balance = [], [], []
+        carry = bool(W) and self.cfg.context_gradient
+        contexts, outputs, balance, next_kv = [], [], [], []
         h = x
         for i, layer in enumerate(self.elmur_layers()):
             mi = self.memory_index(i)
@@ -540,9 +589,23 @@ class ELMURBase(SequenceEncoder):
                     contexts.append(torch.where(complete[:, None, None], h[:, -W:], context))
                 else:  # a partial segment is never a context
                     contexts.append(context)
-                if not self.cfg.context_gradient:
-                    context = context.detach()
-                h, loss = layer(h, memory[:, mi], read_bias[mi], context, context_valid, valid)
+                if not carry:
+                    h, loss = layer(
+                        h, memory[:, mi], read_bias[mi], context.detach(), context_valid, valid
+                    )
+                else:
+                    assert context_valid is not None
+                    kv = layer.context_kv(context) if context_kv is None else context_kv[i]
+                    h, loss, (k, v) = layer.forward_cached(
+                        h, memory[:, mi], read_bias[mi], kv, context_valid, valid
+                    )
+                    if T == self.context_size:  # as contexts: the tail where complete
+                        keep = complete[:, None, None, None]
+                        kv = (
+                            torch.where(keep, k[:, :, -W:], kv[0]),
+                            torch.where(keep, v[:, :, -W:], kv[1]),
+                        )
+                    next_kv.append(kv)
             else:
                 h, loss = layer(h, memory[:, mi], read_bias[mi], valid=valid)
             outputs.append(h)
@@ -558,7 +621,7 @@ class ELMURBase(SequenceEncoder):
             new_state["context"] = torch.stack(contexts, 1)
             new_state["context_valid"] = state["context_valid"] | complete
         aux = torch.stack(balance).sum() * self.cfg.moe_aux_weight if balance else None
-        return self.ln_out(h), new_state, aux
+        return self.ln_out(h), new_state, aux, next_kv if carry else None
 
     def _write_segment(
         self,
@@ -702,10 +765,11 @@ class ELMURBase(SequenceEncoder):
         truncate = self.cfg.truncate_every
         outputs, kept, losses, counts = [], [], [], []
         T = tokens.shape[1]
+        context_kv = None  # the keys and values of the next segment's context, where known
         for index, start in enumerate(range(0, T, K)):
             seg = slice(start, start + K)
-            out, state, aux = self._segment(
-                tokens[:, seg], valid[:, seg], steps[:, seg], state, start + K < T
+            out, state, aux, context_kv = self._segment_carry(
+                tokens[:, seg], valid[:, seg], steps[:, seg], state, start + K < T, context_kv
             )
             outputs.append(out)
             if aux is not None:
@@ -715,6 +779,7 @@ class ELMURBase(SequenceEncoder):
                 kept.append(state)
             if truncate and (index + 1) % truncate == 0:
                 state = {key: value.detach() for key, value in state.items()}
+                context_kv = None  # projected again from the detached context
         aux_loss = None
         if losses:
             n = torch.stack(counts).to(losses[0].dtype)

@@ -78,6 +78,70 @@ def test_lru_write_equals_lru_update_of_all_candidates_with_gradients() -> None:
         assert (a - b).abs().max() <= 1e-5 * max(1.0, float(b.abs().max()))
 
 
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_context_keys_and_values_equal_projecting_the_context(norm: str) -> None:
+    layer = make(norm=norm, attention_window=4).elmur_layers()[0].train()
+    torch.manual_seed(4)
+    x, context = torch.randn(3, K, D, requires_grad=True), torch.randn(3, 4, D, requires_grad=True)
+    memory, bias = torch.randn(3, 3, D), torch.randn(3, 2, K, 3)
+    context_valid = torch.tensor([True, False, True])
+
+    def grads(fast: bool) -> list[torch.Tensor]:
+        layer.zero_grad()
+        x.grad = context.grad = None
+        if fast:
+            kv = layer.context_kv(context)
+            h, _, _ = layer.forward_cached(x, memory, bias, kv, context_valid)
+        else:
+            h, _ = layer(x, memory, bias, context, context_valid)
+        (h * torch.linspace(-1, 1, D)).square().sum().backward()
+        weight = layer.self_attn.qkv.weight.grad
+        assert weight is not None and x.grad is not None and context.grad is not None
+        return [h.detach(), x.grad.clone(), context.grad.clone(), weight.clone()]
+
+    for a, b in zip(grads(True), grads(False), strict=True):
+        assert (a - b).abs().max() <= 1e-5 * max(1.0, float(b.abs().max()))
+
+
+@pytest.mark.parametrize("window", [K, 3])
+def test_carried_context_keys_equal_projecting_every_segment(
+    window: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The segment path carries each layer's keys and values of the next segment's context;
+    projecting the context again in every segment gives the same outputs and gradients, also
+    after a row's partial segment (no write, the context kept)."""
+    model = make(attention_window=window).train()
+    torch.manual_seed(5)
+    B, T = 3, 4 * K
+    tokens = torch.randn(B, T, D, requires_grad=True)
+    valid = torch.ones(B, T, dtype=torch.bool)
+    valid[1, 2 * K + K // 2 :] = False  # row 1 ends inside its third segment, then padding
+    steps = (torch.arange(T) + K).expand(B, T)
+    start = model.initial_state(B)
+    start["context"] = torch.randn_like(start["context"])
+    start["context_valid"] = torch.tensor([True, True, False])
+
+    def grads() -> list[torch.Tensor]:
+        model.zero_grad()
+        tokens.grad = None
+        out = model(tokens, valid, steps, dict(start))
+        loss = (out.outputs * torch.linspace(-1, 1, D)).square().sum()
+        (loss + out.state["memory"].square().sum()).backward()
+        assert tokens.grad is not None
+        params = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        return [out.outputs.detach(), out.state["memory"].detach(), tokens.grad.clone(), *params]
+
+    carried = grads()
+    segment_carry = model._segment_carry
+    monkeypatch.setattr(
+        model, "_segment_carry", lambda *args: segment_carry(*args[:5])  # context_kv: None
+    )
+    projected = grads()
+    assert len(carried) == len(projected) > 3
+    for a, b in zip(carried, projected, strict=True):
+        assert (a - b).abs().max() <= 1e-5 * max(1.0, float(b.abs().max()))
+
+
 def test_lru_target_matches_lru_update() -> None:
     anchors = torch.tensor([[-1, 5, -1], [9, 3, 6], [2, 2, 8], [4, -1, 0]])
     target, coef = lru_target(anchors, 0.25)
