@@ -579,13 +579,16 @@ class ELMURBase(SequenceEncoder):
             key_mask = key_mask.masked_fill(hidden, float("-inf"))
         W = self.cfg.window
         carry = bool(W) and self.cfg.context_gradient
+        all_complete = bool(W) and bool(complete.all())
         contexts, outputs, balance, next_kv = [], [], [], []
         h = x
         for i, layer in enumerate(self.elmur_layers()):
             mi = self.memory_index(i)
             if W:
                 context = state["context"][:, i]
-                if T == self.context_size:
+                if T == self.context_size and all_complete:  # most segments: no where
+                    contexts.append(h[:, -W:])
+                elif T == self.context_size:
                     contexts.append(torch.where(complete[:, None, None], h[:, -W:], context))
                 else:  # a partial segment is never a context
                     contexts.append(context)
@@ -600,11 +603,15 @@ class ELMURBase(SequenceEncoder):
                         h, memory[:, mi], read_bias[mi], kv, context_valid, valid
                     )
                     if T == self.context_size:  # as contexts: the tail where complete
-                        keep = complete[:, None, None, None]
-                        kv = (
-                            torch.where(keep, k[:, :, -W:], kv[0]),
-                            torch.where(keep, v[:, :, -W:], kv[1]),
-                        )
+                        tail = (k[:, :, -W:], v[:, :, -W:])
+                        if all_complete:
+                            kv = tail
+                        else:
+                            keep = complete[:, None, None, None]
+                            kv = (
+                                torch.where(keep, tail[0], kv[0]),
+                                torch.where(keep, tail[1], kv[1]),
+                            )
                     next_kv.append(kv)
             else:
                 h, loss = layer(h, memory[:, mi], read_bias[mi], valid=valid)
