@@ -57,13 +57,13 @@ class BoundaryStates:
 
     def write(self, index: torch.Tensor, state: State) -> None:
         """Stores ``state`` (batch B, detached) at rows ``index`` [B] where index >= 0."""
-        keep = index >= 0
-        if not bool(keep.any()):
+        kept = (index >= 0).nonzero().squeeze(1)  # once for every key
+        if not len(kept):
             return
-        rows = index[keep]
+        rows = index[kept]
         for key, value in state.items():
             value = value.detach()
             if key not in self._table:
                 shape = (self.size, *value.shape[1:])
                 self._table[key] = torch.zeros(shape, dtype=value.dtype, device=value.device)
-            self._table[key][rows] = value[keep]
+            self._table[key].index_copy_(0, rows, value.index_select(0, kept))
