@@ -105,7 +105,8 @@ class SelfAttention(nn.Module):
         attends within the segment only."""
         W = self.window
         if not W:
-            return self.attend(*self.project(x), None)
+            q, k, v = self.project(x)
+            return self.attend(q, k, v, None)
         if context is None or context_valid is None:
             raise ValueError(f"attention_window={W} needs the previous segment's context")
         q, k, v = self.project(torch.cat([context, x], 1))

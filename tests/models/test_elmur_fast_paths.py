@@ -133,9 +133,8 @@ def test_carried_context_keys_equal_projecting_every_segment(
 
     carried = grads()
     segment_carry = model._segment_carry
-    monkeypatch.setattr(
-        model, "_segment_carry", lambda *args: segment_carry(*args[:5])  # context_kv: None
-    )
+    # every segment gets context_kv=None: its context is projected again
+    monkeypatch.setattr(model, "_segment_carry", lambda *args: segment_carry(*args[:5]))
     projected = grads()
     assert len(carried) == len(projected) > 3
     for a, b in zip(carried, projected, strict=True):
