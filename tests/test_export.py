@@ -131,6 +131,9 @@ CASES = [
     pytest.param(True, ((2,), (3,)), {}, id="discrete-tuple"),
     pytest.param(False, ((2,), (3,)), {"attention_window": 0}, id="continuous-tuple-W0"),
     pytest.param(True, (3,), {"sequence_encoder": GRUFactory()}, id="discrete-gru"),
+    pytest.param(
+        True, (3,), {"sequence_encoder": ELMURFactory(write_gate=True)}, id="discrete-write-gate"
+    ),
 ]
 
 
@@ -159,7 +162,8 @@ def test_exported_policies_act_like_the_stateful_wrapper(
     assert all(
         name.startswith("state.") and value.shape[0] == 1 for name, value in policy.state.items()
     )
-    assert ("state.memory" in policy.state) == ("sequence_encoder" not in overrides)
+    is_gru = isinstance(overrides.get("sequence_encoder"), GRUFactory)
+    assert ("state.memory" in policy.state) == (not is_gru)
 
 
 def test_onnx_batch_restarts_one_row_without_touching_the_others(tmp_path: Path) -> None:

@@ -90,6 +90,12 @@ class ELMURConfig:
     # repeated writes, which at test time carries a cue into another cue's state over tens
     # of segments, as a perturbation the reads and the next writes learn to undo.
     memory_drift: int = 0
+    # A learned gate on the LRU blend (issue 33 candidate; False = off): a blend into a
+    # written slot weighs its candidate lru_blend * sigmoid(w . [slot, candidate] + b), so a
+    # segment with nothing to add can leave the slot as it is instead of copying it (a copy
+    # that is slightly off drifts over hundreds of writes). Replacing an empty slot is not
+    # gated. In every path (training, step, export): it is part of the model.
+    write_gate: bool = False
 
     def __post_init__(self) -> None:
         checks = {
@@ -111,6 +117,7 @@ class ELMURConfig:
             "context_dropout": 0.0 <= self.context_dropout <= 1.0,
             "memory_rewrites": self.memory_rewrites >= 0,
             "memory_drift": self.memory_drift >= 0,
+            "write_gate": self.use_lru or not self.write_gate,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -118,7 +125,7 @@ class ELMURConfig:
             raise ValueError(
                 f"invalid ELMUR config: {values} (num_heads must divide embed_dim, "
                 "lru_blend lies in [0, 1], memory_slots >= 1, 0 <= attention_window <= "
-                "context_size, norm is pre|post, ffn is mlp|moe)"
+                "context_size, norm is pre|post, ffn is mlp|moe, write_gate needs use_lru)"
             )
 
     @property
@@ -133,6 +140,7 @@ class ELMURConfig:
 
 
 _EXACT_BUCKETS = 16
+_GATE_INIT = 3.0
 _MAX_OFFSET = 1e7
 
 
@@ -234,6 +242,11 @@ class ELMURLayer(nn.Module):
             # Pre-norm leaves the candidate unnormalised, and blending it in every segment
             # would accumulate without bound: normalise what is written (post-norm does).
             self.ln_mem_out = nn.LayerNorm(D) if self.pre_norm else nn.Identity()
+            if cfg.write_gate:
+                self.gate = nn.Linear(2 * D, 1)
+                # starts nearly open (sigmoid(3) = 0.95): the ungated blend, to be learned down
+                nn.init.zeros_(self.gate.weight)
+                nn.init.constant_(self.gate.bias, _GATE_INIT)
 
     # --------------------------------------------------------------------- the residual rule
     def _block_input(self, x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
@@ -749,8 +762,13 @@ class ELMURBase(SequenceEncoder):
             wb = write_bias.expand(B, H, M, T)[rows, :, target]  # [B, H, T]
         slot = memory[rows, target]  # [B, D]
         cand = layer.candidate_one(slot, tokens, wb)  # [B, D]
+        weight = coef[:, None].to(memory.dtype)  # [B, 1]
+        if cfg.write_gate:
+            gate = torch.sigmoid(_linear(layer.gate, torch.cat([slot, cand], -1)))
+            replaced = anchors[rows, target] < 0
+            weight = torch.where(replaced[:, None], weight, weight * gate)
         # lru_update's blend, m + coef (m~ - m), of the target slot only
-        blended = slot + coef[:, None].to(memory.dtype) * (cand - slot)
+        blended = slot + weight * (cand - slot)
         written = F.one_hot(target, M).bool()  # [B, M]
         if done is not None:
             written = written & done[:, None]

@@ -80,6 +80,9 @@ class ELMURFactory(SequenceEncoderFactory):
             more writes of the segment (uniform per row, no gradient) would change, so reads
             and writes learn to undo the model's own drift (0: off; an extrapolation
             candidate).
+        write_gate: a learned gate on the LRU blend (lru_blend times a sigmoid of the slot
+            and its candidate), so a segment can leave a slot unchanged instead of copying it;
+            part of the model in every path (False: off; an extrapolation candidate).
     """
 
     norm: str = "post"
@@ -98,6 +101,7 @@ class ELMURFactory(SequenceEncoderFactory):
     context_dropout: float = 0.0
     memory_rewrites: int = 0
     memory_drift: int = 0
+    write_gate: bool = False
 
     def create(self, args: SequenceEncoderArgs) -> ELMUR:
         return ELMUR(self.model_config(args))

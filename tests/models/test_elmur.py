@@ -171,6 +171,8 @@ VARIANTS = [
     {"attention_window": 2, "memory_noise": 0.5, "context_dropout": 0.5},  # training-only
     {"attention_window": K, "memory_rewrites": 3},  # training-only
     {"attention_window": K, "memory_drift": 3},  # training-only
+    {"attention_window": K, "write_gate": True},
+    {"write_gate": True, "memory_slots": 1, "norm": "pre"},
 ]
 
 
@@ -543,6 +545,44 @@ def test_memory_drift_moves_each_rows_memory_by_more_writes_without_changing_its
     assert torch.allclose(train_grad, eval_grad, atol=1e-5)
 
 
+def test_write_gate_closed_keeps_written_slots_and_open_is_the_plain_blend() -> None:
+    """M = 1: the first segment replaces the empty slot (not gated), later ones blend. A shut
+    gate leaves the slot as the first write left it, a wide-open one is the ungated model,
+    and the gate's weights receive gradient from what a later segment reads."""
+    B, T = 3, 4 * K
+    tokens, valid, steps = inputs(B, T)
+
+    def segment_memories(model: ELMUR) -> list[torch.Tensor]:
+        out = model(tokens, valid, steps, model.initial_state(B), keep_states=True)
+        return [kept["memory"] for kept in out.kept_states]
+
+    plain = make(memory_slots=1)
+    gated = make(memory_slots=1, write_gate=True)
+    gated.load_state_dict(plain.state_dict(), strict=False)  # the same weights, plus the gate
+    gates = [layer.gate for layer in gated.elmur_layers()]
+    with torch.no_grad():
+        for gate in gates:
+            gate.bias.fill_(-40.0)  # shut
+        shut = segment_memories(gated)
+        for gate in gates:
+            gate.bias.fill_(40.0)  # wide open
+        wide = segment_memories(gated)
+        ungated = segment_memories(plain)
+    assert (ungated[1] - ungated[0]).abs().max() > 1e-2  # a blend moves the slot ...
+    for later in shut[1:]:
+        assert torch.allclose(later, shut[0], atol=1e-6)  # ... a shut gate does not
+    for a, b in zip(wide, ungated, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+    with torch.no_grad():
+        for gate in gates:
+            gate.bias.fill_(0.0)
+    memory = segment_memories(gated)[-1]
+    memory.square().sum().backward()
+    for gate in gates:
+        assert gate.weight.grad is not None and gate.weight.grad.abs().max() > 1e-4
+
+
 def test_context_dropout_of_one_hides_the_previous_segment_in_training() -> None:
     model = make(attention_window=2, context_dropout=1.0)
     tokens, valid, steps = inputs(2, 2 * K)
@@ -724,7 +764,8 @@ def test_writes_into_written_slots_read_their_time_bias(use_lru: bool) -> None:
 
 CONFIG_ERROR_TAIL = (
     " (num_heads must divide embed_dim, lru_blend lies in [0, 1], memory_slots >= 1, "
-    "0 <= attention_window <= context_size, norm is pre|post, ffn is mlp|moe)"
+    "0 <= attention_window <= context_size, norm is pre|post, ffn is mlp|moe, "
+    "write_gate needs use_lru)"
 )
 
 
@@ -765,6 +806,13 @@ def test_config_accepts_each_limit_and_names_the_first_value_past_it(
     message = re.escape(f"invalid ELMUR config: {field}={bad!r}{CONFIG_ERROR_TAIL}")
     with pytest.raises(ValueError, match=f"^{message}$"):
         ELMURConfig(**{**base, field: bad})  # type: ignore[arg-type]
+
+
+def test_write_gate_needs_the_lru_rule() -> None:
+    assert ELMURConfig(write_gate=True).write_gate
+    message = re.escape(f"invalid ELMUR config: write_gate=True{CONFIG_ERROR_TAIL}")
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        ELMURConfig(write_gate=True, use_lru=False)
 
 
 def test_config_names_every_bad_field() -> None:
