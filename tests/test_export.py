@@ -132,7 +132,7 @@ CASES = [
     pytest.param(False, ((2,), (3,)), {"attention_window": 0}, id="continuous-tuple-W0"),
     pytest.param(True, (3,), {"sequence_encoder": GRUFactory()}, id="discrete-gru"),
     pytest.param(
-        True, (3,), {"sequence_encoder": ELMURFactory(write_gate=True)}, id="discrete-write-gate"
+        True, (3,), {"sequence_encoder": ELMURFactory(write_gate=0.5)}, id="discrete-write-gate"
     ),
 ]
 

@@ -90,12 +90,13 @@ class ELMURConfig:
     # repeated writes, which at test time carries a cue into another cue's state over tens
     # of segments, as a perturbation the reads and the next writes learn to undo.
     memory_drift: int = 0
-    # A learned gate on the LRU blend (issue 33 candidate; False = off): a blend into a
-    # written slot weighs its candidate lru_blend * sigmoid(w . [slot, candidate] + b), so a
-    # segment with nothing to add can leave the slot as it is instead of copying it (a copy
-    # that is slightly off drifts over hundreds of writes). Replacing an empty slot is not
-    # gated. In every path (training, step, export): it is part of the model.
-    write_gate: bool = False
+    # A learned gate on the LRU blend (issue 33 candidate; 0 = off, else its opening at
+    # initialisation, in (0, 1)): a blend into a written slot weighs its candidate
+    # lru_blend * sigmoid(w . [slot, candidate] + b), so a segment with nothing to add can
+    # leave the slot as it is instead of copying it (a copy that is slightly off drifts over
+    # hundreds of writes). Replacing an empty slot is not gated. Part of the model in every
+    # path (training, step, export).
+    write_gate: float = 0.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -117,7 +118,7 @@ class ELMURConfig:
             "context_dropout": 0.0 <= self.context_dropout <= 1.0,
             "memory_rewrites": self.memory_rewrites >= 0,
             "memory_drift": self.memory_drift >= 0,
-            "write_gate": self.use_lru or not self.write_gate,
+            "write_gate": self.write_gate == 0.0 or (0.0 < self.write_gate < 1.0 and self.use_lru),
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -125,7 +126,8 @@ class ELMURConfig:
             raise ValueError(
                 f"invalid ELMUR config: {values} (num_heads must divide embed_dim, "
                 "lru_blend lies in [0, 1], memory_slots >= 1, 0 <= attention_window <= "
-                "context_size, norm is pre|post, ffn is mlp|moe, write_gate needs use_lru)"
+                "context_size, norm is pre|post, ffn is mlp|moe, write_gate is 0 or in "
+                "(0, 1) with use_lru)"
             )
 
     @property
@@ -140,7 +142,6 @@ class ELMURConfig:
 
 
 _EXACT_BUCKETS = 16
-_GATE_INIT = 3.0
 _MAX_OFFSET = 1e7
 
 
@@ -244,9 +245,9 @@ class ELMURLayer(nn.Module):
             self.ln_mem_out = nn.LayerNorm(D) if self.pre_norm else nn.Identity()
             if cfg.write_gate:
                 self.gate = nn.Linear(2 * D, 1)
-                # starts nearly open (sigmoid(3) = 0.95): the ungated blend, to be learned down
+                # opens write_gate for every input at first
                 nn.init.zeros_(self.gate.weight)
-                nn.init.constant_(self.gate.bias, _GATE_INIT)
+                nn.init.constant_(self.gate.bias, math.log(cfg.write_gate / (1 - cfg.write_gate)))
 
     # --------------------------------------------------------------------- the residual rule
     def _block_input(self, x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:

@@ -82,7 +82,8 @@ class ELMURFactory(SequenceEncoderFactory):
             candidate).
         write_gate: a learned gate on the LRU blend (lru_blend times a sigmoid of the slot
             and its candidate), so a segment can leave a slot unchanged instead of copying it;
-            part of the model in every path (False: off; an extrapolation candidate).
+            part of the model in every path. 0: off; in (0, 1): on, opened that far at
+            initialisation (an extrapolation candidate).
     """
 
     norm: str = "post"
@@ -101,7 +102,7 @@ class ELMURFactory(SequenceEncoderFactory):
     context_dropout: float = 0.0
     memory_rewrites: int = 0
     memory_drift: int = 0
-    write_gate: bool = False
+    write_gate: float = 0.0
 
     def create(self, args: SequenceEncoderArgs) -> ELMUR:
         return ELMUR(self.model_config(args))

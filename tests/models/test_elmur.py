@@ -171,8 +171,8 @@ VARIANTS = [
     {"attention_window": 2, "memory_noise": 0.5, "context_dropout": 0.5},  # training-only
     {"attention_window": K, "memory_rewrites": 3},  # training-only
     {"attention_window": K, "memory_drift": 3},  # training-only
-    {"attention_window": K, "write_gate": True},
-    {"write_gate": True, "memory_slots": 1, "norm": "pre"},
+    {"attention_window": K, "write_gate": 0.95},
+    {"write_gate": 0.05, "memory_slots": 1, "norm": "pre"},
 ]
 
 
@@ -557,7 +557,7 @@ def test_write_gate_closed_keeps_written_slots_and_open_is_the_plain_blend() -> 
         return [kept["memory"] for kept in out.kept_states]
 
     plain = make(memory_slots=1)
-    gated = make(memory_slots=1, write_gate=True)
+    gated = make(memory_slots=1, write_gate=0.5)
     gated.load_state_dict(plain.state_dict(), strict=False)  # the same weights, plus the gate
     gates = [layer.gate for layer in gated.elmur_layers()]
     with torch.no_grad():
@@ -765,7 +765,7 @@ def test_writes_into_written_slots_read_their_time_bias(use_lru: bool) -> None:
 CONFIG_ERROR_TAIL = (
     " (num_heads must divide embed_dim, lru_blend lies in [0, 1], memory_slots >= 1, "
     "0 <= attention_window <= context_size, norm is pre|post, ffn is mlp|moe, "
-    "write_gate needs use_lru)"
+    "write_gate is 0 or in (0, 1) with use_lru)"
 )
 
 
@@ -794,6 +794,8 @@ CONFIG_ERROR_TAIL = (
         ("context_dropout", 1.0, 1.5),
         ("memory_rewrites", 0, -1),
         ("memory_drift", 0, -1),
+        ("write_gate", 0.0, -0.1),
+        ("write_gate", 0.999, 1.0),
     ],
 )
 def test_config_accepts_each_limit_and_names_the_first_value_past_it(
@@ -808,11 +810,14 @@ def test_config_accepts_each_limit_and_names_the_first_value_past_it(
         ELMURConfig(**{**base, field: bad})  # type: ignore[arg-type]
 
 
-def test_write_gate_needs_the_lru_rule() -> None:
-    assert ELMURConfig(write_gate=True).write_gate
-    message = re.escape(f"invalid ELMUR config: write_gate=True{CONFIG_ERROR_TAIL}")
+def test_write_gate_needs_the_lru_rule_and_opens_as_set() -> None:
+    message = re.escape(f"invalid ELMUR config: write_gate=0.5{CONFIG_ERROR_TAIL}")
     with pytest.raises(ValueError, match=f"^{message}$"):
-        ELMURConfig(write_gate=True, use_lru=False)
+        ELMURConfig(write_gate=0.5, use_lru=False)
+    model = ELMUR(ELMURConfig(embed_dim=D, context_size=K, write_gate=0.2))
+    gate = model.elmur_layers()[0].gate
+    opening = torch.sigmoid(gate(torch.randn(5, 2 * D)))
+    assert torch.allclose(opening, torch.full_like(opening, 0.2), atol=1e-6)
 
 
 def test_config_names_every_bad_field() -> None:
