@@ -765,7 +765,8 @@ class ELMURBase(SequenceEncoder):
         cand = layer.candidate_one(slot, tokens, wb)  # [B, D]
         weight = coef[:, None].to(memory.dtype)  # [B, 1]
         if cfg.write_gate:
-            gate = torch.sigmoid(_linear(layer.gate, torch.cat([slot, cand], -1)))
+            # a module call (not _linear): once per segment, and hooks can read the gate
+            gate = torch.sigmoid(layer.gate(torch.cat([slot, cand], -1)))
             replaced = anchors[rows, target] < 0
             weight = torch.where(replaced[:, None], weight, weight * gate)
         # lru_update's blend, m + coef (m~ - m), of the target slot only
