@@ -18,7 +18,6 @@ import d3rlpy
 import numpy as np
 import pytest
 import torch
-from d3rlpy.algos import TransformerInput
 from d3rlpy.logging import NoopAdapterFactory
 from d3rlpy.models import VectorEncoderFactory
 from d3rlpy.preprocessing import MinMaxActionScaler, MinMaxObservationScaler, MinMaxRewardScaler
@@ -171,36 +170,7 @@ def test_stateful_wrapper_agrees_with_d3rlpy_predict_through_every_scaler() -> N
     """The wrapper's own scaling (observations, return-to-go, actions back to the env's
     units) equals d3rlpy's predict on the device. d3rlpy's action scaler keeps its tensors on
     the device of its first input, here the wrapper's: a host tensor there breaks predict."""
-    torch.manual_seed(0)
-    algo = ELMURDTConfig(
-        **{**algo_tests.SMALL, "memory_slots": 1},  # type: ignore[arg-type]
-        token_format="rtg_obs_act",
-        observation_scaler=MinMaxObservationScaler(minimum=-np.ones(3), maximum=3 * np.ones(3)),
-        action_scaler=MinMaxActionScaler(minimum=-2 * np.ones(2), maximum=np.ones(2)),
-        reward_scaler=MinMaxRewardScaler(minimum=0.0, maximum=4.0),
-    ).create(device=DEVICE)
-    algo.create_impl((3,), 2)
-    algo_tests.perturb_weights(algo)
-    rng = np.random.default_rng(0)
-    observations = rng.normal(size=(K, 3)).astype(np.float32)
-    rewards = rng.random(K).astype(np.float32)
-    wrapper = algo.as_stateful_wrapper(target_return=5.0)
-    actions = np.array(
-        [
-            wrapper.predict(o, float(r))
-            for o, r in zip(observations, [0.0, *rewards[:-1]], strict=True)
-        ]
-    )
-    returns_to_go = 5.0 - np.concatenate([[0.0], np.cumsum(rewards[:-1])])
-    window = TransformerInput(
-        observations=observations,
-        actions=actions,
-        rewards=rewards[:, None],
-        returns_to_go=returns_to_go[:, None].astype(np.float32),
-        timesteps=np.arange(K),
-    )
-    assert np.abs(actions).min() > 1e-3
-    np.testing.assert_allclose(algo.predict(window), actions[-1], atol=1e-5)
+    algo_tests.assert_wrapper_agrees_with_predict(DEVICE)
 
 
 # ------------------------------------------------------------------------------------ training

@@ -546,6 +546,11 @@ def test_stateful_wrapper_agrees_with_d3rlpy_predict_through_every_scaler() -> N
     """Over one window from t = 0, the wrapper's actions (its own scaling of observations,
     return-to-go and previous actions, and back to the environment's units) are those of
     d3rlpy's predict, which scales with d3rlpy's code."""
+    assert_wrapper_agrees_with_predict("cpu:0")
+
+
+def assert_wrapper_agrees_with_predict(device: str) -> None:
+    """The body of the test above on ``device`` (``tests/test_cuda.py`` runs it on CUDA)."""
     torch.manual_seed(0)
     algo = ELMURDTConfig(
         **{**SMALL, "memory_slots": 1},  # type: ignore[arg-type]
@@ -553,7 +558,7 @@ def test_stateful_wrapper_agrees_with_d3rlpy_predict_through_every_scaler() -> N
         observation_scaler=MinMaxObservationScaler(minimum=-np.ones(3), maximum=3 * np.ones(3)),
         action_scaler=MinMaxActionScaler(minimum=-2 * np.ones(2), maximum=np.ones(2)),
         reward_scaler=MinMaxRewardScaler(minimum=0.0, maximum=4.0),
-    ).create()
+    ).create(device=device)
     algo.create_impl((3,), 2)
     perturb_weights(algo)
     rng = np.random.default_rng(0)
