@@ -558,7 +558,10 @@ def test_write_gate_closed_keeps_written_slots_and_open_is_the_plain_blend() -> 
 
     plain = make(memory_slots=1)
     gated = make(memory_slots=1, write_gate=0.5)
-    gated.load_state_dict(plain.state_dict(), strict=False)  # the same weights, plus the gate
+    loaded = gated.load_state_dict(plain.state_dict(), strict=False)
+    # the same weights; only the gates are the gated model's own
+    assert not loaded.unexpected_keys
+    assert loaded.missing_keys and all(".gate." in key for key in loaded.missing_keys)
     gates = [layer.gate for layer in gated.elmur_layers()]
     with torch.no_grad():
         for gate in gates:
