@@ -41,7 +41,17 @@ from typing import Any
 
 from _common import add_common_arguments, apply_overrides, emit, machine_info, parse_overrides
 
-FAMILY = ["cue2-flag", "cue3-flag", "cue8-flag", "cue3-every", "cue3-flag-onehot", "tmaze"]
+# a late cue (shown at a step in 0..delay // 2, so often in a later segment) is what a memory
+# that stops writing after the first segment cannot hold
+FAMILY = [
+    "cue2-flag",
+    "cue3-flag",
+    "cue8-flag",
+    "cue3-every",
+    "cue3-flag-onehot",
+    "cue3-flag-late",
+    "tmaze",
+]
 MULTIPLES = ["1x", "10x", "100x", "1000x"]
 # Shorter evaluations finish in seconds: a progress bar each would only add noise.
 PROGRESS_FROM = 10_000

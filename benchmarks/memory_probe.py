@@ -17,6 +17,7 @@ A cue lost while ``closest_cues`` stays large means the memory still holds it bu
 longer decodes it; a cue lost as its mean reaches another's means the memory itself drifted.
 
     python benchmarks/memory_probe.py MODEL.d3 --task cue8-flag --steps 3000 --threads 1
+    python benchmarks/memory_probe.py MODEL.d3 --task cue8-flag-late --onset 13
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ def gate_recorder(model: torch.nn.Module) -> list[torch.Tensor]:
     return seen
 
 
-def probe(path: str, task: RecallTask, steps: int, per_cue: int, seed: int) -> dict[str, Any]:
+def probe(
+    path: str, task: RecallTask, steps: int, per_cue: int, seed: int, onset: int = 0
+) -> dict[str, Any]:
     algo = load_learnable(path)
     if not task.discrete:
         raise SystemExit(f"the probe reads discrete answers; {task} has {task.actions} actions")
@@ -63,7 +66,7 @@ def probe(path: str, task: RecallTask, steps: int, per_cue: int, seed: int) -> d
 
     def observation(t: int, due: float) -> torch.Tensor:
         obs = np.zeros((B, task.observation_size), np.float32)
-        if t == 0:
+        if t == onset:
             obs[np.arange(B), cues] = 1.0
         obs[:, k] = due
         noise = rng.integers(-1, 2, (per_cue, task.noise_features)).astype(np.float32)
@@ -72,7 +75,8 @@ def probe(path: str, task: RecallTask, steps: int, per_cue: int, seed: int) -> d
 
     every = task.answer == "every"
     rows = []
-    marks = set(checkpoints(steps // K, 14))
+    # and the write of the segment that shows the cue (is the gate open there?)
+    marks = set(checkpoints(steps // K, 14)) | {onset // K + 1}
     with torch.no_grad():
         for t in range(steps):
             gates.clear()
@@ -104,7 +108,14 @@ def probe(path: str, task: RecallTask, steps: int, per_cue: int, seed: int) -> d
                     else [round(float(f(opening)), 4) for f in (torch.mean, torch.min, torch.max)],
                 }
             )
-    return {"model": path, "task": str(task), "steps": steps, "per_cue": per_cue, "rows": rows}
+    return {
+        "model": path,
+        "task": str(task),
+        "steps": steps,
+        "per_cue": per_cue,
+        "onset": onset,
+        "rows": rows,
+    }
 
 
 def main() -> None:
@@ -113,10 +124,16 @@ def main() -> None:
     parser.add_argument("--task", default="cue8-flag", help="a discrete recall task name")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--per-cue", type=int, default=12, help="episodes per cue")
+    parser.add_argument(
+        "--onset", type=int, default=0, help="the step that shows the cue (late-cue tasks)"
+    )
     add_common_arguments(parser)
     args = parser.parse_args()
     setup(args.threads, args.seed)
-    result = probe(args.model, RecallTask.from_name(args.task), args.steps, args.per_cue, args.seed)
+    if not 0 <= args.onset < args.steps - 1:
+        raise SystemExit(f"--onset must be in 0..{args.steps - 2}, got {args.onset}")
+    task = RecallTask.from_name(args.task)
+    result = probe(args.model, task, args.steps, args.per_cue, args.seed, args.onset)
     if args.json:
         emit(result, True)
         return

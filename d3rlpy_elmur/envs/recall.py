@@ -9,7 +9,9 @@ Observation (flat ``Box`` float32, ``k + 1 + n`` values)::
 
     [cue one-hot (k) | due (1) | noise (n)]
 
-* the cue one-hot shows the cue ``c`` in ``0..k-1`` at ``t = 0`` only (zeros afterwards);
+* the cue one-hot shows the cue ``c`` in ``0..k-1`` at ``t = 0`` only (zeros afterwards), or
+  with ``late=True`` (flag answers only) at one step drawn uniformly in ``0..delay // 2``,
+  so a memory that stops writing after the first segment loses it;
 * ``due`` is 1 where an answer is scored: at ``t = delay`` only (``answer="flag"``), or at
   every step ``t <= delay`` (``answer="every"``);
 * the noise features are uniform in {-1, 0, 1}, drawn afresh every step (distractors in the
@@ -73,7 +75,7 @@ MIN_CUES, MAX_CUES = 2, 8
 # Noise is drawn in blocks (one Generator call per block, not per step); the vector env draws
 # the same blocks from the same generators, so both envs see the same values.
 _NOISE_BLOCK = 4096
-_NAME = re.compile(r"cue(\d+)-(flag|every)(?:-(discrete|onehot|scalar))?(?:-noise(\d+))?")
+_NAME = re.compile(r"cue(\d+)-(flag|every)(?:-(discrete|onehot|scalar))?(?:-noise(\d+))?(-late)?")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,16 +88,20 @@ class RecallTask:
             at every step).
         actions: ``"discrete"``, ``"onehot"`` (k-dim continuous) or ``"scalar"`` (1-dim).
         noise_features: n distractor features (0 or more).
+        late: the cue shows at a step drawn uniformly in ``0..delay // 2`` (per episode)
+            instead of ``t = 0``; flag answers only.
 
     The name (``str(task)``, parsed back by :meth:`from_name`) is
-    ``cue{k}-{answer}[-{actions}][-noise{n}]``, leaving out discrete actions and one noise
-    feature: ``cue3-flag``, ``cue8-every``, ``cue3-flag-onehot``, ``cue3-flag-noise4``.
+    ``cue{k}-{answer}[-{actions}][-noise{n}][-late]``, leaving out discrete actions and one
+    noise feature: ``cue3-flag``, ``cue8-every``, ``cue3-flag-onehot``, ``cue3-flag-noise4``,
+    ``cue8-flag-late``.
     """
 
     num_cues: int = 3
     answer: RecallAnswer = "flag"
     actions: RecallActions = "discrete"
     noise_features: int = 1
+    late: bool = False
 
     def __post_init__(self) -> None:
         k = self.num_cues
@@ -110,6 +116,11 @@ class RecallTask:
         n = self.noise_features
         if isinstance(n, bool) or int(n) != n or n < 0:
             raise ValueError(f"noise_features must be an integer >= 0, got {n!r}")
+        if self.late and self.answer != "flag":
+            raise ValueError(
+                "late=True needs answer='flag' (an answer at every step would be due "
+                "before the cue shows)"
+            )
 
     @classmethod
     def from_name(cls, name: str) -> RecallTask:
@@ -118,14 +129,16 @@ class RecallTask:
         if match is None:
             raise ValueError(
                 f"not a recall task name: {name!r} (expected "
-                "cue<k>-<flag|every>[-<discrete|onehot|scalar>][-noise<n>], e.g. cue3-flag)"
+                "cue<k>-<flag|every>[-<discrete|onehot|scalar>][-noise<n>][-late], e.g. "
+                "cue3-flag)"
             )
-        k, answer, actions, noise = match.groups()
+        k, answer, actions, noise, late = match.groups()
         return cls(
             num_cues=int(k),
             answer=answer,  # type: ignore[arg-type]  # the pattern admits only valid values
             actions=actions or "discrete",  # type: ignore[arg-type]
             noise_features=1 if noise is None else int(noise),
+            late=late is not None,
         )
 
     @property
@@ -136,6 +149,8 @@ class RecallTask:
             name += f"-{self.actions}"
         if self.noise_features != 1:
             name += f"-noise{self.noise_features}"
+        if self.late:
+            name += "-late"
         return name
 
     def __str__(self) -> str:
@@ -266,10 +281,11 @@ class RecallEnv(gym.Env[np.ndarray, Any]):
         answer: RecallAnswer = "flag",
         actions: RecallActions = "discrete",
         noise_features: int = 1,
+        late: bool = False,
     ) -> None:
         super().__init__()
         _check_delay(delay)
-        self.task = RecallTask(num_cues, answer, actions, noise_features)
+        self.task = RecallTask(num_cues, answer, actions, noise_features, late)
         self.default_delay = int(delay)
         self.observation_space = self.task.observation_space()
         self.action_space = self.task.action_space()
@@ -277,6 +293,7 @@ class RecallEnv(gym.Env[np.ndarray, Any]):
         self._noise_index = _NOISE_BLOCK
         self._cue = 0
         self._delay = self.default_delay
+        self._onset = 0
         self._t = 0
         self._n_right = 0
         self._done = True
@@ -290,6 +307,11 @@ class RecallEnv(gym.Env[np.ndarray, Any]):
     def delay(self) -> int:
         """The current episode's delay."""
         return self._delay
+
+    @property
+    def onset(self) -> int:
+        """The step at which the current episode shows its cue (0 unless ``late``)."""
+        return self._onset
 
     @property
     def elapsed_steps(self) -> int:
@@ -311,6 +333,7 @@ class RecallEnv(gym.Env[np.ndarray, Any]):
         else:
             cue = int(self.np_random.integers(self.task.num_cues))
         self._cue, self._delay = cue, int(delay)
+        self._onset = int(self.np_random.integers(self._delay // 2 + 1)) if self.task.late else 0
         self._t = 0
         self._n_right = 0
         self._done = False
@@ -344,7 +367,7 @@ class RecallEnv(gym.Env[np.ndarray, Any]):
     def _observe(self) -> np.ndarray:
         k = self.task.num_cues
         obs = np.zeros(self.task.observation_size, dtype=np.float32)
-        if self._t == 0:
+        if self._t == self._onset:
             obs[self._cue] = 1.0
         if self.task.answer == "every":
             obs[k] = self._t <= self._delay
@@ -357,9 +380,6 @@ class RecallEnv(gym.Env[np.ndarray, Any]):
             obs[k + 1 :] = self._noise[self._noise_index]
             self._noise_index += 1
         return obs
-
-
-_NONE = np.zeros(0, dtype=np.int64)  # no sub-env
 
 
 class RecallVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
@@ -387,12 +407,13 @@ class RecallVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         answer: RecallAnswer = "flag",
         actions: RecallActions = "discrete",
         noise_features: int = 1,
+        late: bool = False,
     ) -> None:
         if isinstance(num_envs, bool) or int(num_envs) != num_envs or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         _check_delay(delay)
         n = int(num_envs)
-        self.task = RecallTask(num_cues, answer, actions, noise_features)
+        self.task = RecallTask(num_cues, answer, actions, noise_features, late)
         self.num_envs = n
         self.default_delay = int(delay)
         self.single_observation_space = self.task.observation_space()
@@ -406,6 +427,7 @@ class RecallVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         self._rows = np.arange(n)
         self._cue = np.zeros(n, dtype=np.int64)
         self._delay = np.full(n, self.default_delay, dtype=np.int64)
+        self._onset = np.zeros(n, dtype=np.int64)
         self._t = np.zeros(n, dtype=np.int64)
         self._n_right = np.zeros(n, dtype=np.int64)
         self._autoreset = np.zeros(n, dtype=bool)
@@ -432,6 +454,11 @@ class RecallVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         return self._delay.copy()
 
     @property
+    def onset(self) -> np.ndarray:
+        """The step at which each sub-env's episode shows its cue (0 unless ``late``)."""
+        return self._onset.copy()
+
+    @property
     def elapsed_steps(self) -> np.ndarray:
         """Steps taken in each sub-env's current episode."""
         return self._t.copy()
@@ -455,11 +482,12 @@ class RecallVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         else:
             self._cue[:] = self._draw_cues(self._rows)
         self._delay[:] = delays
+        self._draw_onsets(self._rows)
         self._t[:] = 0
         self._n_right[:] = 0
         self._autoreset[:] = False
         self._started = True
-        return self._observe(None), {"delay": self._delay.copy(), "_delay": np.ones(n, bool)}
+        return self._observe(), {"delay": self._delay.copy(), "_delay": np.ones(n, bool)}
 
     def step(
         self, actions: Any
@@ -487,39 +515,43 @@ class RecallVectorEnv(gym.vector.VectorEnv[Any, Any, Any]):
         if last.any():
             infos["success"] = success & last
             infos["_success"] = last.copy()
-        index = _NONE
         if resetting.any():
             # next-step autoreset: the action is ignored; default delay, random cue
             index = np.flatnonzero(resetting)
             self._cue[index] = self._draw_cues(index)
             self._delay[index] = self.default_delay
+            self._draw_onsets(index)
             self._t[index] = 0
             self._n_right[index] = 0
             infos["delay"] = np.where(resetting, self._delay, 0)
             infos["_delay"] = resetting.copy()
         self._autoreset = last
         truncated = np.zeros(n, dtype=bool)
-        return self._observe(index), reward, last, truncated, infos
+        return self._observe(), reward, last, truncated, infos
+
+    def _rng(self, i: int) -> np.random.Generator:
+        rng = self._rngs[i]
+        if rng is None:
+            rng = self._rngs[i] = seeding.np_random()[0]
+        return rng
 
     def _draw_cues(self, index: np.ndarray) -> np.ndarray:
         """One cue draw per listed sub-env from its own generator, as RecallEnv.reset does."""
-        out = np.empty(len(index), dtype=np.int64)
-        for j, i in enumerate(index):
-            rng = self._rngs[i]
-            if rng is None:
-                rng = self._rngs[i] = seeding.np_random()[0]
-            out[j] = rng.integers(self.task.num_cues)
-        return out
+        return np.array([self._rng(i).integers(self.task.num_cues) for i in index], np.int64)
 
-    def _observe(self, started: np.ndarray | None) -> np.ndarray:
-        """Observations [n, k + 1 + noise]; the cue shows only for the sub-envs that just
-        reset (``started``; None: all)."""
+    def _draw_onsets(self, index: np.ndarray) -> None:
+        """The listed sub-envs' onsets (after their cue and delay are set): drawn, as
+        RecallEnv.reset does, when the cue is late, else 0."""
+        if self.task.late:
+            for i in index:
+                self._onset[i] = self._rng(i).integers(self._delay[i] // 2 + 1)
+
+    def _observe(self) -> np.ndarray:
+        """Observations [n, k + 1 + noise]; the cue shows where ``t`` is the onset."""
         k = self.task.num_cues
         obs = np.zeros((self.num_envs, self.task.observation_size), dtype=np.float32)
-        if started is None:
-            obs[self._rows, self._cue] = 1.0
-        elif len(started):
-            obs[started, self._cue[started]] = 1.0
+        shown = np.flatnonzero(self._t == self._onset)
+        obs[shown, self._cue[shown]] = 1.0
         if self.task.answer == "every":
             obs[:, k] = self._t <= self._delay
         else:

@@ -1,5 +1,6 @@
 """The cue-recall family: the expert solves every variant, the numpy vector env is the
-SyncVectorEnv of single envs, the cue shows at t = 0 only, datasets span their delays."""
+SyncVectorEnv of single envs, the cue shows once (at t = 0, or at a late onset), datasets
+span their delays."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ VARIANTS = [
     "cue8-every-scalar",
     "cue4-every-onehot-noise3",
     "cue5-flag-noise0",
+    "cue3-flag-late",
+    "cue8-flag-onehot-noise2-late",
 ]
 
 
@@ -88,7 +91,9 @@ def random_actions(task: RecallTask, cues: np.ndarray, rng: np.random.Generator)
     return np.where(rng.random((n, 1)) < 0.9, right, noise)
 
 
-@pytest.mark.parametrize("name", ["cue3-flag", "cue3-every", "cue4-every-onehot-noise2"])
+@pytest.mark.parametrize(
+    "name", ["cue3-flag", "cue3-every", "cue4-every-onehot-noise2", "cue3-flag-scalar-late"]
+)
 def test_the_vector_env_matches_sync_vector_env_of_single_envs(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -96,20 +101,21 @@ def test_the_vector_env_matches_sync_vector_env_of_single_envs(
     monkeypatch.setattr(recall_module, "_NOISE_BLOCK", 7)
     task = RecallTask.from_name(name)
     n = 5
-    fast = task.make_vector_env(n, delay=3)
-    sync = gym.vector.SyncVectorEnv([lambda: task.make_env(delay=3) for _ in range(n)])
+    fast = task.make_vector_env(n, delay=5)
+    sync = gym.vector.SyncVectorEnv([lambda: task.make_env(delay=5) for _ in range(n)])
     singles = [cast(RecallEnv, env) for env in sync.envs]
     assert fast.single_observation_space == sync.single_observation_space
     assert fast.single_action_space == sync.single_action_space
     rng = np.random.default_rng(0)
-    for seed, options in ((11, {"delay": 2}), ([3, 1, 4, 1, 5], {"delay": 1})):
+    for seed, options in ((11, {"delay": 4}), ([3, 1, 4, 1, 5], {"delay": 1})):
         obs_f, _ = fast.reset(seed=seed, options=options)
         obs_s, _ = cast(Any, sync).reset(seed=seed, options=options)
         np.testing.assert_array_equal(obs_f, obs_s)
         ended = 0
-        for _ in range(40):  # several autoresets (default delay 3: 4 steps an episode)
+        for _ in range(60):  # several autoresets (default delay 5: 6 steps an episode)
             cues = np.array([env.cue for env in singles])
             np.testing.assert_array_equal(fast.cue, cues)
+            np.testing.assert_array_equal(fast.onset, [env.onset for env in singles])
             actions = random_actions(task, cues, rng)
             step_f = fast.step(actions)
             step_s: tuple[Any, ...] = sync.step(actions)
@@ -227,9 +233,53 @@ def test_every_answer_counts_in_the_every_mode() -> None:
     assert sum(rewards) == pytest.approx(0.75)
 
 
+def test_a_late_cue_shows_once_at_an_onset_spread_over_the_first_half() -> None:
+    task = RecallTask.from_name("cue4-flag-noise0-late")
+    env = task.make_env(delay=20)
+    onsets = []
+    for seed in range(200):
+        obs, _ = env.reset(seed=seed, options={"cue": seed % 4})
+        seen = [obs]
+        done = False
+        while not done:
+            obs, _, done, _, _ = env.step(task.wait_action())
+            seen.append(obs)
+        cue_part = np.stack(seen)[:-1, :4]  # the steps t = 0..delay
+        shown = np.flatnonzero(cue_part.any(1))
+        assert shown.tolist() == [env.onset] and cue_part[env.onset].argmax() == seed % 4
+        onsets.append(env.onset)
+    assert min(onsets) == 0 and max(onsets) == 10  # 0..delay // 2, both ends reached
+    assert len(set(onsets)) == 11
+    # the expert waits for it: solved from any onset
+    for seed in range(20):
+        assert run_expert(env, seed, {"cue": seed % 4})[1]
+    # and the vector env shows it at the same steps as the single envs for the same seeds
+    venv = task.make_vector_env(6, delay=20)
+    obs, _ = venv.reset(seed=40)
+    shown_at = np.full(6, -1)
+    for t in range(21):
+        shown_at[obs[:, :4].any(1)] = t
+        obs, *_ = venv.step(np.zeros(6, np.int64))
+    np.testing.assert_array_equal(shown_at, venv.onset)
+    for i in range(6):
+        env.reset(seed=40 + i)
+        assert env.onset == venv.onset[i] and env.cue == venv.cue[i]
+
+
 def test_names_registration_and_validation() -> None:
     assert str(RecallTask(8, "every", "scalar", 0)) == "cue8-every-scalar-noise0"
-    for bad in ("cue9-flag", "cue1-flag", "cue3-sometimes", "tmaze", "cue3-flag-"):
+    assert str(RecallTask(3, "flag", "scalar", 2, late=True)) == "cue3-flag-scalar-noise2-late"
+    with pytest.raises(ValueError, match="late"):
+        RecallTask(3, "every", late=True)
+    for bad in (
+        "cue9-flag",
+        "cue1-flag",
+        "cue3-sometimes",
+        "tmaze",
+        "cue3-flag-",
+        "cue3-every-late",
+        "cue3-flag-late-noise2",
+    ):
         with pytest.raises(ValueError):
             RecallTask.from_name(bad)
     env = gym.make(RECALL_ID, num_cues=4, delay=3, answer="every", actions="onehot")
