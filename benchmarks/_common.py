@@ -193,7 +193,7 @@ def long_dataset(n_episodes: int, length: int, seed: int) -> Any:
 
 def tmaze_preset_params() -> dict[str, Any]:
     """The params of the project's T-Maze preset (examples/configs/tmaze_elmur.yaml)."""
-    from d3rlpy_elmur.bench.configs import load_run_config
+    from d3rlpy_elmur_cli.bench.configs import load_run_config
 
     return dict(load_run_config("tmaze_elmur").params)
 
@@ -206,7 +206,7 @@ def tmaze_preset_algo(
     ``attention_window`` replaces the preset's W."""
     import d3rlpy
 
-    from d3rlpy_elmur.bench.configs import load_run_config
+    from d3rlpy_elmur_cli.bench.configs import load_run_config
 
     if model is not None:
         return d3rlpy.load_learnable(model, device=device)

@@ -382,7 +382,7 @@ def main() -> None:
 
     from tqdm.auto import tqdm
 
-    from d3rlpy_elmur.bench.workers import configure_worker
+    from d3rlpy_elmur_cli.bench.workers import configure_worker
 
     configure_worker(args.threads)  # torch threads; d3rlpy's info lines would drown the bars
     overrides = parse_overrides(args.set)

@@ -87,7 +87,7 @@ class Model:
 
 def make_algo(name: str, width: int, batch: int, dt_context: int, sets: dict[str, Any]) -> Any:
     """The POPGym preset ``name`` at this width and batch, built for long_dataset's shapes."""
-    from d3rlpy_elmur.bench.configs import load_run_config
+    from d3rlpy_elmur_cli.bench.configs import load_run_config
 
     run = load_run_config(PRESETS[name])
     params = {**run.params, "batch_size": batch}

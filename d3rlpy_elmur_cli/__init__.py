@@ -22,7 +22,7 @@ from typing import Any
 
 __all__ = ["build_parser", "main"]
 
-# The library's bench.loggers.LOGGERS and bench.backends.BACKENDS, which it checks: copied, as
+# The harness's bench.loggers.LOGGERS and bench.backends.BACKENDS, which it checks: copied, as
 # reading them would import d3rlpy, and a test keeps them equal
 _LOGGERS = ("csv", "tensorboard", "wandb")
 _BACKENDS = ("local", "ray")
@@ -317,9 +317,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = None if argv is None else list(argv)
     # the package (d3rlpy, torch) is imported only now: --help and usage errors stay fast
-    from d3rlpy_elmur.bench.configs import ConfigError
     from d3rlpy_elmur.datasets.errors import DatasetError
     from d3rlpy_elmur.io import ModelFileError
+    from d3rlpy_elmur_cli.bench.configs import ConfigError
 
     from . import commands
 

@@ -1,7 +1,7 @@
 """The ``elmur`` subcommands: one function each (``cmd_<name>``), called by the parser in
 :mod:`d3rlpy_elmur_cli` with the parsed arguments (``dataset build|list``, ``train``,
 ``resume``, ``eval``, ``bench``, ``report``, ``sweep`` and ``demo``). The work happens in
-:mod:`d3rlpy_elmur` (most of it in :mod:`d3rlpy_elmur.bench`); these functions only call it
+:mod:`d3rlpy_elmur` (most of it in :mod:`d3rlpy_elmur_cli.bench`); these functions only call it
 and print. An option whose library parameter has a default parses to None where not given,
 and is then left out of the call (:func:`_given`), so the library's default applies.
 """
@@ -166,8 +166,8 @@ def _write_json(data: Any, target: str) -> None:
 
 # ---------------------------------------------------------------- train, resume
 def cmd_train(args: argparse.Namespace) -> int:
-    from d3rlpy_elmur.bench.configs import load_run_config
-    from d3rlpy_elmur.bench.train import train_run
+    from d3rlpy_elmur_cli.bench.configs import load_run_config
+    from d3rlpy_elmur_cli.bench.train import train_run
 
     _setup(args)
     result = train_run(
@@ -187,7 +187,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from d3rlpy_elmur.bench.train import resume_run
+    from d3rlpy_elmur_cli.bench.train import resume_run
 
     _setup(args)
     result = resume_run(
@@ -206,10 +206,10 @@ def _print_run(args: argparse.Namespace, out: str, summary: str) -> int:
 
 # ---------------------------------------------------------------- eval
 def cmd_eval(args: argparse.Namespace) -> int:
-    from d3rlpy_elmur.bench.runinfo import run_info
     from d3rlpy_elmur.defaults import DEFAULT_TEST_SEED
     from d3rlpy_elmur.evaluation.tasks import check_evaluation, evaluate_model, format_length
     from d3rlpy_elmur.io import load_learnable
+    from d3rlpy_elmur_cli.bench.runinfo import run_info
 
     _setup(args)
     check_evaluation(args.env, args.corridor)  # before the model is read
@@ -261,8 +261,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- bench / report / demo
 def _run_suite(args: argparse.Namespace, suite_name: str, seeds: list[int]) -> dict[str, Any]:
-    from d3rlpy_elmur.bench.suite import run_suite
-    from d3rlpy_elmur.bench.suite_config import load_suite
+    from d3rlpy_elmur_cli.bench.suite import run_suite
+    from d3rlpy_elmur_cli.bench.suite_config import load_suite
 
     suite = load_suite(suite_name)
     if getattr(args, "quick", False):
@@ -303,7 +303,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from d3rlpy_elmur.bench.report import write_report
+    from d3rlpy_elmur_cli.bench.report import write_report
 
     _setup(args)
     source = Path(args.dir) / "results.json"
@@ -320,7 +320,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from d3rlpy_elmur.bench.sweep import run_sweep
+    from d3rlpy_elmur_cli.bench.sweep import run_sweep
 
     _setup(args)
     _warn_without_plot("sweep.json, sweep.md and best.yaml are written")
@@ -358,7 +358,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from d3rlpy_elmur.bench.report import render_markdown
+    from d3rlpy_elmur_cli.bench.report import render_markdown
 
     _setup(args)
     _warn_without_plot("results.json and results.md are written")

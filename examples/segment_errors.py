@@ -5,7 +5,7 @@ embed their own previous action, such as d3rlpy's DT) and prints the error at ea
 t mod K as a markdown table. A memory path that has not learned yet shows as
 errors at a segment's first positions, where everything older than the segment is only in
 memory. Any algorithm of the comparison can be put beside it (d3rlpy's DT, BC, CQL: for
-them t mod K only groups the steps; see `d3rlpy_elmur.bench.position_errors`).
+them t mod K only groups the steps; see `d3rlpy_elmur_cli.bench.position_errors`).
 
     python examples/segment_errors.py results/popgym/runs/popgym-repeatprevious-easy/*/seed0 \
         --dataset popgym-repeatprevious-easy --episodes 100
@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from d3rlpy_elmur import ELMURDT, DiscreteELMURDT, load_learnable
-from d3rlpy_elmur.bench import ensure_dataset, position_errors
 from d3rlpy_elmur.datasets import load_minari
 from d3rlpy_elmur.evaluation import make_batch_policy
+from d3rlpy_elmur_cli.bench import ensure_dataset, position_errors
 
 
 def main() -> None:

@@ -16,14 +16,14 @@ import time
 import torch
 
 from d3rlpy_elmur import load_learnable
-from d3rlpy_elmur.bench import (
+from d3rlpy_elmur.evaluation import evaluate_tmaze
+from d3rlpy_elmur_cli.bench import (
     ensure_dataset,
     load_run_config,
     run_info,
     train_run,
     write_report,
 )
-from d3rlpy_elmur.evaluation import evaluate_tmaze
 
 
 @dataclasses.dataclass

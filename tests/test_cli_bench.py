@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 import d3rlpy_elmur
-from d3rlpy_elmur.bench.configs import load_run_config
 from d3rlpy_elmur_cli import build_parser, main
+from d3rlpy_elmur_cli.bench.configs import load_run_config
 
 from .toy_roots import CONFIGS, RP_RECIPE, make_toy_roots
 
@@ -293,8 +293,8 @@ def test_bench_popgym_one_model_per_task(roots: Path, capsys) -> None:
 
 
 def test_task_configs_must_name_tasks_of_the_suite(roots: Path) -> None:
-    from d3rlpy_elmur.bench.configs import ConfigError
-    from d3rlpy_elmur.bench.suite_config import load_suite
+    from d3rlpy_elmur_cli.bench.configs import ConfigError
+    from d3rlpy_elmur_cli.bench.suite_config import load_suite
 
     (roots / "configs" / "bench_bad_tasks.yaml").write_text(
         "kind: popgym\ntasks: [rp]\nalgorithms:\n"
@@ -319,7 +319,7 @@ def test_a_failing_run_is_reported_and_the_others_finish(
     roots: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("popgym")
-    import d3rlpy_elmur.bench.train as train_module
+    import d3rlpy_elmur_cli.bench.train as train_module
 
     args = _rp_suite(roots, "fail", {"DT": "toy_dt_long.yaml", "BC": "toy_bc.yaml"})
     (roots / "configs" / "toy_dt_long.yaml").write_text(
@@ -374,7 +374,7 @@ def test_bench_resume_continues_a_run_cut_after_a_checkpoint(
     roots: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("popgym")
-    import d3rlpy_elmur.bench.train as train_module
+    import d3rlpy_elmur_cli.bench.train as train_module
 
     args = _rp_suite(roots, "cut", {"BC": "toy_bc.yaml"})
     real_train_run = train_module.train_run
@@ -423,7 +423,7 @@ _ORPHAN = """
 import multiprocessing, os, sys, time
 
 def child(path):
-    from d3rlpy_elmur.bench.workers import exit_with_parent
+    from d3rlpy_elmur_cli.bench.workers import exit_with_parent
 
     exit_with_parent(0.1)
     with open(path, "w") as f:
@@ -514,7 +514,7 @@ def test_the_library_names_its_parameters_and_the_command_line_their_flags(
 ) -> None:
     """A library error names the caller's parameters (``address=``, ``backend=``); `elmur`
     prints the flags that set them (config fields such as ``train.steps=`` stay: above)."""
-    from d3rlpy_elmur.bench.backends import check_backend
+    from d3rlpy_elmur_cli.bench.backends import check_backend
 
     message = "address='auto' names a Ray cluster: it is for backend='ray' only"
     with pytest.raises(ValueError, match=message):

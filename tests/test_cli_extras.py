@@ -200,8 +200,8 @@ def test_every_command_takes_threads_quiet_and_verbose() -> None:
 
 def test_the_logger_and_backend_choices_are_the_librarys() -> None:
     """The parser copies the names the library checks (reading them would import d3rlpy)."""
-    from d3rlpy_elmur.bench.backends import BACKENDS
-    from d3rlpy_elmur.bench.loggers import LOGGERS
+    from d3rlpy_elmur_cli.bench.backends import BACKENDS
+    from d3rlpy_elmur_cli.bench.loggers import LOGGERS
 
     seen = set()
     for words, parser in _leaves(build_parser()).items():

@@ -120,7 +120,7 @@ def test_popgym_presets_sweeps_each_task_from_the_config_the_suite_trains_there(
     pytest.importorskip("optuna")
     import yaml
 
-    from d3rlpy_elmur.bench.configs import load_run_config
+    from d3rlpy_elmur_cli.bench.configs import load_run_config
 
     from .toy_roots import make_toy_roots
 
@@ -180,7 +180,7 @@ def test_popgym_presets_sweeps_each_task_from_the_config_the_suite_trains_there(
 def test_popgym_presets_install_renames_a_base_given_by_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from d3rlpy_elmur.bench.configs import load_run_config
+    from d3rlpy_elmur_cli.bench.configs import load_run_config
 
     from .toy_roots import make_toy_roots
 

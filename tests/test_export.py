@@ -22,13 +22,13 @@ from torch import nn
 
 from d3rlpy_elmur import DiscreteELMURDTConfig, ELMURDTConfig, ONNXPolicy, load_onnx_policy
 from d3rlpy_elmur.algos.elmur_dt import ELMURDTBase
-from d3rlpy_elmur.bench.suite_config import Suite
-from d3rlpy_elmur.bench.sweep import run_sweep
 from d3rlpy_elmur.defaults import DEFAULT_TARGET_RETURN
 from d3rlpy_elmur.evaluation import evaluate, evaluate_model, evaluate_popgym, evaluate_tmaze
 from d3rlpy_elmur.export import PolicyStep
 from d3rlpy_elmur.models import ELMURFactory, GRUFactory
 from d3rlpy_elmur_cli import build_parser
+from d3rlpy_elmur_cli.bench.suite_config import Suite
+from d3rlpy_elmur_cli.bench.sweep import run_sweep
 from tests.encoders import FlattenEncoderFactory
 from tests.helpers import cue_recall_dataset, cue_recall_episode
 

@@ -23,11 +23,11 @@ import pytest
 import torch
 
 import d3rlpy_elmur
-from d3rlpy_elmur.bench.configs import ConfigError, load_run_config
-from d3rlpy_elmur.bench.train import ensure_dataset, resume_run, train_run
 from d3rlpy_elmur.checkpoint import CheckpointError, build_impl, read_checkpoint
 from d3rlpy_elmur.datasets import load_minari
 from d3rlpy_elmur_cli import main
+from d3rlpy_elmur_cli.bench.configs import ConfigError, load_run_config
+from d3rlpy_elmur_cli.bench.train import ensure_dataset, resume_run, train_run
 
 from .toy_roots import make_toy_roots
 
@@ -109,7 +109,7 @@ def test_a_kill_after_the_last_checkpoint_resumes_to_the_model(
         raise _Stop("killed before model.d3")
 
     with monkeypatch.context() as patch:
-        patch.setattr("d3rlpy_elmur.bench.train.save_learnable", crash)
+        patch.setattr("d3rlpy_elmur_cli.bench.train.save_learnable", crash)
         with pytest.raises(_Stop):
             train_run(run, out, steps=8, show_progress=False)
     assert read_checkpoint(out / "checkpoint.pt")["step"] == 8
@@ -316,7 +316,7 @@ def test_train_run_with_resume_continues_only_its_own_run(
 
     # a checkpoint of this run that does not load any more: trained again, with a warning
     cut()
-    import d3rlpy_elmur.bench.train as train_module
+    import d3rlpy_elmur_cli.bench.train as train_module
 
     def broken(*args, **kwargs):
         raise CheckpointError("module shapes changed")

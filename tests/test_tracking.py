@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from tensorboardX.proto.event_pb2 import Event
 
-from d3rlpy_elmur.bench.configs import load_run_config
-from d3rlpy_elmur.bench.train import resume_run, train_run
 from d3rlpy_elmur_cli import main
+from d3rlpy_elmur_cli.bench.configs import load_run_config
+from d3rlpy_elmur_cli.bench.train import resume_run, train_run
 
 from .toy_roots import make_toy_roots
 

@@ -10,14 +10,14 @@ from d3rlpy.constants import PositionEncodingType
 from d3rlpy.optimizers import WarmupSchedulerFactory
 
 from d3rlpy_elmur import DiscreteELMURDTConfig
-from d3rlpy_elmur.bench.configs import (
+from d3rlpy_elmur.models.factories import ELMURFactory, GRUFactory
+from d3rlpy_elmur_cli.bench.configs import (
     ConfigError,
     configs_dir,
     load_run_config,
     make_learnable_config,
 )
-from d3rlpy_elmur.bench.suite_config import load_suite
-from d3rlpy_elmur.models.factories import ELMURFactory, GRUFactory
+from d3rlpy_elmur_cli.bench.suite_config import load_suite
 
 
 def test_every_published_config_and_suite_loads() -> None:

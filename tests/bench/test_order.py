@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from d3rlpy_elmur.bench.configs import EvalSpec, RunConfig, TrainSpec
-from d3rlpy_elmur.bench.suite import RunUnit, _execution_order
+from d3rlpy_elmur_cli.bench.configs import EvalSpec, RunConfig, TrainSpec
+from d3rlpy_elmur_cli.bench.suite import RunUnit, _execution_order
 
 _RUN = RunConfig(name="c", algo="bc", params={}, dataset="d", train=TrainSpec(), eval=EvalSpec())
 

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from d3rlpy_elmur.bench import position_errors
+from d3rlpy_elmur_cli.bench import position_errors
 
 
 @dataclasses.dataclass

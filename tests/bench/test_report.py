@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from d3rlpy_elmur.bench.report import CAP_CELL, aggregate, render_markdown, write_report
 from d3rlpy_elmur_cli import main
+from d3rlpy_elmur_cli.bench.report import CAP_CELL, aggregate, render_markdown, write_report
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

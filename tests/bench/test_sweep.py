@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from d3rlpy_elmur import load_learnable
-from d3rlpy_elmur.bench.configs import ConfigError, load_run_config
-from d3rlpy_elmur.bench.sweep import load_space, run_sweep
 from d3rlpy_elmur.evaluation import evaluate_model
 from d3rlpy_elmur_cli import main
+from d3rlpy_elmur_cli.bench.configs import ConfigError, load_run_config
+from d3rlpy_elmur_cli.bench.sweep import load_space, run_sweep
 
 from ..toy_roots import make_toy_roots
 

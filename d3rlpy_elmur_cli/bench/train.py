@@ -18,19 +18,20 @@ import torch
 import yaml
 from d3rlpy.algos import DecisionTransformerConfig, DiscreteDecisionTransformerConfig
 
-from ..algos.elmur_dt import ELMURDTBase, plan_epochs
-from ..algos.segments import SegmentRecurrentView
-from ..checkpoint import (
+from d3rlpy_elmur.algos.elmur_dt import ELMURDTBase, plan_epochs
+from d3rlpy_elmur.algos.segments import SegmentRecurrentView
+from d3rlpy_elmur.checkpoint import (
     CheckpointError,
     build_impl,
     read_checkpoint,
     restore_checkpoint,
     save_checkpoint,
 )
-from ..datasets import build_recipe, find_recipe_by_id, load_minari, load_recipes
-from ..datasets.errors import DatasetNotFoundError
-from ..datasets.writer import dataset_exists, datasets_root
-from ..io import atomic_write, remove_stale_temps, save_learnable
+from d3rlpy_elmur.datasets import build_recipe, find_recipe_by_id, load_minari, load_recipes
+from d3rlpy_elmur.datasets.errors import DatasetNotFoundError
+from d3rlpy_elmur.datasets.writer import dataset_exists, datasets_root
+from d3rlpy_elmur.io import atomic_write, remove_stale_temps, save_learnable
+
 from .configs import ConfigError, RunConfig, load_run_config
 from .loggers import RunFileAdapterFactory, check_loggers, final_loss, run_logger, truncate_logs
 from .run_folder import (

@@ -30,7 +30,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..defaults import DEFAULT_TARGET_RETURN, DEFAULT_TEST_SEED
+from d3rlpy_elmur.defaults import DEFAULT_TARGET_RETURN, DEFAULT_TEST_SEED
+
 from .configs import ConfigError, load_yaml, resolve_config_path
 
 __all__ = ["KINDS", "Suite", "SuiteAlgorithm", "load_suite"]

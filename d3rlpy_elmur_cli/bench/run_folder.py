@@ -24,8 +24,9 @@ from typing import Any
 
 import yaml
 
-from ..checkpoint import CheckpointError, read_checkpoint
-from ..io import atomic_write, exclusive_folder
+from d3rlpy_elmur.checkpoint import CheckpointError, read_checkpoint
+from d3rlpy_elmur.io import atomic_write, exclusive_folder
+
 from .configs import RunConfig
 
 __all__ = [

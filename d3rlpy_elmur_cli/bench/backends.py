@@ -24,7 +24,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from ..extras import require
+from d3rlpy_elmur.extras import require
+
 from .workers import configure_worker, worker_init
 
 __all__ = ["BACKENDS", "RAY_RETRIES", "RayExecutor", "check_backend", "make_executor"]

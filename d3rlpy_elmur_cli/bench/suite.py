@@ -14,10 +14,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..datasets import get_recipe, load_minari, open_minari
-from ..datasets.spaces import is_discrete_action_space
-from ..evaluation.tasks import check_evaluation, evaluate_popgym, evaluate_tmaze, format_length
-from ..io import atomic_write, load_learnable
+from d3rlpy_elmur.datasets import get_recipe, load_minari, open_minari
+from d3rlpy_elmur.datasets.spaces import is_discrete_action_space
+from d3rlpy_elmur.evaluation.tasks import (
+    check_evaluation,
+    evaluate_popgym,
+    evaluate_tmaze,
+    format_length,
+)
+from d3rlpy_elmur.io import atomic_write, load_learnable
+
 from .backends import check_backend, make_executor
 from .configs import ConfigError, RunConfig, load_run_config
 from .loggers import check_loggers

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..evaluation.policies import BatchPolicy
+from d3rlpy_elmur.evaluation.policies import BatchPolicy
 
 __all__ = ["position_errors"]
 

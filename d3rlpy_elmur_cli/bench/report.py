@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ..evaluation.tasks import format_length
-from ..extras import available
+from d3rlpy_elmur.evaluation.tasks import format_length
+from d3rlpy_elmur.extras import available
 
 __all__ = [
     "CAP_CELL",
@@ -131,7 +131,7 @@ def _provenance(results: dict[str, Any]) -> list[str]:
     reused = results.get("reused_runs")
     invocation = f" ({reused} runs reused from earlier invocations)" if reused else ""
     return [
-        f"Generated from `results.json` by `render_markdown` (d3rlpy_elmur.bench.report); "
+        f"Generated from `results.json` by `render_markdown` (d3rlpy_elmur_cli.bench.report); "
         f"command: `{results.get('command', '?')}`; commit `{commit}`.",
         f"Hardware: {hw.get('platform', '?')}, {hw.get('cpu_count', '?')} CPUs, "
         f"torch threads {hw.get('torch_threads', '?')}; wall time of this invocation "
@@ -307,7 +307,7 @@ def plot_tmaze(results: dict[str, Any], path: str | Path) -> Path:
 
 
 def _save_figure(plt: Any, fig: Any, path: str | Path) -> Path:
-    from ..io import atomic_path
+    from d3rlpy_elmur.io import atomic_path
 
     with atomic_path(path) as temp:  # keeps the .png suffix matplotlib reads the format from
         fig.savefig(temp, dpi=120)
@@ -351,7 +351,7 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> list[Path]:
     """Write ``results.json``, ``results.md`` and the plot; returns the paths. The plot is
     left out where matplotlib (the plot extra) is not installed: the results are the point,
     and a long bench must not lose them to it (the CLI says so before it starts)."""
-    from ..io import atomic_write
+    from d3rlpy_elmur.io import atomic_write
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,8 @@ import yaml
 from d3rlpy.base import LearnableConfig
 from d3rlpy.serializable_config import CONFIG_STORAGE, ConfigMetadata
 
-from ..datasets.recipes import required_fields
+import d3rlpy_elmur
+from d3rlpy_elmur.datasets.recipes import required_fields
 
 __all__ = [
     "ConfigError",
@@ -123,7 +124,7 @@ def configs_dir() -> Path:
     override = os.environ.get("ELMUR_CONFIGS_DIR")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[1] / "data" / "configs"
+    return Path(d3rlpy_elmur.__file__).resolve().parent / "data" / "configs"
 
 
 def resolve_config_path(name: str | os.PathLike[str], relative_to: Path | None = None) -> Path:

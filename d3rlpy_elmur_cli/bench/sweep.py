@@ -48,10 +48,11 @@ from typing import Any
 
 import yaml
 
-from ..defaults import DEFAULT_EVAL_SEED, DEFAULT_TARGET_RETURN
-from ..evaluation.tasks import check_evaluation, evaluate_model
-from ..extras import available, require
-from ..io import atomic_write, exclusive_folder, load_learnable
+from d3rlpy_elmur.defaults import DEFAULT_EVAL_SEED, DEFAULT_TARGET_RETURN
+from d3rlpy_elmur.evaluation.tasks import check_evaluation, evaluate_model
+from d3rlpy_elmur.extras import available, require
+from d3rlpy_elmur.io import atomic_write, exclusive_folder, load_learnable
+
 from .backends import check_backend, make_executor
 from .configs import (
     ConfigError,
@@ -494,7 +495,7 @@ def _label(values: dict[str, Any]) -> str:
 
 
 def _env_of(dataset: str, configured: str | None) -> str:
-    from ..datasets import find_recipe_by_id, load_recipes
+    from d3rlpy_elmur.datasets import find_recipe_by_id, load_recipes
 
     recipe = load_recipes().get(dataset) or find_recipe_by_id(dataset)
     if recipe is not None:

@@ -41,7 +41,7 @@ def run_info(command: str | None = None) -> dict[str, Any]:
     """Platform, CPU count, torch threads, package versions, commit and command."""
     import d3rlpy
 
-    from .. import __version__
+    from d3rlpy_elmur import __version__
 
     return {
         "hardware": {

@@ -23,8 +23,8 @@ from d3rlpy.logging import (
 )
 from d3rlpy.logging.logger import AlgProtocol, SaveProtocol
 
-from ..extras import require
-from ..io import atomic_write
+from d3rlpy_elmur.extras import require
+from d3rlpy_elmur.io import atomic_write
 
 __all__ = ["LOGGERS", "RunFileAdapterFactory", "check_loggers", "final_loss", "run_logger"]
 
