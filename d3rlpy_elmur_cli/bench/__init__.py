@@ -10,7 +10,8 @@ with is :mod:`d3rlpy_elmur.evaluation`.
 - :mod:`.suite`: running a suite -> ``results.json``
 - :mod:`.report`: ``results.json`` -> ``results.md`` and plots (pure, regenerable)
 - :mod:`.sweep`: hyperparameter sweeps (Optuna) whose best trial becomes a config
-- :mod:`.backends`, :mod:`.workers`: where runs execute (local worker processes, or Ray)
+- :mod:`.backends`, :mod:`.workers`: where runs execute (local worker processes, or Ray) and
+  ``drive``, the one loop that runs the suites' runs and the sweeps' trials
 - :mod:`.runinfo`: the hardware, versions, commit and command line of a result
 """
 

@@ -1,6 +1,7 @@
-"""Where the bench's runs and the sweeps' trials execute.
+"""Where the bench's runs and the sweeps' trials execute, and the one loop that drives them.
 
-Both are a ``concurrent.futures.Executor``, so the bench and the sweep drive them alike:
+Both backends are a ``concurrent.futures.Executor``, and :func:`drive` runs the bench's runs
+and the sweep's trials on either (or in this process, one at a time):
 
 - ``local`` (the default): ``jobs`` spawned worker processes on this machine.
 - ``ray``: one Ray task per run on a Ray cluster (``pip install 'd3rlpy-elmur[ray]'``), each
@@ -22,13 +23,15 @@ import concurrent.futures
 import multiprocessing
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from d3rlpy_elmur.extras import require
 
 from .workers import configure_worker, worker_init
 
-__all__ = ["BACKENDS", "RAY_RETRIES", "RayExecutor", "check_backend", "make_executor"]
+__all__ = ["BACKENDS", "RAY_RETRIES", "RayExecutor", "check_backend", "drive", "make_executor"]
+
+Job = TypeVar("Job")
 
 BACKENDS = ("local", "ray")  # the names `backend` takes (the module docstring)
 RAY_RETRIES = 3
@@ -62,6 +65,64 @@ def make_executor(
             initargs=(threads,),
         )
     return RayExecutor(threads, address)
+
+
+def drive(
+    ask: Callable[[], Job | None],
+    here: Callable[[Job], Any],
+    remote: Callable[[Job], tuple[Callable[..., Any], tuple[Any, ...]]],
+    tell: Callable[[Job, Any], None],
+    *,
+    backend: str,
+    jobs: int,
+    threads: int,
+    address: str | None = None,
+    in_flight: int | None = None,
+) -> None:
+    """Run jobs until ``ask`` returns None and every job asked for is told.
+
+    With ``jobs`` = 1 on ``local`` each job runs here, ``here(job)``, one at a time; otherwise
+    ``remote(job)`` names a picklable function and its arguments, run on ``backend``'s
+    executor with at most ``in_flight`` jobs submitted and not yet told (default ``jobs``).
+    ``tell(job, result)`` receives the job's return value, or the exception it raised: one
+    failed job does not stop the others. No executor (no pool, no cluster) starts when the
+    first ``ask`` has nothing."""
+    asked = ask()
+    if asked is None:
+        return
+    if jobs <= 1 and backend == "local":
+        while asked is not None:
+            try:
+                result: Any = here(asked)
+            except Exception as e:  # one bad job does not cost the others
+                result = e
+            tell(asked, result)
+            asked = ask()
+        return
+    limit = jobs if in_flight is None else in_flight
+    pending: Any = asked  # asked for, not yet submitted
+    with make_executor(backend, jobs, threads, address) as pool:
+        running: dict[concurrent.futures.Future[Any], Any] = {}
+        while True:
+            while len(running) < limit:  # ask only when a job can start
+                job = pending if pending is not None else ask()
+                pending = None
+                if job is None:
+                    break
+                fn, args = remote(job)
+                running[pool.submit(fn, *args)] = job
+            if not running:
+                return
+            done, _ = concurrent.futures.wait(
+                running, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            for future in done:
+                job = running.pop(future)
+                try:
+                    result = future.result()
+                except Exception as e:  # one bad job does not cost the others
+                    result = e
+                tell(job, result)
 
 
 def _in_ray_task(fn: Callable[..., Any], threads: int, cwd: str, *args: Any) -> Any:

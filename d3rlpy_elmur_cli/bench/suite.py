@@ -10,6 +10,7 @@ import datetime
 import functools
 import os
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from d3rlpy_elmur.evaluation.tasks import (
 )
 from d3rlpy_elmur.io import atomic_write, load_learnable
 
-from .backends import check_backend, make_executor
+from .backends import check_backend, drive
 from .configs import ConfigError, RunConfig, load_run_config
 from .loggers import check_loggers
 from .report import write_report
@@ -362,51 +363,46 @@ def run_suite(
             results["algorithms"][units[i].index]["runs"].append(finished[i])
         _save(results, out, start)
 
-    order = _execution_order(units)
-    if jobs <= 1 and backend == "local":
-        for count, position in enumerate(order, start=1):
-            unit = units[position]
-            log(
-                f"[{count}/{len(units)}] {unit.label}"
-                f"{', ' + unit.task if unit.task else ''}, seed {unit.seed}: training ..."
-            )
-            try:
-                record = execute_unit(unit, resume, show_progress, loggers=loggers)
-            except Exception as e:  # one bad run does not cost the others
-                record = _failed_record(unit, e)
-            collect(position, record)
-    else:
-        import uuid
-        from concurrent.futures import as_completed
-
-        from tqdm.auto import tqdm
-
+    order = iter(_execution_order(units))
+    serial = jobs <= 1 and backend == "local"
+    if not serial:
         where = "as Ray tasks" if backend == "ray" else f"{jobs} at a time"
         log(f"running {len(units)} runs, {where} ...")
-        with (
-            make_executor(backend, jobs, threads, address) as pool,
-            tqdm(total=len(units), desc="runs", disable=not show_progress) as bar,
-        ):
-            futures = {
-                pool.submit(
-                    execute_unit,
-                    units[position],
-                    resume,
-                    False,
-                    True,
-                    loggers,
-                    uuid.uuid4().hex,
-                ): position
-                for position in order
-            }
-            for future in as_completed(futures):
-                position = futures[future]
-                try:
-                    record = future.result()
-                except Exception as e:  # one bad run does not cost the others
-                    record = _failed_record(units[position], e)
-                collect(position, record)
-                bar.update()
+
+    def here(position: int) -> dict[str, Any]:
+        unit = units[position]
+        log(
+            f"[{len(finished) + 1}/{len(units)}] {unit.label}"
+            f"{', ' + unit.task if unit.task else ''}, seed {unit.seed}: training ..."
+        )
+        return execute_unit(unit, resume, show_progress, loggers=loggers)
+
+    def remote(position: int) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        # a fresh attempt name per submission: a rerun after a dead worker resumes
+        return execute_unit, (units[position], resume, False, True, loggers, uuid.uuid4().hex)
+
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(units), desc="runs", disable=serial or not show_progress) as bar:
+
+        def tell(position: int, record: dict[str, Any] | Exception) -> None:
+            if isinstance(record, Exception):  # one bad run does not cost the others
+                record = _failed_record(units[position], record)
+            collect(position, record)
+            bar.update()
+
+        # every run is submitted at once: the pool (or Ray's cluster) runs as many as it can
+        drive(
+            lambda: next(order, None),
+            here,
+            remote,
+            tell,
+            backend=backend,
+            jobs=jobs,
+            threads=threads,
+            address=address,
+            in_flight=len(units),
+        )
     _save(results, out, start)
     return results
 

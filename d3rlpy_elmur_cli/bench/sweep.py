@@ -53,7 +53,7 @@ from d3rlpy_elmur.evaluation.tasks import check_evaluation, evaluate_model
 from d3rlpy_elmur.extras import available, require
 from d3rlpy_elmur.io import atomic_write, exclusive_folder, load_learnable
 
-from .backends import check_backend, make_executor
+from .backends import check_backend, drive
 from .configs import (
     ConfigError,
     RunConfig,
@@ -457,8 +457,22 @@ def run_sweep(
             values = {d.path: d.suggest(trial) for d in dims}
             return trial, make_trial(trial.number, values)
 
-        def tell(trial: Any, spec: SweepTrial, record: dict[str, Any] | Exception) -> None:
+        # what the budget has left to ask: trials finished and in flight count against it,
+        # and as many failures as trials stop the sweep
+        counts = {"in_flight": 0, "failures": 0}
+
+        def ask_within_budget() -> tuple[Any, SweepTrial] | None:
+            if finished() + counts["in_flight"] >= trials or counts["failures"] >= trials:
+                return None
+            asked = ask()
+            counts["in_flight"] += asked is not None
+            return asked
+
+        def tell(job: tuple[Any, SweepTrial], record: dict[str, Any] | Exception) -> None:
+            trial, spec = job
+            counts["in_flight"] -= 1
             if isinstance(record, Exception):
+                counts["failures"] += 1
                 study.tell(trial, state=TrialState.FAIL)
                 log(f"trial {spec.number} ({_label(spec.values)}): FAILED ({record!r})")
                 return
@@ -472,18 +486,20 @@ def run_sweep(
             )
 
         start = time.perf_counter()
-        _drive(
-            ask,
+        if finished() < trials and (jobs > 1 or backend != "local"):
+            where = "on Ray" if backend == "ray" else "in worker processes"
+            log(f"running trials {jobs} at a time, {where} ...")
+        # a failed trial is told as failed and costs no budget (a grid's config is queued
+        # again by the next invocation; a range's is not)
+        drive(
+            ask_within_budget,
+            lambda job: run_trial(job[1], show_progress, None, loggers),
+            lambda job: (run_trial, (job[1], False, print, loggers)),
             tell,
-            finished,
-            trials,
-            jobs,
-            threads,
-            show_progress,
-            loggers,
-            log,
-            backend,
-            address,
+            backend=backend,
+            jobs=jobs,
+            threads=threads,
+            address=address,
         )
         summary = _summary(study, dims, identity, base, out, time.perf_counter() - start, command)
     _write_outputs(summary, out, base, dataset_name)
@@ -505,65 +521,6 @@ def _env_of(dataset: str, configured: str | None) -> str:
     raise ConfigError(
         f"dataset {dataset} has no recipe to name its environment; pass env=<gymnasium id>"
     )
-
-
-def _drive(
-    ask: Callable[[], tuple[Any, SweepTrial] | None],
-    tell: Callable[[Any, SweepTrial, Any], None],
-    finished: Callable[[], int],
-    trials: int,
-    jobs: int,
-    threads: int,
-    show_progress: bool,
-    loggers: Sequence[str],
-    log: Log,
-    backend: str,
-    address: str | None,
-) -> None:
-    """Ask Optuna for trials, run them (here, or ``jobs`` at a time on ``backend``) and tell
-    it the scores, until ``trials`` have finished or nothing is left to ask. A failed trial is
-    told as failed and costs no budget (a grid's config is queued again by the next
-    invocation; a range's is not); as many failures as the budget stop the sweep."""
-    failures = 0
-    if jobs == 1 and backend == "local":
-        while finished() < trials and failures < trials:
-            asked = ask()
-            if asked is None:
-                return
-            trial, spec = asked
-            try:
-                record: Any = run_trial(spec, show_progress, None, loggers)
-            except Exception as e:  # one bad trial does not end the sweep
-                record, failures = e, failures + 1
-            tell(trial, spec, record)
-        return
-    from concurrent.futures import FIRST_COMPLETED, wait
-
-    if finished() >= trials:
-        return  # nothing to run: no pool or cluster to start
-    where = "on Ray" if backend == "ray" else "in worker processes"
-    log(f"running trials {jobs} at a time, {where} ...")
-    with make_executor(backend, jobs, threads, address) as pool:
-        running: dict[Any, tuple[Any, SweepTrial]] = {}
-        while True:
-            while (
-                len(running) < jobs
-                and finished() + len(running) < trials
-                and failures < trials
-                and (asked := ask()) is not None
-            ):
-                future = pool.submit(run_trial, asked[1], False, print, loggers)
-                running[future] = asked
-            if not running:
-                return
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                trial, spec = running.pop(future)
-                try:
-                    record = future.result()
-                except Exception as e:
-                    record, failures = e, failures + 1
-                tell(trial, spec, record)
 
 
 # ----------------------------------------------------------------- outputs
