@@ -29,7 +29,15 @@ from d3rlpy_elmur.extras import require
 
 from .workers import configure_worker, worker_init
 
-__all__ = ["BACKENDS", "RAY_RETRIES", "RayExecutor", "check_backend", "drive", "make_executor"]
+__all__ = [
+    "BACKENDS",
+    "RAY_RETRIES",
+    "RayExecutor",
+    "check_backend",
+    "drive",
+    "make_executor",
+    "runs_here",
+]
 
 Job = TypeVar("Job")
 
@@ -67,6 +75,11 @@ def make_executor(
     return RayExecutor(threads, address)
 
 
+def runs_here(backend: str, jobs: int) -> bool:
+    """Whether :func:`drive` runs the jobs in this process, one at a time (no executor)."""
+    return jobs <= 1 and backend == "local"
+
+
 def drive(
     ask: Callable[[], Job | None],
     here: Callable[[Job], Any],
@@ -90,7 +103,7 @@ def drive(
     asked = ask()
     if asked is None:
         return
-    if jobs <= 1 and backend == "local":
+    if runs_here(backend, jobs):
         while asked is not None:
             try:
                 result: Any = here(asked)

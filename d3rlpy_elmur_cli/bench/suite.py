@@ -25,7 +25,7 @@ from d3rlpy_elmur.evaluation.tasks import (
 )
 from d3rlpy_elmur.io import atomic_write, load_learnable
 
-from .backends import check_backend, drive
+from .backends import check_backend, drive, runs_here
 from .configs import ConfigError, RunConfig, load_run_config
 from .loggers import check_loggers
 from .report import write_report
@@ -364,7 +364,7 @@ def run_suite(
         _save(results, out, start)
 
     order = iter(_execution_order(units))
-    serial = jobs <= 1 and backend == "local"
+    serial = runs_here(backend, jobs)
     if not serial:
         where = "as Ray tasks" if backend == "ray" else f"{jobs} at a time"
         log(f"running {len(units)} runs, {where} ...")

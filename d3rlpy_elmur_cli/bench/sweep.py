@@ -53,7 +53,7 @@ from d3rlpy_elmur.evaluation.tasks import check_evaluation, evaluate_model
 from d3rlpy_elmur.extras import available, require
 from d3rlpy_elmur.io import atomic_write, exclusive_folder, load_learnable
 
-from .backends import check_backend, drive
+from .backends import check_backend, drive, runs_here
 from .configs import (
     ConfigError,
     RunConfig,
@@ -486,7 +486,7 @@ def run_sweep(
             )
 
         start = time.perf_counter()
-        if finished() < trials and (jobs > 1 or backend != "local"):
+        if finished() < trials and not runs_here(backend, jobs):
             where = "on Ray" if backend == "ray" else "in worker processes"
             log(f"running trials {jobs} at a time, {where} ...")
         # a failed trial is told as failed and costs no budget (a grid's config is queued
