@@ -327,42 +327,11 @@ def run_suite(
         check_evaluation(get_recipe(name).env)  # a POPGym task needs the popgym extra
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    results: dict[str, Any] = {
-        "schema_version": 1,
-        "suite": suite.name,
-        "kind": suite.kind,
-        "quick": suite.quick,
-        "description": suite.description,
-        "seeds": list(seeds),
-        "episodes": suite.episodes,
-        "episodes_at": {str(k): v for k, v in suite.episodes_at.items()},
-        "target_return": suite.target_return,
-        "eval_seeds": {str(s): suite.eval_seed_for(s) for s in seeds},
-        "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "jobs": jobs,
-        **run_info(command),
-    }
+    results = _header(suite, seeds, jobs, command)
     header, units = _plan(suite, out, seeds, show_progress)
     _preflight(units)
     results.update(header)
-    finished: dict[int, dict[str, Any]] = {}
-
-    def collect(position: int, record: dict[str, Any]) -> None:
-        if record.pop("reused", False):
-            results["reused_runs"] = results.get("reused_runs", 0) + 1
-        if "error" in record:
-            results["failed_runs"] = results.get("failed_runs", 0) + 1
-        finished[position] = record
-        unit = units[position]
-        log(f"[{len(finished)}/{len(units)}] {_describe(unit, record)}")
-        # runs in plan order, whatever order the workers finish in
-        for algo in results["algorithms"]:
-            algo["runs"] = []
-        for i in sorted(finished):
-            results["algorithms"][units[i].index]["runs"].append(finished[i])
-        _save(results, out, start)
-
+    collector = _Collector(results, units, out, time.perf_counter(), log)
     order = iter(_execution_order(units))
     serial = runs_here(backend, jobs)
     if not serial:
@@ -372,7 +341,7 @@ def run_suite(
     def here(position: int) -> dict[str, Any]:
         unit = units[position]
         log(
-            f"[{len(finished) + 1}/{len(units)}] {unit.label}"
+            f"[{len(collector.finished) + 1}/{len(units)}] {unit.label}"
             f"{', ' + unit.task if unit.task else ''}, seed {unit.seed}: training ..."
         )
         return execute_unit(unit, resume, show_progress, loggers=loggers)
@@ -388,7 +357,7 @@ def run_suite(
         def tell(position: int, record: dict[str, Any] | Exception) -> None:
             if isinstance(record, Exception):  # one bad run does not cost the others
                 record = _failed_record(units[position], record)
-            collect(position, record)
+            collector.add(position, record)
             bar.update()
 
         # every run is submitted at once: the pool (or Ray's cluster) runs as many as it can
@@ -403,8 +372,56 @@ def run_suite(
             address=address,
             in_flight=len(units),
         )
-    _save(results, out, start)
+    _save(results, out, collector.start)
     return results
+
+
+def _header(suite: Suite, seeds: Sequence[int], jobs: int, command: str | None) -> dict[str, Any]:
+    """The fields of ``results.json`` that describe the suite and this invocation."""
+    return {
+        "schema_version": 1,
+        "suite": suite.name,
+        "kind": suite.kind,
+        "quick": suite.quick,
+        "description": suite.description,
+        "seeds": list(seeds),
+        "episodes": suite.episodes,
+        "episodes_at": {str(k): v for k, v in suite.episodes_at.items()},
+        "target_return": suite.target_return,
+        "eval_seeds": {str(s): suite.eval_seed_for(s) for s in seeds},
+        "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "jobs": jobs,
+        **run_info(command),
+    }
+
+
+@dataclasses.dataclass()
+class _Collector:
+    """Takes each finished run into ``results`` (in plan order, whatever order the workers
+    finish in), logs it and saves the results files."""
+
+    results: dict[str, Any]
+    units: Sequence[RunUnit]
+    out: Path
+    start: float
+    log: Log
+    finished: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def add(self, position: int, record: dict[str, Any]) -> None:
+        results = self.results
+        if record.pop("reused", False):
+            results["reused_runs"] = results.get("reused_runs", 0) + 1
+        if "error" in record:
+            results["failed_runs"] = results.get("failed_runs", 0) + 1
+        self.finished[position] = record
+        self.log(
+            f"[{len(self.finished)}/{len(self.units)}] {_describe(self.units[position], record)}"
+        )
+        for algo in results["algorithms"]:
+            algo["runs"] = []
+        for i in sorted(self.finished):
+            results["algorithms"][self.units[i].index]["runs"].append(self.finished[i])
+        _save(results, self.out, self.start)
 
 
 def _execution_order(units: Sequence[RunUnit]) -> list[int]:

@@ -353,6 +353,74 @@ def _write_trial_config(
     return path
 
 
+@dataclasses.dataclass()
+class _Budget:
+    """Asks and tells a sweep's trials on its study until ``trials`` have finished: trials
+    finished and in flight count against the budget, and as many failures as trials stop the
+    sweep (a failed trial is told as failed and costs no budget; a grid's config is queued
+    again by the next invocation, a range's is not)."""
+
+    study: Any
+    dims: Sequence[Dimension]
+    grid: bool
+    trials: int
+    template: SweepTrial  # every field but the trial's own (number, values, paths)
+    out: Path
+    base: Path
+    log: Log
+    in_flight: int = 0
+    failures: int = 0
+
+    def finished(self) -> int:
+        from optuna.trial import TrialState
+
+        states = (TrialState.COMPLETE,)
+        return len(self.study.get_trials(deepcopy=False, states=states))
+
+    def ask(self) -> tuple[Any, SweepTrial] | None:
+        """The next trial: a queued one, else (ranges only) one TPE proposes; None when the
+        budget is spent or the grid's owed configs have all been asked."""
+        from optuna.trial import TrialState
+
+        if self.finished() + self.in_flight >= self.trials or self.failures >= self.trials:
+            return None
+        waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if self.grid and not waiting:
+            return None  # every owed grid config has run (or failed) in this invocation
+        trial = self.study.ask()
+        values = {d.path: d.suggest(trial) for d in self.dims}
+        description = f"sweep trial {trial.number}: {self.base.name} with {_label(values)}"
+        path = _write_trial_config(self.out, self.base, self.template.dataset, values, description)
+        spec = dataclasses.replace(
+            self.template,
+            number=trial.number,
+            values=values,
+            config=str(path),
+            run_dir=str(path.parent),
+        )
+        self.in_flight += 1
+        return trial, spec
+
+    def tell(self, job: tuple[Any, SweepTrial], record: dict[str, Any] | Exception) -> None:
+        from optuna.trial import TrialState
+
+        trial, spec = job
+        self.in_flight -= 1
+        if isinstance(record, Exception):
+            self.failures += 1
+            self.study.tell(trial, state=TrialState.FAIL)
+            self.log(f"trial {spec.number} ({_label(spec.values)}): FAILED ({record!r})")
+            return
+        trial.set_user_attr("run_dir", spec.run_dir)
+        trial.set_user_attr("train_seconds", record["train"]["seconds"])
+        trial.set_user_attr("final_loss", record["train"]["final_loss"])
+        self.study.tell(trial, record["score"])
+        self.log(
+            f"[{self.finished()}/{self.trials}] trial {spec.number} ({_label(spec.values)}): "
+            f"score {record['score']:.3f}, trained in {record['train']['seconds']:.0f} s"
+        )
+
+
 def run_sweep(
     config: str | os.PathLike[str],
     space: str | os.PathLike[str],
@@ -391,13 +459,62 @@ def run_sweep(
     require("optuna", "a sweep")
     check_loggers(loggers)
     check_backend(backend, address)
-    from optuna.trial import TrialState
-
     dims = load_space(space)
     size = grid_size(dims)
     if size is not None and trials > size:
         log(f"the grid has {size} configs: {trials} trials capped at {size}")
         trials = size
+    base, run, dataset_name, env_id = _resolve(config, space, dims, dataset, env, corridors)
+    dataset_id = ensure_dataset(dataset_name, progress=show_progress)
+    template = SweepTrial(
+        number=-1,
+        values={},
+        config="",
+        run_dir="",
+        dataset=dataset_name,
+        env=env_id,
+        episodes=episodes,
+        eval_seed=eval_seed,
+        target_return=target_return,
+        corridors=tuple(corridors),
+        steps=steps,
+        seed=seed,
+    )
+    identity = _identity(run, dims, dataset_id, template)
+    out = Path(out_dir)
+    with _sweep_lock(out):
+        study = _open_study(out, identity, dims, sampler_seed)
+        _queue_owed_trials(study, dims, trials, sampler_seed, log)
+        budget = _Budget(study, dims, size is not None, trials, template, out, base, log)
+        start = time.perf_counter()
+        if budget.finished() < trials and not runs_here(backend, jobs):
+            where = "on Ray" if backend == "ray" else "in worker processes"
+            log(f"running trials {jobs} at a time, {where} ...")
+        drive(
+            budget.ask,
+            lambda job: run_trial(job[1], show_progress, None, loggers),
+            lambda job: (run_trial, (job[1], False, print, loggers)),
+            budget.tell,
+            backend=backend,
+            jobs=jobs,
+            threads=threads,
+            address=address,
+        )
+        summary = _summary(study, dims, identity, base, out, time.perf_counter() - start, command)
+    _write_outputs(summary, out, base, dataset_name)
+    return summary
+
+
+def _resolve(
+    config: str | os.PathLike[str],
+    space: str | os.PathLike[str],
+    dims: Sequence[Dimension],
+    dataset: str | None,
+    env: str | None,
+    corridors: Sequence[int],
+) -> tuple[Path, RunConfig, str, str]:
+    """The sweep's base config (its path and contents), dataset and evaluation env, checked
+    against the space and the evaluation before anything trains."""
     base = resolve_config_path(config).resolve()
     run = load_run_config(base)
     _check_space(run, dims, f"search space {space}")
@@ -408,102 +525,27 @@ def run_sweep(
         )
     env_id = env or _env_of(dataset_name, run.eval.env)
     check_evaluation(env_id, corridors)
-    dataset_id = ensure_dataset(dataset_name, progress=show_progress)
-    out = Path(out_dir)
+    return base, run, dataset_name, env_id
+
+
+def _identity(
+    run: RunConfig, dims: Sequence[Dimension], dataset_id: str, template: SweepTrial
+) -> dict[str, Any]:
+    """What a study folder was made for, as SQLite gives it back: resuming with anything else
+    is refused."""
     identity = {
         "config": run.to_dict(),
         "space": [dataclasses.asdict(d) for d in dims],
         "dataset": dataset_id,
-        "env": env_id,
-        "episodes": episodes,
-        "eval_seed": eval_seed,
-        "corridors": list(corridors),
-        "target_return": target_return,
-        "steps": steps,
-        "seed": seed,
+        "env": template.env,
+        "episodes": template.episodes,
+        "eval_seed": template.eval_seed,
+        "corridors": list(template.corridors),
+        "target_return": template.target_return,
+        "steps": template.steps,
+        "seed": template.seed,
     }
-    identity = json.loads(json.dumps(identity, default=str))  # as SQLite gives it back
-    with _sweep_lock(out):
-        study = _open_study(out, identity, dims, sampler_seed)
-        _queue_owed_trials(study, dims, trials, sampler_seed, log)
-
-        def make_trial(number: int, values: dict[str, Any]) -> SweepTrial:
-            description = f"sweep trial {number}: {base.name} with {_label(values)}"
-            path = _write_trial_config(out, base, dataset_name, values, description)
-            return SweepTrial(
-                number=number,
-                values=values,
-                config=str(path),
-                run_dir=str(path.parent),
-                dataset=dataset_name,
-                env=env_id,
-                episodes=episodes,
-                eval_seed=eval_seed,
-                target_return=target_return,
-                corridors=tuple(corridors),
-                steps=steps,
-                seed=seed,
-            )
-
-        def finished() -> int:
-            return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-
-        def ask() -> tuple[Any, SweepTrial] | None:
-            """The next trial: a queued one, else (ranges only) one TPE proposes."""
-            waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-            if size is not None and not waiting:
-                return None  # every owed grid config has run (or failed) in this invocation
-            trial = study.ask()
-            values = {d.path: d.suggest(trial) for d in dims}
-            return trial, make_trial(trial.number, values)
-
-        # what the budget has left to ask: trials finished and in flight count against it,
-        # and as many failures as trials stop the sweep
-        counts = {"in_flight": 0, "failures": 0}
-
-        def ask_within_budget() -> tuple[Any, SweepTrial] | None:
-            if finished() + counts["in_flight"] >= trials or counts["failures"] >= trials:
-                return None
-            asked = ask()
-            counts["in_flight"] += asked is not None
-            return asked
-
-        def tell(job: tuple[Any, SweepTrial], record: dict[str, Any] | Exception) -> None:
-            trial, spec = job
-            counts["in_flight"] -= 1
-            if isinstance(record, Exception):
-                counts["failures"] += 1
-                study.tell(trial, state=TrialState.FAIL)
-                log(f"trial {spec.number} ({_label(spec.values)}): FAILED ({record!r})")
-                return
-            trial.set_user_attr("run_dir", spec.run_dir)
-            trial.set_user_attr("train_seconds", record["train"]["seconds"])
-            trial.set_user_attr("final_loss", record["train"]["final_loss"])
-            study.tell(trial, record["score"])
-            log(
-                f"[{finished()}/{trials}] trial {spec.number} ({_label(spec.values)}): score "
-                f"{record['score']:.3f}, trained in {record['train']['seconds']:.0f} s"
-            )
-
-        start = time.perf_counter()
-        if finished() < trials and not runs_here(backend, jobs):
-            where = "on Ray" if backend == "ray" else "in worker processes"
-            log(f"running trials {jobs} at a time, {where} ...")
-        # a failed trial is told as failed and costs no budget (a grid's config is queued
-        # again by the next invocation; a range's is not)
-        drive(
-            ask_within_budget,
-            lambda job: run_trial(job[1], show_progress, None, loggers),
-            lambda job: (run_trial, (job[1], False, print, loggers)),
-            tell,
-            backend=backend,
-            jobs=jobs,
-            threads=threads,
-            address=address,
-        )
-        summary = _summary(study, dims, identity, base, out, time.perf_counter() - start, command)
-    _write_outputs(summary, out, base, dataset_name)
-    return summary
+    return json.loads(json.dumps(identity, default=str))
 
 
 def _label(values: dict[str, Any]) -> str:
