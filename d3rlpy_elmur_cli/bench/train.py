@@ -143,24 +143,7 @@ def train_run(
     """
     check_loggers(loggers)
     out = Path(out_dir)
-    dataset_name = dataset or run.dataset
-    if not dataset_name:
-        raise ValueError(
-            f"config {run.name} names no dataset; pass dataset=<recipe name or Minari id>"
-        )
-    train = run.train
-    run = run.replace(
-        train=dataclasses.replace(
-            train,
-            steps=train.steps if steps is None else steps,
-            seed=train.seed if seed is None else seed,
-            checkpoint_every=(
-                train.checkpoint_every if checkpoint_every is None else checkpoint_every
-            ),
-            steps_per_epoch=train.steps_per_epoch if steps_per_epoch is None else steps_per_epoch,
-        ),
-        dataset=dataset_name,
-    )
+    run, dataset_name = _overridden(run, dataset, steps, seed, checkpoint_every, steps_per_epoch)
     _epoch_plan(run)  # a bad checkpoint interval fails before anything is built or written
     if not resume:  # a resumable folder is only known once the config is built
         refuse_to_replace(out, overwrite)
@@ -199,6 +182,37 @@ def train_run(
             + yaml.safe_dump(resolved_config(run, config, dataset_id), sort_keys=False),
         )
         return _fit(run, config, buffer, dataset_id, out, None, device, show_progress, log, loggers)
+
+
+def _overridden(
+    run: RunConfig,
+    dataset: str | None,
+    steps: int | None,
+    seed: int | None,
+    checkpoint_every: int | None,
+    steps_per_epoch: int | None,
+) -> tuple[RunConfig, str]:
+    """``run`` with the arguments that are not None in place of its own fields, and the
+    dataset it then names (one it must name)."""
+    dataset_name = dataset or run.dataset
+    if not dataset_name:
+        raise ValueError(
+            f"config {run.name} names no dataset; pass dataset=<recipe name or Minari id>"
+        )
+    train = run.train
+    run = run.replace(
+        train=dataclasses.replace(
+            train,
+            steps=train.steps if steps is None else steps,
+            seed=train.seed if seed is None else seed,
+            checkpoint_every=(
+                train.checkpoint_every if checkpoint_every is None else checkpoint_every
+            ),
+            steps_per_epoch=train.steps_per_epoch if steps_per_epoch is None else steps_per_epoch,
+        ),
+        dataset=dataset_name,
+    )
+    return run, dataset_name
 
 
 def train_checkpointed(
@@ -325,16 +339,7 @@ def _fit(
     algo = config.create(device=device)
     data = algo.segment_view(buffer, seed) if isinstance(algo, ELMURDTBase) else buffer
     sampler = data if isinstance(data, SegmentRecurrentView) else None
-    done, seconds_before = 0, 0.0
-    if state is not None:
-        build_impl(algo, data)
-        done = restore_checkpoint(state, algo, sampler=sampler)
-        seconds_before = float(state["meta"].get("seconds", 0.0))
-        truncate_logs(out / "logs", done)
-    elif (out / "logs").exists():  # d3rlpy appends to its CSVs: a fresh start clears them
-        shutil.rmtree(out / "logs")
-    for name in (CHECKPOINT_FILE, MODEL_FILE, "train.json"):  # the folder is ours (locked)
-        remove_stale_temps(out / name)
+    done, seconds_before = _prepare_folder(out, algo, data, sampler, state)
     meta = {
         **run_identity(run, config, dataset_id),
         "torch_threads": _training_threads(config),
@@ -378,6 +383,41 @@ def _fit(
             callback=after_update,
         )
     seconds = seconds_before + time.perf_counter() - start
+    resumed_from = done if state is not None else None
+    return _finish(run, config, algo, dataset_id, out, seconds, resumed_from)
+
+
+def _prepare_folder(
+    out: Path, algo: Any, data: Any, sampler: Any, state: dict[str, Any] | None
+) -> tuple[int, float]:
+    """Restores ``state`` (a checkpoint) into ``algo`` and cuts the logs back to it, or clears
+    the logs of a fresh start (d3rlpy appends to its CSVs); removes stale temporary files.
+    Returns the updates done and the seconds they took."""
+    done, seconds = 0, 0.0
+    if state is not None:
+        build_impl(algo, data)
+        done = restore_checkpoint(state, algo, sampler=sampler)
+        seconds = float(state["meta"].get("seconds", 0.0))
+        truncate_logs(out / "logs", done)
+    elif (out / "logs").exists():
+        shutil.rmtree(out / "logs")
+    for name in (CHECKPOINT_FILE, MODEL_FILE, "train.json"):  # the folder is ours (locked)
+        remove_stale_temps(out / name)
+    return done, seconds
+
+
+def _finish(
+    run: RunConfig,
+    config: Any,
+    algo: Any,
+    dataset_id: str,
+    out: Path,
+    seconds: float,
+    resumed_from: int | None,
+) -> TrainResult:
+    """Writes ``train.json`` and then the model (whose presence marks a finished run), and
+    drops the checkpoint."""
+    n_steps = run.train.steps
     result = TrainResult(
         out_dir=str(out),
         model_path=str(out / MODEL_FILE),
@@ -385,14 +425,14 @@ def _fit(
         config_name=run.name,
         dataset=dataset_id,
         steps=n_steps,
-        seed=seed,
+        seed=run.train.seed,
         seconds=seconds,
         updates_per_second=n_steps / max(seconds, 1e-9),
         final_loss=final_loss(out / "logs"),
-        resumed_from=done if state is not None else None,
+        resumed_from=resumed_from,
     )
     summary = {**dataclasses.asdict(result), "torch_threads": _training_threads(config)}
     _write_text(out / "train.json", json.dumps(summary, indent=2) + "\n")
-    save_learnable(algo, out / MODEL_FILE)  # atomic; its presence marks a finished run
+    save_learnable(algo, out / MODEL_FILE)  # atomic
     (out / CHECKPOINT_FILE).unlink(missing_ok=True)  # a finished run has nothing to resume
     return result
