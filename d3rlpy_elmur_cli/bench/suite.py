@@ -113,14 +113,8 @@ def execute_unit(
         return {**base, "results": [{"task": unit.env, "skipped": unit.skipped}]}
     run_dir = Path(unit.run_dir)
     cached = run_dir / "result.json"
-    if attempt is not None:
-        marker = run_dir / ".attempt"
-        if marker.is_file() and marker.read_text() == attempt:
-            resume = True
-        else:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_write(marker, "w") as f:
-                f.write(attempt)
+    if attempt is not None and _resubmitted(run_dir, attempt):
+        resume = True
     fingerprint = _fingerprint(unit)
     record = cached_result(cached, fingerprint) if resume else None
     if record is not None:
@@ -161,6 +155,18 @@ def execute_unit(
     }
     write_result(cached, record)
     return record
+
+
+def _resubmitted(run_dir: Path, attempt: str) -> bool:
+    """Whether ``run_dir`` already holds this submission of its run (a backend running it
+    again after its worker died); if not, marks the folder with it."""
+    marker = run_dir / ".attempt"
+    if marker.is_file() and marker.read_text() == attempt:
+        return True
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(marker, "w") as f:
+        f.write(attempt)
+    return False
 
 
 def _base_record(unit: RunUnit) -> dict[str, Any]:
@@ -213,17 +219,7 @@ def _plan(
     """The results skeleton (one record per algorithm) and the runs that fill it."""
     header: dict[str, Any] = {"algorithms": []}
     units: list[RunUnit] = []
-    if suite.kind == "tmaze":
-        assert suite.dataset is not None
-        dataset_id = ensure_dataset(suite.dataset, progress=show_progress)
-        header.update(dataset=dataset_id, lengths=list(suite.lengths))
-        tasks: list[dict[str, Any]] = [{"name": None, "env": None, "dataset": dataset_id}]
-    else:
-        tasks = []
-        for name in suite.tasks:
-            recipe = get_recipe(name)
-            tasks.append({"name": name, "env": recipe.env, "dataset": ensure_dataset(name)})
-        header["tasks"] = tasks
+    tasks = _plan_tasks(suite, header, show_progress)
     load = functools.cache(load_run_config)  # each config file loaded once per plan
     for entry in suite.algorithms:
         run = load(entry.config)
@@ -271,6 +267,22 @@ def _plan(
                     )
                 )
     return header, units
+
+
+def _plan_tasks(suite: Suite, header: dict[str, Any], show_progress: bool) -> list[dict[str, Any]]:
+    """The suite's tasks (name, env, dataset id; T-Maze: one unnamed task), their datasets
+    built where missing and described in ``header``."""
+    if suite.kind == "tmaze":
+        assert suite.dataset is not None
+        dataset_id = ensure_dataset(suite.dataset, progress=show_progress)
+        header.update(dataset=dataset_id, lengths=list(suite.lengths))
+        return [{"name": None, "env": None, "dataset": dataset_id}]
+    tasks = []
+    for name in suite.tasks:
+        recipe = get_recipe(name)
+        tasks.append({"name": name, "env": recipe.env, "dataset": ensure_dataset(name)})
+    header["tasks"] = tasks
+    return tasks
 
 
 def _preflight(units: Sequence[RunUnit]) -> None:
