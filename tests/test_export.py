@@ -134,6 +134,12 @@ CASES = [
     pytest.param(
         True, (3,), {"sequence_encoder": ELMURFactory(write_gate=0.5)}, id="discrete-write-gate"
     ),
+    pytest.param(
+        True,
+        (3,),
+        {"sequence_encoder": ELMURFactory(write_gate=0.5, write_gate_empty=True)},
+        id="discrete-write-gate-empty",
+    ),
 ]
 
 

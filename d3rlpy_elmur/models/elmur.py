@@ -97,6 +97,10 @@ class ELMURConfig:
     # hundreds of writes). Replacing an empty slot is not gated. Part of the model in every
     # path (training, step, export).
     write_gate: float = 0.0
+    # and the first write into an empty slot gated too (it replaces the learned initial slot
+    # by gate * candidate + (1 - gate) * initial slot), so the gate learns to open on what a
+    # segment adds from every episode's first write, not only from the rare later ones.
+    write_gate_empty: bool = False
 
     def __post_init__(self) -> None:
         checks = {
@@ -119,6 +123,7 @@ class ELMURConfig:
             "memory_rewrites": self.memory_rewrites >= 0,
             "memory_drift": self.memory_drift >= 0,
             "write_gate": self.write_gate == 0.0 or (0.0 < self.write_gate < 1.0 and self.use_lru),
+            "write_gate_empty": not self.write_gate_empty or self.write_gate > 0.0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -127,7 +132,7 @@ class ELMURConfig:
                 f"invalid ELMUR config: {values} (num_heads must divide embed_dim, "
                 "lru_blend lies in [0, 1], memory_slots >= 1, 0 <= attention_window <= "
                 "context_size, norm is pre|post, ffn is mlp|moe, write_gate is 0 or in "
-                "(0, 1) with use_lru)"
+                "(0, 1) with use_lru, write_gate_empty needs write_gate)"
             )
 
     @property
@@ -767,8 +772,11 @@ class ELMURBase(SequenceEncoder):
         if cfg.write_gate:
             # a module call (not _linear): once per segment, and hooks can read the gate
             gate = torch.sigmoid(layer.gate(torch.cat([slot, cand], -1)))
-            replaced = anchors[rows, target] < 0
-            weight = torch.where(replaced[:, None], weight, weight * gate)
+            if cfg.write_gate_empty:
+                weight = weight * gate
+            else:
+                replaced = anchors[rows, target] < 0
+                weight = torch.where(replaced[:, None], weight, weight * gate)
         # lru_update's blend, m + coef (m~ - m), of the target slot only
         blended = slot + weight * (cand - slot)
         written = F.one_hot(target, M).bool()  # [B, M]

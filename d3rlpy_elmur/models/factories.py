@@ -84,6 +84,9 @@ class ELMURFactory(SequenceEncoderFactory):
             and its candidate), so a segment can leave a slot unchanged instead of copying it;
             part of the model in every path. 0: off; in (0, 1): on, opened that far at
             initialisation (an extrapolation candidate).
+        write_gate_empty: the gate also weighs the first write into an empty slot (False:
+            that write replaces the slot), so every episode's first write trains the gate to
+            open on what a segment adds (needs ``write_gate``; an extrapolation candidate).
     """
 
     norm: str = "post"
@@ -103,6 +106,7 @@ class ELMURFactory(SequenceEncoderFactory):
     memory_rewrites: int = 0
     memory_drift: int = 0
     write_gate: float = 0.0
+    write_gate_empty: bool = False
 
     def create(self, args: SequenceEncoderArgs) -> ELMUR:
         return ELMUR(self.model_config(args))

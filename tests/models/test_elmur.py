@@ -173,6 +173,7 @@ VARIANTS = [
     {"attention_window": K, "memory_drift": 3},  # training-only
     {"attention_window": K, "write_gate": 0.95},
     {"write_gate": 0.05, "memory_slots": 1, "norm": "pre"},
+    {"attention_window": K, "write_gate": 0.3, "write_gate_empty": True, "memory_slots": 2},
 ]
 
 
@@ -586,6 +587,47 @@ def test_write_gate_closed_keeps_written_slots_and_open_is_the_plain_blend() -> 
         assert gate.weight.grad is not None and gate.weight.grad.abs().max() > 1e-4
 
 
+def test_write_gate_empty_gates_the_first_write_and_trains_the_gate_from_it() -> None:
+    """With ``write_gate_empty`` a shut gate leaves even the empty slot at its learned
+    initial value, a wide-open one is the replacing model, and a read of the first write
+    alone (one segment, then the memory) gives the gate gradient; without it, that first
+    write does not depend on the gate at all."""
+    B = 3
+    tokens, valid, steps = inputs(B, K)
+
+    def first_write(model: ELMUR) -> torch.Tensor:
+        return model(tokens, valid, steps, model.initial_state(B)).state["memory"]
+
+    plain = make(memory_slots=1, write_gate=0.5)
+    empty = make(memory_slots=1, write_gate=0.5, write_gate_empty=True)
+    empty.load_state_dict(plain.state_dict())  # the same weights, gates included
+    gates = [layer.gate for layer in empty.elmur_layers()]
+    with torch.no_grad():
+        for gate in gates:
+            gate.bias.fill_(-40.0)
+        shut = first_write(empty)
+        for gate in gates:
+            gate.bias.fill_(40.0)
+        wide = first_write(empty)
+        replaced = first_write(plain)
+    initial = empty.memory_init.expand_as(shut)
+    assert (replaced - initial).abs().max() > 1e-2  # the first write moves the slot ...
+    assert torch.allclose(shut, initial, atol=1e-6)  # ... unless the shut gate holds it
+    assert torch.allclose(wide, replaced, atol=1e-5)
+
+    with torch.no_grad():
+        for gate in gates:
+            gate.bias.fill_(0.0)
+    for model in (plain, empty):
+        first_write(model).square().sum().backward()
+    for gate in plain.elmur_layers():
+        assert gate.gate.weight.grad is None or gate.gate.weight.grad.abs().max() == 0
+    for gate in gates:
+        assert gate.weight.grad is not None and gate.weight.grad.abs().max() > 1e-4
+    with pytest.raises(ValueError, match="write_gate_empty=True"):
+        ELMURConfig(write_gate_empty=True)
+
+
 def test_context_dropout_of_one_hides_the_previous_segment_in_training() -> None:
     model = make(attention_window=2, context_dropout=1.0)
     tokens, valid, steps = inputs(2, 2 * K)
@@ -768,7 +810,7 @@ def test_writes_into_written_slots_read_their_time_bias(use_lru: bool) -> None:
 CONFIG_ERROR_TAIL = (
     " (num_heads must divide embed_dim, lru_blend lies in [0, 1], memory_slots >= 1, "
     "0 <= attention_window <= context_size, norm is pre|post, ffn is mlp|moe, "
-    "write_gate is 0 or in (0, 1) with use_lru)"
+    "write_gate is 0 or in (0, 1) with use_lru, write_gate_empty needs write_gate)"
 )
 
 
