@@ -11,7 +11,7 @@ through the step path, with the same noise in every cue's episodes, and at check
   (asked on a copy of the state, so the run goes on undisturbed);
 * ``gate``: with ``write_gate``, the mean / min / max opening of the gates at that segment's
   write (every layer and episode; at the first write the empty slot is replaced and the gate
-  is computed but not used).
+  is computed but not used, unless ``write_gate_empty``).
 
 A cue lost while ``closest_cues`` stays large means the memory still holds it but the read no
 longer decodes it; a cue lost as its mean reaches another's means the memory itself drifted.
