@@ -38,21 +38,21 @@ __all__ = [
     "tmaze_dataset",
     "tmaze_preset_algo",
     "tmaze_preset_params",
+    "TMAZE_PRESET_ENCODER",
 ]
 
 # The training-throughput model of issue 6: the paper's shape (K=10, S=3, 2 layers, 2 heads,
-# width 128, batch 64) with M=4 slots. Inference benchmarks use the T-Maze preset config
-# (examples/configs/tmaze_elmur.yaml) instead.
+# width 128, batch 64) with M=4 slots (TMAZE_PRESET_ENCODER: ELMURFactory's fields). Inference
+# benchmarks use the T-Maze preset config (examples/configs/tmaze_elmur.yaml) instead.
 TMAZE_PRESET: dict[str, Any] = dict(
     context_size=10,
     num_segments=3,
     num_layers=2,
     num_heads=2,
     embed_dim=128,
-    memory_slots=4,
-    lru_blend=0.79,
     batch_size=64,
 )
+TMAZE_PRESET_ENCODER: dict[str, Any] = dict(memory_slots=4, lru_blend=0.79)
 
 
 def add_common_arguments(parser: Any) -> None:
@@ -206,13 +206,14 @@ def tmaze_preset_algo(
     ``attention_window`` replaces the preset's W."""
     import d3rlpy
 
-    from d3rlpy_elmur_cli.bench.configs import load_run_config
+    from d3rlpy_elmur_cli.bench.configs import load_run_config, override_run_config
 
     if model is not None:
         return d3rlpy.load_learnable(model, device=device)
     run = load_run_config("tmaze_elmur")
     if attention_window is not None:
-        run = run.replace(params={**run.params, "attention_window": attention_window})
+        window = {"type": "elmur", "params": {"attention_window": attention_window}}
+        run = override_run_config(run, {"params": {"sequence_encoder": window}}, "--window")
     algo = run.make_config().create(device=device)
     algo.create_impl((4,), 4)
     return algo

@@ -21,7 +21,7 @@ without retraining. The dataset and evaluation episodes depend on ``--seed`` onl
 are training seeds (``d3rlpy.seed``: model init, and ``fit(seed=...)``: window sampling).
 
     python benchmarks/extrapolation.py --threads 1 --resume            # the family, 3 seeds
-    python benchmarks/extrapolation.py --resume --set attention_window=0
+    python benchmarks/extrapolation.py --resume --set encoder.attention_window=0
     python benchmarks/extrapolation.py --tasks cue3-flag --seeds 0 --updates 100 \\
         --lengths 1x 10x --episodes 20 --out results/extrapolation-smoke
 """
@@ -58,7 +58,7 @@ PROGRESS_FROM = 10_000
 
 
 def overrides_slug(overrides: dict[str, Any]) -> str:
-    """Folder name of a set of overrides: ``defaults`` or ``attention_window=0,...``."""
+    """Folder name of a set of overrides: ``defaults`` or ``encoder.attention_window=0,...``."""
     if not overrides:
         return "defaults"
     text = ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(overrides.items()))

@@ -190,7 +190,7 @@ def main() -> None:
         if nxt is None or h + args.window <= nxt
     ]
     preset = tmaze_preset_params()
-    windows = args.attention_window or [preset["attention_window"]]
+    windows = args.attention_window or [preset["sequence_encoder"]["params"]["attention_window"]]
     result: dict[str, Any] = {
         "benchmark": "scaling",
         "machine": machine_info(args.threads),

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from _common import (
     TMAZE_PRESET,
+    TMAZE_PRESET_ENCODER,
     add_common_arguments,
     alternate,
     emit,
@@ -42,9 +43,11 @@ def make_algos(max_timestep: int, device: str = "cpu:0") -> dict[str, Any]:
     from d3rlpy.models.encoders import VectorEncoderFactory
 
     from d3rlpy_elmur import DiscreteELMURDTConfig
+    from d3rlpy_elmur.models import ELMURFactory
 
     K, S = TMAZE_PRESET["context_size"], TMAZE_PRESET["num_segments"]
-    elmur = DiscreteELMURDTConfig(**TMAZE_PRESET).create(device=device)
+    encoder = ELMURFactory(**TMAZE_PRESET_ENCODER)
+    elmur = DiscreteELMURDTConfig(**TMAZE_PRESET, sequence_encoder=encoder).create(device=device)
     dt = d3rlpy.algos.DiscreteDecisionTransformerConfig(
         batch_size=TMAZE_PRESET["batch_size"],
         context_size=K * S,
@@ -120,6 +123,7 @@ def main() -> None:
         "machine": machine_info(args.threads),
         "config": {
             **TMAZE_PRESET,
+            **TMAZE_PRESET_ENCODER,
             "dt_context_size": TMAZE_PRESET["context_size"] * TMAZE_PRESET["num_segments"],
             "updates_per_run": args.updates,
             "repeats": args.repeats,

@@ -229,7 +229,10 @@ description: three episodes
 POPGYM_CONFIGS = {
     "toy_elmur_cont.yaml": "base: toy_elmur.yaml\nalgo: elmur_dt\n",
     "toy_dt_long.yaml": "base: toy_dt.yaml\nparams: {max_timestep: 64}\n",
-    "toy_elmur_window.yaml": "base: toy_elmur.yaml\nparams: {attention_window: 2}\n",
+    "toy_elmur_window.yaml": (
+        "base: toy_elmur.yaml\n"
+        "params: {sequence_encoder: {type: elmur, params: {attention_window: 2}}}\n"
+    ),
     "bench_toy_popgym.yaml": """\
 kind: popgym
 tasks: [rp, pend]
@@ -266,7 +269,7 @@ def test_bench_popgym_one_model_per_task(roots: Path, capsys) -> None:
     ):
         config = yaml.safe_load((Path(run["run_dir"]) / "config.yaml").read_text())
         assert config["algo"] == algo
-        assert config["params"].get("attention_window") == window
+        assert config["params"]["sequence_encoder"]["params"].get("attention_window") == window
         (row,) = run["results"]
         assert row["episodes"] == 3 and -1.0 <= row["return_mean"] <= 1.0
     # the discrete-only baselines are skipped on Pendulum, and say so

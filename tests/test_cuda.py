@@ -28,6 +28,7 @@ from d3rlpy_elmur.algos.elmur_dt import ELMURDTBase
 from d3rlpy_elmur.envs import TMazeVectorEnv, balanced_goal_options
 from d3rlpy_elmur.io import load_learnable
 from d3rlpy_elmur.model_inputs import window_previous_actions
+from d3rlpy_elmur.models import ELMURFactory
 from tests.algos import test_elmur_dt as algo_tests
 from tests.helpers import cue_recall_dataset, cue_recall_episode
 from tests.models import test_elmur as model_tests
@@ -131,7 +132,10 @@ def discrete_algo(**overrides: Any) -> d3rlpy_elmur.DiscreteELMURDT:
 
 @pytest.mark.parametrize("window", [0, 2])
 def test_stateful_wrapper_matches_segment_forward(window: int) -> None:
-    algo = discrete_algo(token_format="rtg_obs_act", attention_window=window)
+    algo = discrete_algo(
+        token_format="rtg_obs_act",
+        sequence_encoder=ELMURFactory(memory_slots=2, attention_window=window),
+    )
     algo.create_impl((3,), 3)
     impl = algo.impl
     assert impl is not None and on(impl.policy)

@@ -27,6 +27,7 @@ from d3rlpy_elmur.evaluation import (
     make_batch_policy,
     run_episodes,
 )
+from d3rlpy_elmur.models import ELMURFactory
 
 
 class CountdownEnv(gym.Env):
@@ -288,7 +289,9 @@ def test_a_passive_tmaze_or_recall_env_runs_as_its_vector_twin_which_evaluate_cl
 
 def test_evaluate_seeds_the_sampled_actions_with_its_seed() -> None:
     torch.manual_seed(0)
-    config = DiscreteELMURDTConfig(context_size=4, num_segments=2, embed_dim=16, memory_slots=2)
+    config = DiscreteELMURDTConfig(
+        context_size=4, num_segments=2, embed_dim=16, sequence_encoder=ELMURFactory(memory_slots=2)
+    )
     algo = config.create(device="cpu:0")
     algo.create_impl((1,), 2)
     pay = {"pay": True}  # the return counts the actions taken

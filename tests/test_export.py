@@ -34,7 +34,13 @@ from tests.helpers import cue_recall_dataset, cue_recall_episode
 
 K = 4
 STEPS = 3 * K + 2  # past three segment ends
-SMALL = dict(context_size=K, num_segments=2, embed_dim=16, num_heads=2, memory_slots=2)
+SMALL = dict(
+    context_size=K,
+    num_segments=2,
+    embed_dim=16,
+    num_heads=2,
+    sequence_encoder=ELMURFactory(memory_slots=2),
+)
 
 
 class RecordingSampler:
@@ -129,15 +135,23 @@ CASES = [
     pytest.param(True, (3,), {}, id="discrete-vector"),
     pytest.param(False, (3,), {}, id="continuous-vector"),
     pytest.param(True, ((2,), (3,)), {}, id="discrete-tuple"),
-    pytest.param(False, ((2,), (3,)), {"attention_window": 0}, id="continuous-tuple-W0"),
+    pytest.param(
+        False,
+        ((2,), (3,)),
+        {"sequence_encoder": ELMURFactory(memory_slots=2, attention_window=0)},
+        id="continuous-tuple-W0",
+    ),
     pytest.param(True, (3,), {"sequence_encoder": GRUFactory()}, id="discrete-gru"),
     pytest.param(
-        True, (3,), {"sequence_encoder": ELMURFactory(write_gate=0.5)}, id="discrete-write-gate"
+        True,
+        (3,),
+        {"sequence_encoder": ELMURFactory(memory_slots=2, write_gate=0.5)},
+        id="discrete-write-gate",
     ),
     pytest.param(
         True,
         (3,),
-        {"sequence_encoder": ELMURFactory(write_gate=0.5, write_gate_empty=True)},
+        {"sequence_encoder": ELMURFactory(memory_slots=2, write_gate=0.5, write_gate_empty=True)},
         id="discrete-write-gate-empty",
     ),
 ]
@@ -173,7 +187,7 @@ def test_exported_policies_act_like_the_stateful_wrapper(
 
 
 def test_onnx_batch_restarts_one_row_without_touching_the_others(tmp_path: Path) -> None:
-    algo = _algo(True, (3,), attention_window=2)
+    algo = _algo(True, (3,), sequence_encoder=ELMURFactory(memory_slots=2, attention_window=2))
     rng = np.random.default_rng(2)
     episodes = [_episode((3,), rng) for _ in range(3)]
     expected = [_wrapper_run(algo, episode)[1] for episode in episodes]
@@ -202,7 +216,7 @@ def test_onnx_rows_out_of_phase_follow_every_memory_write(tmp_path: Path) -> Non
     outputs over up to six segments (blends into used slots among the writes, M = 2). Each
     restarted row starts from the windows of keys, values and outputs, and the context, that
     its earlier episode left."""
-    algo = _algo(True, (3,), attention_window=2)
+    algo = _algo(True, (3,), sequence_encoder=ELMURFactory(memory_slots=2, attention_window=2))
     rng = np.random.default_rng(9)
     starts = [0, 1, K + 2]  # the last after a first segment: its context must be hidden again
     T = 6 * K
@@ -310,7 +324,9 @@ def test_the_onnx_policy_takes_a_list_as_one_observation_and_names_missing_parts
 # ------------------------------------------------ straight out of training: fit, update, evaluation
 QUIET = dict(show_progress=False, logger_adapter=NoopAdapterFactory())
 ENCODERS = [
-    pytest.param(ELMURFactory(ffn="moe"), id="elmur-moe"),  # the MoE has an auxiliary loss
+    pytest.param(
+        ELMURFactory(memory_slots=2, ffn="moe"), id="elmur-moe"
+    ),  # the MoE has an auxiliary loss
     pytest.param(GRUFactory(), id="gru"),
 ]
 
@@ -369,7 +385,7 @@ def test_fit_then_save_policy_acts_like_the_wrapper(encoder: Any, tmp_path: Path
     """The deploy flow as a user runs it: fit, save_policy, load_onnx_policy, act."""
     torch.manual_seed(0)
     algo = DiscreteELMURDTConfig(  # type: ignore[arg-type]
-        **SMALL, token_format="rtg_obs_act", batch_size=4, sequence_encoder=encoder
+        **{**SMALL, "sequence_encoder": encoder}, token_format="rtg_obs_act", batch_size=4
     ).create()
     algo.fit(cue_recall_dataset(10, 8, 11), n_steps=10, n_steps_per_epoch=10, **QUIET)
     algo.save_policy(str(tmp_path / "policy.onnx"))

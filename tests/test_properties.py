@@ -626,10 +626,15 @@ FIELD_RULES: dict[str, Callable[[dict[str, Any]], bool]] = {
     discrete=st.booleans(),
 )
 def test_invalid_configs_fail_at_create_naming_every_bad_field(
-    discrete: bool, **fields: Any
+    discrete: bool, memory_slots: int, lru_blend: float, **fields: Any
 ) -> None:
+    """The algorithm's fields and its encoder's, named in one error."""
     config_type = DiscreteELMURDTConfig if discrete else ELMURDTConfig
-    config = config_type(**{**SMALL, **fields, "batch_size": 2})  # type: ignore[arg-type]
+    encoder = ELMURFactory(memory_slots=memory_slots, lru_blend=lru_blend)
+    config = config_type(  # type: ignore[arg-type]
+        **{**SMALL, **fields, "batch_size": 2, "sequence_encoder": encoder}
+    )
+    fields.update(memory_slots=memory_slots, lru_blend=lru_blend)
     bad = {name for name, ok in FIELD_RULES.items() if not ok(fields)}
     if not bad:
         algo = config.create()
@@ -674,8 +679,12 @@ def test_windows_past_every_episode_fail_naming_num_segments(
     "field,value", [("context_size", "4"), ("context_size", 2.5), ("memory_slots", True)]
 )
 def test_wrong_types_fail_at_create_naming_the_field(field: str, value: Any) -> None:
+    if field == "memory_slots":  # ELMUR's own option
+        overrides = {"sequence_encoder": ELMURFactory(memory_slots=value)}
+    else:
+        overrides = {field: value}
     with pytest.raises(ValueError, match=field):
-        DiscreteELMURDTConfig(**{**SMALL, field: value}).create()  # type: ignore[arg-type]
+        DiscreteELMURDTConfig(**{**SMALL, **overrides}).create()  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,8 @@ CONFIGS = {
 algo: discrete_elmur_dt
 dataset: tiny
 params: {context_size: 4, num_segments: 2, embed_dim: 16, num_layers: 1,
-         num_heads: 1, memory_slots: 2, batch_size: 8}
+         num_heads: 1, batch_size: 8,
+         sequence_encoder: {type: elmur, params: {memory_slots: 2}}}
 train: {steps: 4, steps_per_epoch: 2, seed: 0}
 """,
     "toy_gru.yaml": """\

@@ -20,8 +20,10 @@ before it reads the config, hence two classes.
 from __future__ import annotations
 
 import dataclasses
+import json
 import warnings
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 import d3rlpy
 import numpy as np
@@ -103,6 +105,12 @@ def _use_fused_adam(optim: OptimizerWrapper) -> None:
             group["fused"] = True
 
 
+_Config = TypeVar("_Config", bound="ELMURDTConfigBase")
+
+# Fields of ELMURDTConfigBase that only ELMUR uses and that moved into ELMURFactory (issue 35).
+_MOVED_TO_ENCODER = ("attention_window", "memory_slots", "lru_blend", "memory_init_std")
+
+
 @dataclasses.dataclass()
 class ELMURDTConfigBase(TransformerConfig):
     """The fields of ``ELMURDTConfig`` and ``DiscreteELMURDTConfig``, shared by both action
@@ -111,29 +119,20 @@ class ELMURDTConfigBase(TransformerConfig):
     Args:
         context_size: K, steps per segment.
         num_segments: S, segments per training window; memory is carried across them.
-        attention_window: W in [0, K], tokens of the previous segment that every token also
-            attends to (Transformer-XL's cache), so a segment's first tokens have W steps of
-            direct context; None (default) is W = K. 0 is the paper's segment-local attention,
-            an ablation here.
         memory_refresh_every: a training window that starts mid-episode starts from the
             episode's state (memory, attention context) stored at that segment boundary;
             the stored states are recomputed from t = 0 over the whole dataset every this
             many updates (and at the first), and updated by every window in between.
         embed_dim: width of tokens, memory slots and every layer.
         num_layers, num_heads, dropout: the sequence encoder's transformer (or GRU) shape.
-        memory_slots: M, slots per layer. Keep M <= S - 2: a slot is then blended and read
-            again inside every training window, so the blend path (what carries memory past
-            the training length) is trained. With M >= S - 1 a window only fills empty slots
-            or never reads its last blend; on T-Maze that falls to chance after a few hundred
-            steps, while M = 1 with S = 3 holds to 10^6.
-        lru_blend: lambda of the blend into the least recently used slot, in [0, 1].
-        memory_init_std: std of the learned initial memory.
         token_format: "obs" (one observation token per step, the paper's), "rtg_obs" (plus
             return-to-go) or "rtg_obs_act" (plus the previous action).
         label_smoothing: cross-entropy label smoothing (discrete actions only).
         bptt_segments: truncate backpropagation through memory every n segments (0: through
             all S segments).
-        sequence_encoder: the sequence-encoder factory ("elmur" or "gru"), with its own options.
+        sequence_encoder: the sequence-encoder factory, with the options only it uses:
+            ``ELMURFactory`` (default: the attention window W, memory slots M, the LRU blend,
+            ablation switches; ``d3rlpy_elmur.models.ELMUROptions``) or ``GRUFactory``.
         encoder_factory: d3rlpy's observation encoder (``PixelEncoderFactory`` for images).
         optim_factory: d3rlpy's optimizer factory (AdamW, weight decay 1e-4, clip 1.0).
         num_threads: torch intra-op threads while ``fit`` runs, restored when it returns
@@ -144,15 +143,11 @@ class ELMURDTConfigBase(TransformerConfig):
     learning_rate: float = 3e-4
     context_size: int = 10
     num_segments: int = 3
-    attention_window: int | None = None
     memory_refresh_every: int = 500
     embed_dim: int = 128
     num_layers: int = 2
     num_heads: int = 2
     dropout: float = 0.0
-    memory_slots: int = 1
-    lru_blend: float = 0.79
-    memory_init_std: float = 0.1
     token_format: str = "obs"
     label_smoothing: float = 0.0
     bptt_segments: int = 0
@@ -165,28 +160,56 @@ class ELMURDTConfigBase(TransformerConfig):
         default_factory=_default_optimizer, metadata=make_optimizer_field().metadata
     )
 
+    @classmethod
+    def upgrade_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``params`` (a config's fields, as in JSON or YAML) with the fields that moved into
+        ``ELMURFactory`` (issue 35: ``_MOVED_TO_ENCODER``) moved there, so configs and
+        ``.d3`` files written before still load as they were trained. Another encoder never
+        used them: they are dropped. Raises ValueError where both places set one differently.
+        """
+        moved = {name: params[name] for name in _MOVED_TO_ENCODER if name in params}
+        upgraded = {name: value for name, value in params.items() if name not in moved}
+        if not moved:
+            return upgraded
+        encoder = upgraded.get("sequence_encoder", {"type": ELMURFactory.get_type()})
+        if isinstance(encoder, str):  # YAML's bare type name
+            encoder = {"type": encoder}
+        if not isinstance(encoder, Mapping) or encoder.get("type") != ELMURFactory.get_type():
+            return upgraded
+        options = dict(encoder.get("params") or {})
+        clash = sorted(k for k in moved if k in options and options[k] != moved[k])
+        if clash:
+            raise ValueError(
+                f"{', '.join(clash)} set both beside sequence_encoder and in its params, "
+                "differently: set them only in sequence_encoder's params"
+            )
+        upgraded["sequence_encoder"] = {**encoder, "params": {**moved, **options}}
+        return upgraded
+
+    @classmethod
+    def deserialize_from_dict(cls: type[_Config], dict_config: dict[str, Any]) -> _Config:
+        return cls.from_dict(cls.upgrade_params(dict_config))
+
+    @classmethod
+    def deserialize(cls: type[_Config], serialized_config: str) -> _Config:
+        return cls.deserialize_from_dict(json.loads(serialized_config))
+
     def validate(self) -> None:
-        """Raises ValueError naming every invalid field."""
+        """Raises ValueError naming every invalid field: the algorithm's own here, the
+        sequence encoder's (shape and options) by its factory's ``check``."""
         ints = (
             "context_size",
             "num_segments",
             "memory_refresh_every",
             "batch_size",
-            "embed_dim",
-            "num_layers",
-            "num_heads",
-            "memory_slots",
-            "bptt_segments",
             "num_threads",
         )
-        floats = ("dropout", "lru_blend", "memory_init_std", "label_smoothing", "learning_rate")
+        floats = ("label_smoothing", "learning_rate")
         wrong_type = [
             name
             for name in ints
             if type(getattr(self, name)) is not int  # bool is not a size
         ] + [name for name in floats if type(getattr(self, name)) not in (int, float)]
-        if self.attention_window is not None and type(self.attention_window) is not int:
-            wrong_type.append("attention_window")
         factories = {  # field: (its type, an example)
             "sequence_encoder": (
                 SequenceEncoderFactory,
@@ -207,19 +230,10 @@ class ELMURDTConfigBase(TransformerConfig):
         checks = {
             "context_size": self.context_size > 0,
             "num_segments": self.num_segments > 0,
-            "attention_window": 0 <= self.window <= self.context_size,
             "memory_refresh_every": self.memory_refresh_every >= 1,
             "batch_size": self.batch_size > 0,
-            "embed_dim": self.embed_dim > 0,
-            "num_layers": self.num_layers > 0,
-            "num_heads": self.num_heads > 0 and self.embed_dim % self.num_heads == 0,
-            "dropout": 0.0 <= self.dropout < 1.0,
-            "memory_slots": self.memory_slots >= 1,
-            "lru_blend": 0.0 <= self.lru_blend <= 1.0,
-            "memory_init_std": self.memory_init_std >= 0.0,
             "token_format": self.token_format in TOKEN_FORMATS,
             "label_smoothing": 0.0 <= self.label_smoothing < 1.0,
-            "bptt_segments": self.bptt_segments >= 0,
             "num_threads": self.num_threads >= 0,
             "learning_rate": self.learning_rate > 0,
         }
@@ -241,33 +255,28 @@ class ELMURDTConfigBase(TransformerConfig):
                     f"invalid {type(self).__name__}: {name}={getattr(self, name)!r} is not used "
                     f"({why}); leave it at its default"
                 )
+        problems = []
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
-            raise ValueError(
-                f"invalid {type(self).__name__}: {values}. Expected context_size, "
-                "num_segments, memory_slots, memory_refresh_every >= 1; 0 <= attention_window <= "
-                "context_size; num_heads dividing embed_dim; lru_blend in "
-                f"[0, 1]; token_format in {TOKEN_FORMATS}."
+            problems.append(
+                f"{values}. Expected context_size, num_segments, memory_refresh_every, "
+                f"batch_size >= 1; label_smoothing in [0, 1); token_format in {TOKEN_FORMATS}."
             )
-        self.sequence_encoder.check(self.encoder_args())
-
-    @property
-    def window(self) -> int:
-        """W, the attention window: ``attention_window``, or K when it is None."""
-        return self.context_size if self.attention_window is None else self.attention_window
+        try:  # the encoder's fields, named in the same error
+            self.sequence_encoder.check(self.encoder_args())
+        except ValueError as exc:
+            problems.append(str(exc))
+        if problems:
+            raise ValueError(f"invalid {type(self).__name__}: {' '.join(problems)}")
 
     def encoder_args(self) -> SequenceEncoderArgs:
         return SequenceEncoderArgs(
             embed_dim=self.embed_dim,
             context_size=self.context_size,
-            attention_window=self.window,
             num_layers=self.num_layers,
             num_heads=self.num_heads,
             dropout=self.dropout,
-            memory_slots=self.memory_slots,
-            lru_blend=self.lru_blend,
-            memory_init_std=self.memory_init_std,
             bptt_segments=self.bptt_segments,
         )
 
@@ -389,19 +398,19 @@ class ELMURDTBase(TransformerAlgoBase[ELMURDTImpl, ELMURDTConfigBase]):
         a window that starts at segment p starts from a memory with p slots written, so its
         segment j blends once p + j >= M, and a later one reads it; some window trains the
         blend iff M <= max p + S - 2, with p up to the longest episode's segments - S."""
-        cfg = self._config
-        if not isinstance(cfg.sequence_encoder, ELMURFactory) or not cfg.sequence_encoder.use_lru:
+        cfg, encoder = self._config, self._config.sequence_encoder
+        if not isinstance(encoder, ELMURFactory) or not encoder.use_lru:
             return
         before = segments - cfg.num_segments
         most = before + cfg.num_segments - 2
-        if cfg.memory_slots > most:
+        if encoder.memory_slots > most:
             advice = (
                 f"use memory_slots <= {most}"
                 if most >= 1
                 else "use num_segments >= 3, or longer episodes"
             )
             warnings.warn(
-                f"memory_slots={cfg.memory_slots} with num_segments={cfg.num_segments} on "
+                f"memory_slots={encoder.memory_slots} with num_segments={cfg.num_segments} on "
                 f"episodes of up to {segments} segments: no training window reads a blended "
                 "slot, so the LRU blend is never trained and memory may not hold past the "
                 f"training length ({advice})",

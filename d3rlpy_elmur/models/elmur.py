@@ -43,66 +43,141 @@ from .attention import CrossAttention, SelfAttention, attend_one
 from .ffn import MLP, MoE
 from .sequence import SequenceEncoder, SequenceOutput, State
 
-__all__ = ["ELMURConfig", "time_bucket", "lru_update", "lru_target"]
+__all__ = ["ELMUROptions", "ELMURConfig", "time_bucket", "lru_update", "lru_target"]
 
 
-@dataclasses.dataclass(frozen=True)
-class ELMURConfig:
-    """The model's shape and switches; the algorithm configs build it (``ELMURFactory``)."""
+@dataclasses.dataclass()
+class ELMUROptions:
+    """ELMUR's own options: declared here once, the fields of ``ELMURFactory`` (which an
+    algorithm config carries as its ``sequence_encoder``) and of ``ELMURConfig``.
+
+    Args:
+        attention_window: W in [0, K], tokens of the previous segment that every token also
+            attends to (Transformer-XL's cache), so a segment's first tokens have W steps of
+            direct context; None (default) is W = K. 0 is the paper's segment-local
+            attention, an ablation here (and the T-Maze preset's).
+        memory_slots: M, slots per layer. Keep M <= S - 2: a slot is then blended and read
+            again inside every training window, so the blend path (what carries memory past
+            the training length) is trained. With M >= S - 1 a window only fills empty slots
+            or never reads its last blend; on T-Maze that falls to chance after a few hundred
+            steps, while M = 1 with S = 3 holds to 10^6.
+        lru_blend: lambda of the blend into the least recently used slot, in [0, 1].
+        memory_init_std: std of the learned initial memory.
+        norm: "post" (paper; keeps memory norms bounded) or "pre" normalisation around every
+            residual.
+        ffn: "mlp" (default; matched MoE in the paper) or "moe" for the token FFN (the
+            memory FFN is an MLP).
+        num_experts: routed experts (top-1, beside one shared expert) when ``ffn="moe"``.
+        moe_aux_weight: weight of the load-balancing loss when ``ffn="moe"``.
+        use_lru: False overwrites every slot with its candidate each segment.
+        shared_memory: one memory for all layers, written by the top one, instead of one per
+            layer.
+        relative_bias: learned bias on token/anchor time offsets in both cross-attentions.
+        read: tokens read memory (False: a memory-less transformer).
+        write: memory is written at segment ends (False: memory stays at its init).
+        detach_memory: paper's code: no gradient through memory between segments.
+        context_gradient: gradient flows from a segment into the previous segment's tokens it
+            attends to (with W > 0); False stops it, as Transformer-XL does.
+        time_buckets: buckets of time offsets: exact below 16, log-spaced up to 10^7 beyond.
+        memory_noise: std of Gaussian noise added in training to the memory each segment
+            reads and writes, so the write learns to restore a drifted memory (0: off; an
+            extrapolation candidate, issue 33).
+        context_dropout: probability, in training, that a row's segment does not see the
+            previous segment's context, so memory carries what attention could (0: off; an
+            extrapolation candidate).
+        memory_rewrites: in training, each segment's write is applied again 0..n times per
+            row (uniform), as if the segment had recurred: a test episode of n segments
+            applies the write n times, training windows only S - 1 times before their last
+            decision (0: off; an extrapolation candidate).
+        memory_drift: in training, the memory a later segment reads is moved by what 0..n
+            more writes of the segment (uniform per row, no gradient) would change: the
+            model's own drift under repeated writes, which at test time carries a cue into
+            another cue's state over tens of segments, as a perturbation the reads and the
+            next writes learn to undo (0: off; an extrapolation candidate).
+        write_gate: a learned gate on the LRU blend: a blend into a written slot weighs its
+            candidate lru_blend * sigmoid(w . [slot, candidate] + b), so a segment with
+            nothing to add can leave the slot as it is instead of copying it (a copy that is
+            slightly off drifts over hundreds of writes). Replacing an empty slot is not
+            gated. Part of the model in every path (training, step, export). 0: off; in
+            (0, 1): on, opened that far at initialisation (an extrapolation candidate).
+        write_gate_empty: the gate also weighs the first write into an empty slot (it
+            replaces the learned initial slot by gate * candidate + (1 - gate) * initial
+            slot), so the gate learns to open on what a segment adds from every episode's
+            first write, not only from the rare later ones (needs ``write_gate``; an
+            extrapolation candidate).
+    """
+
+    attention_window: int | None = None
+    memory_slots: int = 1
+    lru_blend: float = 0.79
+    memory_init_std: float = 0.1
+    norm: str = "post"
+    ffn: str = "mlp"
+    num_experts: int = 4
+    moe_aux_weight: float = 0.01
+    use_lru: bool = True
+    shared_memory: bool = False
+    relative_bias: bool = True
+    read: bool = True
+    write: bool = True
+    detach_memory: bool = False
+    context_gradient: bool = True
+    time_buckets: int = 64
+    memory_noise: float = 0.0
+    context_dropout: float = 0.0
+    memory_rewrites: int = 0
+    memory_drift: int = 0
+    write_gate: float = 0.0
+    write_gate_empty: bool = False
+
+
+_INTS = (
+    "embed_dim",
+    "num_layers",
+    "num_heads",
+    "context_size",
+    "memory_slots",
+    "num_experts",
+    "bptt_segments",
+    "time_buckets",
+    "memory_rewrites",
+    "memory_drift",
+    "ffn_multiplier",
+)
+_FLOATS = (
+    "lru_blend",
+    "memory_init_std",
+    "dropout",
+    "moe_aux_weight",
+    "memory_noise",
+    "context_dropout",
+    "write_gate",
+)
+
+
+@dataclasses.dataclass()
+class ELMURConfig(ELMUROptions):
+    """The model: ELMUR's options and the shape the algorithm hands over
+    (``SequenceEncoderArgs``: width, layers, heads, K, dropout, truncation), checked here,
+    once, for every way a model is built."""
 
     embed_dim: int = 128
     num_layers: int = 2
     num_heads: int = 2
     context_size: int = 10  # K: steps per segment
-    # W: previous-segment tokens every token also attends to (<= K); None: K, our default (the
-    # algorithm configs' too); 0: segment-local, the paper's
-    attention_window: int | None = None
-    memory_slots: int = 1  # M: slots per layer (the algorithm configs' default too)
-    lru_blend: float = 0.79  # lambda of the blend into the least recently used slot
-    memory_init_std: float = 0.1  # std of the learned initial slots
     dropout: float = 0.0
-    norm: str = "post"  # "post" (paper; keeps memory norms bounded) or "pre"
-    ffn: str = "mlp"  # "mlp" or "moe" (token FFN only; the memory FFN is an MLP)
-    ffn_multiplier: int = 4
-    num_experts: int = 4  # MoE: routed experts (top-1) beside one shared expert
-    moe_aux_weight: float = 0.01
-    use_lru: bool = True  # False: every slot is overwritten by its candidate each segment
-    shared_memory: bool = False  # True: one memory for all layers, written by the top one
-    relative_bias: bool = True
-    read: bool = True
-    write: bool = True
-    detach_memory: bool = False  # paper's code: no gradient through memory across segments
-    context_gradient: bool = True  # gradient flows into the previous segment's context
     bptt_segments: int = 0  # truncate backprop through memory every n segments (0: never)
-    time_buckets: int = 64  # exact offsets below 16, log-spaced up to 10^7 beyond
-    # Training-only regularisers of the memory route (issue 33 candidates; 0 = off):
-    # Gaussian noise of this std added to the memory every segment reads and writes, so the
-    # write learns to restore a drifted memory; and the probability that a row's segment
-    # does not see the previous segment's context, so memory carries what attention could.
-    memory_noise: float = 0.0
-    context_dropout: float = 0.0
-    # and each row's segment write applied again 0..memory_rewrites times (uniform), as if the
-    # segment had recurred: a test episode of n segments applies the write n times, training
-    # windows only S - 1 times before their last decision.
-    memory_rewrites: int = 0
-    # and the memory a later segment reads moved by what 0..memory_drift more writes of the
-    # segment (uniform per row, no gradient) would change: the model's own drift under
-    # repeated writes, which at test time carries a cue into another cue's state over tens
-    # of segments, as a perturbation the reads and the next writes learn to undo.
-    memory_drift: int = 0
-    # A learned gate on the LRU blend (issue 33 candidate; 0 = off, else its opening at
-    # initialisation, in (0, 1)): a blend into a written slot weighs its candidate
-    # lru_blend * sigmoid(w . [slot, candidate] + b), so a segment with nothing to add can
-    # leave the slot as it is instead of copying it (a copy that is slightly off drifts over
-    # hundreds of writes). Replacing an empty slot is not gated. Part of the model in every
-    # path (training, step, export).
-    write_gate: float = 0.0
-    # and the first write into an empty slot gated too (it replaces the learned initial slot
-    # by gate * candidate + (1 - gate) * initial slot), so the gate learns to open on what a
-    # segment adds from every episode's first write, not only from the rare later ones.
-    write_gate_empty: bool = False
+    ffn_multiplier: int = 4
 
     def __post_init__(self) -> None:
+        wrong_type = [name for name in _INTS if type(getattr(self, name)) is not int] + [
+            name for name in _FLOATS if type(getattr(self, name)) not in (int, float)
+        ]  # bool is neither a size nor a rate
+        if self.attention_window is not None and type(self.attention_window) is not int:
+            wrong_type.append("attention_window")
+        if wrong_type:
+            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in wrong_type)
+            raise ValueError(f"invalid ELMUR config: {values} (wrong type)")
         checks = {
             "embed_dim": self.embed_dim > 0,
             "num_layers": self.num_layers > 0,

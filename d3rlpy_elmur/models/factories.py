@@ -1,8 +1,9 @@
 """Sequence-encoder factories: a d3rlpy config registry, so algorithms swap encoders by config.
 
-The algorithm owns the fields every encoder shares (width, layers, heads, memory size, ...) and
-hands them over as ``SequenceEncoderArgs``; a factory holds only what is specific to its encoder
-(ELMUR's ablation switches). Factories serialise to JSON with the algorithm's config.
+The algorithm owns the fields every encoder shares (width, layers, heads, K, dropout, truncation)
+and hands them over as ``SequenceEncoderArgs``; a factory holds what only its encoder uses
+(ELMUR's attention window, memory and switches) and checks both. Factories serialise to JSON
+with the algorithm's config.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import dataclasses
 
 from d3rlpy.serializable_config import DynamicConfig, generate_config_registration
 
-from .elmur import ELMURConfig
+from .elmur import ELMURConfig, ELMUROptions
 from .elmur_encoder import ELMUR
 from .gru import GRUEncoder
 from .sequence import SequenceEncoder
@@ -28,17 +29,14 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True)
 class SequenceEncoderArgs:
-    """The algorithm config's fields that shape its sequence encoder."""
+    """The algorithm config's fields that shape every sequence encoder; each encoder checks
+    those it uses (``SequenceEncoderFactory.check``)."""
 
     embed_dim: int
     context_size: int
-    attention_window: int
     num_layers: int
     num_heads: int
     dropout: float
-    memory_slots: int
-    lru_blend: float
-    memory_init_std: float
     bptt_segments: int
 
 
@@ -53,70 +51,19 @@ class SequenceEncoderFactory(DynamicConfig):
 
 
 @dataclasses.dataclass()
-class ELMURFactory(SequenceEncoderFactory):
-    """ELMUR. Defaults reproduce the paper's model; the switches are its ablations.
-
-    Args:
-        norm: "post" (paper) or "pre" normalisation around every residual.
-        ffn: "mlp" (default; matched MoE in the paper) or "moe" for the token FFN.
-        num_experts: routed experts when ``ffn="moe"``.
-        moe_aux_weight: weight of the load-balancing loss when ``ffn="moe"``.
-        use_lru: False overwrites every slot each segment.
-        shared_memory: one memory for all layers instead of one per layer.
-        relative_bias: learned bias on token/anchor time offsets in both cross-attentions.
-        read: tokens read memory (False: a memory-less transformer).
-        write: memory is written at segment ends (False: memory stays at its init).
-        detach_memory: paper's code: no gradient through memory between segments.
-        context_gradient: gradient flows from a segment into the previous segment's tokens it
-            attends to (with ``attention_window`` > 0); False stops it, as Transformer-XL does.
-        time_buckets: log-spaced buckets of time offsets.
-        memory_noise: std of Gaussian noise added in training to the memory each segment
-            reads and writes (0: off; an extrapolation candidate, issue 33).
-        context_dropout: probability, in training, that a segment does not attend to the
-            previous segment's tokens (0: off; an extrapolation candidate, issue 33).
-        memory_rewrites: in training, each segment's write is applied again 0..n times per
-            row (uniform), as if the segment recurred (0: off; an extrapolation candidate).
-        memory_drift: in training, the memory a later segment reads is moved by what 0..n
-            more writes of the segment (uniform per row, no gradient) would change, so reads
-            and writes learn to undo the model's own drift (0: off; an extrapolation
-            candidate).
-        write_gate: a learned gate on the LRU blend (lru_blend times a sigmoid of the slot
-            and its candidate), so a segment can leave a slot unchanged instead of copying it;
-            part of the model in every path. 0: off; in (0, 1): on, opened that far at
-            initialisation (an extrapolation candidate).
-        write_gate_empty: the gate also weighs the first write into an empty slot (False:
-            that write replaces the slot), so every episode's first write trains the gate to
-            open on what a segment adds (needs ``write_gate``; an extrapolation candidate).
-    """
-
-    norm: str = "post"
-    ffn: str = "mlp"
-    num_experts: int = 4
-    moe_aux_weight: float = 0.01
-    use_lru: bool = True
-    shared_memory: bool = False
-    relative_bias: bool = True
-    read: bool = True
-    write: bool = True
-    detach_memory: bool = False
-    context_gradient: bool = True
-    time_buckets: int = 64
-    memory_noise: float = 0.0
-    context_dropout: float = 0.0
-    memory_rewrites: int = 0
-    memory_drift: int = 0
-    write_gate: float = 0.0
-    write_gate_empty: bool = False
+class ELMURFactory(SequenceEncoderFactory, ELMUROptions):
+    """ELMUR, with its options (``ELMUROptions``: the attention window, memory slots, LRU
+    blend and the ablation switches). Defaults are the library's recommended model."""
 
     def create(self, args: SequenceEncoderArgs) -> ELMUR:
         return ELMUR(self.model_config(args))
 
     def check(self, args: SequenceEncoderArgs) -> None:
-        self.model_config(args)  # ELMURConfig validates itself
+        self.model_config(args)  # ELMURConfig checks every field it is given
 
     def model_config(self, args: SequenceEncoderArgs) -> ELMURConfig:
-        # the shared fields and the factory's own options are both ELMURConfig fields
-        return ELMURConfig(**dataclasses.asdict(args), **dataclasses.asdict(self))
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(ELMUROptions)}
+        return ELMURConfig(**dataclasses.asdict(args), **options)
 
     @staticmethod
     def get_type() -> str:
@@ -126,6 +73,21 @@ class ELMURFactory(SequenceEncoderFactory):
 @dataclasses.dataclass()
 class GRUFactory(SequenceEncoderFactory):
     """A GRU over step tokens (BC-GRU); uses ``num_layers`` and ``dropout`` of the algorithm."""
+
+    def check(self, args: SequenceEncoderArgs) -> None:
+        checks = {  # what the GRU uses of the shared fields (not the attention's)
+            "embed_dim": type(args.embed_dim) is int and args.embed_dim > 0,
+            "num_layers": type(args.num_layers) is int and args.num_layers > 0,
+            "dropout": type(args.dropout) in (int, float) and 0.0 <= args.dropout < 1.0,
+            "bptt_segments": type(args.bptt_segments) is int and args.bptt_segments >= 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            values = ", ".join(f"{name}={getattr(args, name)!r}" for name in bad)
+            raise ValueError(
+                f"invalid GRU config: {values} (embed_dim and num_layers are integers >= 1, "
+                "dropout lies in [0, 1), bptt_segments is an integer >= 0)"
+            )
 
     def create(self, args: SequenceEncoderArgs) -> GRUEncoder:
         return GRUEncoder(

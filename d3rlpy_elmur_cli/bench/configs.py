@@ -331,6 +331,12 @@ def _normalise(
         )
     cls = registry.config_list[type_name]
     inner = f"{parent}: params" if parent is not None else f"{where}.params"
+    upgrade = getattr(cls, "upgrade_params", None)  # a config of fields that have moved
+    if callable(upgrade) and isinstance(params, Mapping):
+        try:
+            params = upgrade(params)
+        except ValueError as e:
+            raise ConfigError(f"{inner}: {e}") from e
     return {"type": type_name, "params": _check_params(cls, params, inner)}
 
 

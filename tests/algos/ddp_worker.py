@@ -7,13 +7,19 @@ import torch
 from d3rlpy.logging import NoopAdapterFactory
 
 from d3rlpy_elmur import DiscreteELMURDTConfig
+from d3rlpy_elmur.models import ELMURFactory
 from tests.helpers import cue_recall_dataset
 
 if __name__ == "__main__":
     out = sys.argv[1]
     rank = d3rlpy.distributed.init_process_group("gloo")
     config = DiscreteELMURDTConfig(
-        context_size=4, num_segments=3, embed_dim=16, num_heads=2, batch_size=8, memory_slots=2
+        context_size=4,
+        num_segments=3,
+        embed_dim=16,
+        num_heads=2,
+        batch_size=8,
+        sequence_encoder=ELMURFactory(memory_slots=2),
     )
     algo = config.create(device="cpu:0", enable_ddp=True)
     algo.fit(

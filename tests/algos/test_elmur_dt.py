@@ -29,7 +29,12 @@ from tests.helpers import CueRecallEnv, cue_recall_dataset, cue_recall_episode
 
 K, S = 4, 3
 SMALL = dict(
-    context_size=K, num_segments=S, embed_dim=16, num_heads=2, batch_size=8, memory_slots=2
+    context_size=K,
+    num_segments=S,
+    embed_dim=16,
+    num_heads=2,
+    batch_size=8,
+    sequence_encoder=ELMURFactory(memory_slots=2),
 )
 QUIET = dict(show_progress=False, logger_adapter=NoopAdapterFactory())
 
@@ -50,10 +55,14 @@ def built_algo(**overrides: object) -> d3rlpy_elmur.DiscreteELMURDT:
     "config",
     [
         DiscreteELMURDTConfig(**SMALL),  # type: ignore[arg-type]
-        ELMURDTConfig(**SMALL, sequence_encoder=GRUFactory()),  # type: ignore[arg-type]
+        ELMURDTConfig(**{**SMALL, "sequence_encoder": GRUFactory()}),  # type: ignore[arg-type]
         DiscreteELMURDTConfig(
-            **SMALL,  # type: ignore[arg-type]
-            sequence_encoder=ELMURFactory(use_lru=False, norm="pre", ffn="moe"),
+            **{  # type: ignore[arg-type]
+                **SMALL,
+                "sequence_encoder": ELMURFactory(
+                    memory_slots=2, use_lru=False, norm="pre", ffn="moe", attention_window=1
+                ),
+            }
         ),
     ],
 )
@@ -95,8 +104,21 @@ def test_registered_with_d3rlpy() -> None:
     ],
 )
 def test_invalid_config_fails_at_create_naming_the_field(field: str, value: object) -> None:
+    if field in ("memory_slots", "lru_blend", "attention_window"):  # ELMUR's own options
+        encoder = ELMURFactory(**{field: value})  # type: ignore[arg-type]
+        overrides: dict[str, object] = {"sequence_encoder": encoder}
+    else:
+        overrides = {field: value}
     with pytest.raises(ValueError, match=field):
-        DiscreteELMURDTConfig(**{**SMALL, field: value}).create()  # type: ignore[arg-type]
+        DiscreteELMURDTConfig(**{**SMALL, **overrides}).create()  # type: ignore[arg-type]
+
+
+def test_a_gru_config_is_not_checked_on_attention_fields() -> None:
+    """num_heads shapes attention only: a GRU with 3 heads of width 16 is fine, ELMUR not."""
+    config = {**SMALL, "num_heads": 3}
+    DiscreteELMURDTConfig(**{**config, "sequence_encoder": GRUFactory()}).create()  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"invalid ELMUR config: num_heads=3"):
+        DiscreteELMURDTConfig(**config).create()  # type: ignore[arg-type]
 
 
 def test_windows_longer_than_every_episode_fail_at_fit() -> None:
@@ -118,8 +140,8 @@ def test_warns_when_no_window_trains_the_blend(
     slots: int, max_delay: int, encoder: str, warns: bool
 ) -> None:
     dataset = cue_recall_dataset(20, max_delay - 2, max_delay)  # longest: max_delay + 1 steps
-    factory = ELMURFactory() if encoder == "elmur" else GRUFactory()
-    algo = small_algo(memory_slots=slots, sequence_encoder=factory)
+    factory = ELMURFactory(memory_slots=slots) if encoder == "elmur" else GRUFactory()
+    algo = small_algo(sequence_encoder=factory)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         algo.segment_view(dataset)
@@ -384,7 +406,8 @@ def test_continuous_loss_is_the_squared_error_over_real_steps_plus_the_moe_loss(
 ) -> None:
     torch.manual_seed(0)
     algo = ELMURDTConfig(  # type: ignore[arg-type]
-        **SMALL, token_format="rtg_obs_act", sequence_encoder=ELMURFactory(ffn="moe")
+        **{**SMALL, "sequence_encoder": ELMURFactory(memory_slots=2, ffn="moe")},
+        token_format="rtg_obs_act",
     ).create()
     algo.create_impl((3,), 2)
     impl = algo.impl
@@ -504,7 +527,10 @@ def perturb_weights(algo: d3rlpy_elmur.algos.ELMURDTBase) -> None:
 
 @pytest.mark.parametrize("window", [0, 2])
 def test_stateful_wrapper_matches_segment_forward(window: int) -> None:
-    algo = built_algo(token_format="rtg_obs_act", attention_window=window)
+    algo = built_algo(
+        token_format="rtg_obs_act",
+        sequence_encoder=ELMURFactory(memory_slots=2, attention_window=window),
+    )
     impl = algo.impl
     assert impl is not None
     torch.manual_seed(1)
@@ -553,7 +579,7 @@ def assert_wrapper_agrees_with_predict(device: str) -> None:
     """The body of the test above on ``device`` (``tests/test_cuda.py`` runs it on CUDA)."""
     torch.manual_seed(0)
     algo = ELMURDTConfig(
-        **{**SMALL, "memory_slots": 1},  # type: ignore[arg-type]
+        **{**SMALL, "sequence_encoder": ELMURFactory(memory_slots=1)},  # type: ignore[arg-type]
         token_format="rtg_obs_act",
         observation_scaler=MinMaxObservationScaler(minimum=-np.ones(3), maximum=3 * np.ones(3)),
         action_scaler=MinMaxActionScaler(minimum=-2 * np.ones(2), maximum=np.ones(2)),
@@ -738,7 +764,7 @@ def test_every_parameter_gets_gradient() -> None:
 def test_without_previous_actions_the_loss_shifts_them_inside_the_window() -> None:
     """d3rlpy's own update path gives no previous actions: shifted inside the window they are
     the sampler's wherever a window starts its episode (episodes of at most S * K steps)."""
-    algo = built_algo(token_format="rtg_obs_act", memory_slots=1)
+    algo = built_algo(token_format="rtg_obs_act", sequence_encoder=ELMURFactory(memory_slots=1))
     impl = algo.impl
     assert impl is not None
     view = algo.segment_view(cue_recall_dataset(10, 1, 8, seed=3), seed=0)
@@ -755,7 +781,10 @@ def test_without_previous_actions_the_loss_shifts_them_inside_the_window() -> No
 def test_windows_start_from_the_memory_of_the_whole_episode(window: int) -> None:
     from d3rlpy_elmur.algos.replay_states import BoundaryStates
 
-    algo = built_algo(attention_window=window, token_format="rtg_obs_act")
+    algo = built_algo(
+        sequence_encoder=ELMURFactory(memory_slots=2, attention_window=window),
+        token_format="rtg_obs_act",
+    )
     impl = algo.impl
     assert impl is not None
     view = algo.segment_view(cue_recall_dataset(30, 1, 30, seed=2), seed=0)

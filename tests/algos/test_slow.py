@@ -15,6 +15,7 @@ from d3rlpy.logging import NoopAdapterFactory
 from d3rlpy.models import VectorEncoderFactory
 
 from d3rlpy_elmur import DiscreteELMURDTConfig, evaluate
+from d3rlpy_elmur.models import ELMURFactory
 from tests.helpers import CueRecallEnv, cue_recall_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +48,12 @@ def test_ddp_two_processes_keep_identical_parameters(tmp_path: Path) -> None:
     # training moved the weights (the ranks agree because gradients were all-reduced)
     torch.manual_seed(0)
     fresh = DiscreteELMURDTConfig(
-        context_size=4, num_segments=3, embed_dim=16, num_heads=2, batch_size=8, memory_slots=2
+        context_size=4,
+        num_segments=3,
+        embed_dim=16,
+        num_heads=2,
+        batch_size=8,
+        sequence_encoder=ELMURFactory(memory_slots=2),
     ).create()
     fresh.create_impl((3,), 3)
     moved = [
@@ -66,7 +72,11 @@ def test_elmur_recalls_a_cue_beyond_its_window_and_10x_longer_and_dt_does_not() 
 
     torch.manual_seed(0)
     elmur = DiscreteELMURDTConfig(
-        context_size=K, num_segments=S, embed_dim=64, batch_size=32, memory_slots=1
+        context_size=K,
+        num_segments=S,
+        embed_dim=64,
+        batch_size=32,
+        sequence_encoder=ELMURFactory(memory_slots=1),
     ).create()
     elmur.fit(dataset, n_steps=400, n_steps_per_epoch=400, seed=0, **quiet)
     # at the longest training delay, and at 10x the longest training episode

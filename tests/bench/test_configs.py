@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -34,21 +35,24 @@ def test_every_published_config_and_suite_loads() -> None:
 def test_tmaze_preset_and_its_ablations() -> None:
     preset = load_run_config("tmaze_elmur").make_config()
     assert isinstance(preset, DiscreteELMURDTConfig)
-    assert (preset.context_size, preset.num_segments, preset.memory_slots) == (10, 3, 1)
+    elmur = preset.sequence_encoder
+    assert isinstance(elmur, ELMURFactory)
+    assert (preset.context_size, preset.num_segments, elmur.memory_slots) == (10, 3, 1)
     assert (preset.embed_dim, preset.num_layers, preset.num_heads) == (128, 2, 2)
-    assert (preset.lru_blend, preset.batch_size) == (0.79, 64)
+    assert (elmur.attention_window, elmur.lru_blend, preset.batch_size) == (0, 0.79, 64)
     assert load_run_config("tmaze_elmur").dataset == "tmaze-c28"
 
     no_lru = load_run_config("tmaze_elmur_no_lru").make_config()
-    assert no_lru.sequence_encoder == ELMURFactory(use_lru=False)
+    assert no_lru.sequence_encoder == dataclasses.replace(elmur, use_lru=False)
     detached = load_run_config("tmaze_elmur_detached").make_config()
-    assert detached.sequence_encoder == ELMURFactory(detach_memory=True)
+    assert detached.sequence_encoder == dataclasses.replace(elmur, detach_memory=True)
     m3 = load_run_config("tmaze_elmur_m3").make_config()
-    assert m3.memory_slots == 3 == m3.num_segments
+    assert m3.sequence_encoder == dataclasses.replace(elmur, memory_slots=3)
+    assert m3.num_segments == 3
     gru = load_run_config("tmaze_bc_gru").make_config()
     assert isinstance(gru.sequence_encoder, GRUFactory)
     # the ablations inherit everything else from the preset
-    assert (no_lru.context_size, m3.lru_blend, gru.embed_dim) == (10, 0.79, 128)
+    assert (no_lru.context_size, m3.batch_size, gru.embed_dim) == (10, 64, 128)
 
 
 def test_dt_baselines() -> None:
@@ -110,7 +114,11 @@ def test_nested_factories_enums_and_short_forms() -> None:
         ("discrete_elmur_dt", {"context_size": "ten"}, "params.context_size: expected an integer"),
         ("discrete_elmur_dt", {"context_size": "10"}, "params.context_size: expected an integer"),
         ("discrete_elmur_dt", {"context_size": 10.5}, "params.context_size: expected an integer"),
-        ("discrete_elmur_dt", {"attention_window": "K"}, "params.attention_window: expected an"),
+        (
+            "discrete_elmur_dt",
+            {"sequence_encoder": {"type": "elmur", "params": {"attention_window": "K"}}},
+            "params.sequence_encoder.params.attention_window: expected an",
+        ),
         ("discrete_elmur_dt", {"learning_rate": "fast"}, "params.learning_rate: expected a number"),
         ("discrete_elmur_dt", {"dropout": True}, "params.dropout: expected a number"),
         ("discrete_elmur_dt", {"token_format": 3}, "params.token_format: expected a string"),
@@ -121,7 +129,11 @@ def test_nested_factories_enums_and_short_forms() -> None:
         ),
         ("discrete_elmur_dt", {"sequence_encoder": {"type": "lstm"}}, "registered: elmur, gru"),
         ("no_such_algo", {}, "unknown LearnableConfig type 'no_such_algo'"),
-        ("discrete_elmur_dt", {"memory_slots": 0}, "memory_slots=0"),
+        (
+            "discrete_elmur_dt",
+            {"sequence_encoder": {"type": "elmur", "params": {"memory_slots": 0}}},
+            "memory_slots=0",
+        ),
         ("discrete_bc", {"observation_scaler": "standard"}, "needs statistics fitted on data"),
         (
             "discrete_bc",

@@ -26,6 +26,7 @@ from d3rlpy_elmur.datasets import (
 )
 from d3rlpy_elmur.evaluation import RaveledActions, check_env_id, make_eval_env
 from d3rlpy_elmur.extras import MissingExtraError
+from d3rlpy_elmur.models import ELMURFactory
 
 MultiDiscrete = gym.spaces.MultiDiscrete
 MINESWEEPER = "popgym-MineSweeperEasy-v0"
@@ -112,7 +113,12 @@ def test_minesweeper_loads_trains_and_evaluates(minari_root: Path) -> None:
         np.testing.assert_array_equal(episode.actions[:, 0], rows * 4 + cols)
 
     algo = DiscreteELMURDTConfig(
-        context_size=2, num_segments=1, embed_dim=16, num_heads=2, batch_size=4, memory_slots=2
+        context_size=2,
+        num_segments=1,
+        embed_dim=16,
+        num_heads=2,
+        batch_size=4,
+        sequence_encoder=ELMURFactory(memory_slots=2),
     ).create()
     algo.fit(buffer, n_steps=2, show_progress=False, logger_adapter=NoopAdapterFactory())
     result = evaluate(algo, MINESWEEPER, n_episodes=2, seed=0)

@@ -18,6 +18,7 @@ from d3rlpy_elmur.envs import (
     TMazeVectorEnv,
     balanced_goal_options,
 )
+from d3rlpy_elmur.models import ELMURFactory
 
 FIELDS = ["obs", "reward", "terminated", "truncated"]
 
@@ -186,7 +187,7 @@ def test_evaluate_on_a_tmaze_env_matches_sync_vector_env() -> None:
 
     torch.manual_seed(0)
     algo = DiscreteELMURDTConfig(
-        context_size=4, num_segments=2, embed_dim=16, memory_slots=2
+        context_size=4, num_segments=2, embed_dim=16, sequence_encoder=ELMURFactory(memory_slots=2)
     ).create()
     algo.create_impl((4,), 4)
     n = 6

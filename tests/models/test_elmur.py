@@ -875,11 +875,13 @@ def test_model_and_algorithm_configs_share_their_defaults() -> None:
     """One default per concept: the model's own config defaults to what the algorithm
     configs build it with (the attention window K, one memory slot)."""
     from d3rlpy_elmur import DiscreteELMURDTConfig
+    from d3rlpy_elmur.models import ELMURFactory
 
     algo = DiscreteELMURDTConfig(context_size=7)
     model = ELMURConfig(context_size=7)
-    assert model.window == algo.window == 7
-    assert model.memory_slots == algo.memory_slots
+    assert isinstance(algo.sequence_encoder, ELMURFactory)
+    assert algo.sequence_encoder.model_config(algo.encoder_args()) == model
+    assert model.window == 7 and model.memory_slots == 1
     assert ELMURConfig(context_size=7, attention_window=0).window == 0
     with pytest.raises(ValueError, match="attention_window"):
         ELMURConfig(context_size=7, attention_window=8)

@@ -1,0 +1,71 @@
+"""Configs and model files written before ELMUR's own fields moved into ``ELMURFactory``
+(issue 35) load as they were trained: the fixtures were written by that code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import d3rlpy
+import numpy as np
+import pytest
+
+from d3rlpy_elmur import DiscreteELMURDTConfig, ELMURDTConfig
+from d3rlpy_elmur.io import load_learnable
+from d3rlpy_elmur.models import ELMURFactory, GRUFactory
+from d3rlpy_elmur_cli.bench.configs import ConfigError, load_run_config, make_learnable_config
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+
+
+@pytest.mark.parametrize("load", [load_learnable, d3rlpy.load_learnable])
+def test_a_model_file_from_before_loads_with_its_window_slots_and_blend(load: object) -> None:
+    algo = load(str(FIXTURES / "elmur_before_issue35.d3"))  # type: ignore[operator]
+    encoder = algo.config.sequence_encoder
+    assert isinstance(algo.config, ELMURDTConfig) and isinstance(encoder, ELMURFactory)
+    options = (encoder.attention_window, encoder.memory_slots, encoder.lru_blend)
+    assert options == (2, 2, 0.5) and encoder.memory_init_std == 0.3
+    # acts as it did when it was saved (W = 2: with W = K = 4 the actions differ)
+    recorded = json.loads((FIXTURES / "elmur_before_issue35.json").read_text())
+    wrapper = algo.as_stateful_wrapper(target_return=1.0)
+    actions = [wrapper.predict(np.asarray(o, np.float32), 0.0) for o in recorded["observations"]]
+    np.testing.assert_allclose(actions, recorded["actions"], atol=1e-5)
+
+
+def test_a_model_file_from_before_acts_differently_with_the_default_blend() -> None:
+    """The check above could not pass if the blend were lost (a lost window or slot count
+    would not load: the weights' shapes differ), as lambda = 0.79 gives other actions."""
+    algo = load_learnable(FIXTURES / "elmur_before_issue35.d3")
+    algo.config.sequence_encoder.lru_blend = 0.79  # type: ignore[union-attr]
+    rebuilt = algo.config.create()
+    rebuilt.create_impl((3,), 2)
+    rebuilt.impl.policy.load_state_dict(algo.impl.policy.state_dict())  # type: ignore[union-attr]
+    recorded = json.loads((FIXTURES / "elmur_before_issue35.json").read_text())
+    wrapper = rebuilt.as_stateful_wrapper(target_return=1.0)
+    actions = [wrapper.predict(np.asarray(o, np.float32), 0.0) for o in recorded["observations"]]
+    assert np.abs(np.asarray(actions) - np.asarray(recorded["actions"])).max() > 1e-2
+
+
+def test_a_yaml_config_from_before_loads_with_the_fields_moved() -> None:
+    config = load_run_config(FIXTURES / "tmaze_elmur_before_issue35.yaml").make_config()
+    assert isinstance(config, DiscreteELMURDTConfig)
+    assert config.sequence_encoder == ELMURFactory(attention_window=0, memory_slots=1)
+    assert config == load_run_config("tmaze_elmur").make_config()
+
+
+def test_old_fields_beside_another_encoder_are_dropped_as_it_ignored_them() -> None:
+    params = {"memory_slots": 4, "attention_window": None, "sequence_encoder": "gru"}
+    config = make_learnable_config("discrete_elmur_dt", params)
+    assert isinstance(config.sequence_encoder, GRUFactory)  # type: ignore[attr-defined]
+
+
+def test_an_old_field_set_in_both_places_differently_is_refused() -> None:
+    params = {
+        "memory_slots": 4,
+        "sequence_encoder": {"type": "elmur", "params": {"memory_slots": 2}},
+    }
+    with pytest.raises(ConfigError, match="memory_slots set both beside sequence_encoder"):
+        make_learnable_config("discrete_elmur_dt", params)
+    agreeing = {**params, "memory_slots": 2}
+    config = make_learnable_config("discrete_elmur_dt", agreeing)
+    assert config.sequence_encoder.memory_slots == 2  # type: ignore[attr-defined]
