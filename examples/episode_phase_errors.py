@@ -28,10 +28,9 @@ import numpy as np
 import torch
 
 from d3rlpy_elmur import load_learnable
-from d3rlpy_elmur.datasets import load_minari
+from d3rlpy_elmur.datasets import ensure_dataset, load_minari
 from d3rlpy_elmur.envs.experts import make_expert
 from d3rlpy_elmur.envs.popgym_experts import expert_name_for_popgym, make_popgym_env
-from d3rlpy_elmur_cli.bench import ensure_dataset
 
 BINS = ((0, 10), (10, 20), (20, 40), (40, 80), (80, None))
 

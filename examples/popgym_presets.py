@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from d3rlpy_elmur.datasets import ensure_dataset
 from d3rlpy_elmur_cli.bench.configs import config_reference, load_yaml, resolve_config_path
 from d3rlpy_elmur_cli.bench.suite import is_discrete_dataset
 from d3rlpy_elmur_cli.bench.suite_config import load_suite
 from d3rlpy_elmur_cli.bench.sweep import run_sweep
-from d3rlpy_elmur_cli.bench.train import ensure_dataset
 
 SPACES = Path(__file__).resolve().parent / "sweeps"
 # where --install puts the chosen configs, inside the configs folder

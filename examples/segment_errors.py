@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from d3rlpy_elmur import ELMURDT, DiscreteELMURDT, load_learnable
-from d3rlpy_elmur.datasets import load_minari
+from d3rlpy_elmur.datasets import ensure_dataset, load_minari
 from d3rlpy_elmur.evaluation import make_batch_policy
-from d3rlpy_elmur_cli.bench import ensure_dataset, position_errors
+from d3rlpy_elmur_cli.bench import position_errors
 
 
 def main() -> None:

@@ -16,9 +16,9 @@ import time
 import torch
 
 from d3rlpy_elmur import load_learnable
+from d3rlpy_elmur.datasets import ensure_dataset
 from d3rlpy_elmur.evaluation import evaluate_tmaze
 from d3rlpy_elmur_cli.bench import (
-    ensure_dataset,
     load_run_config,
     run_info,
     train_run,

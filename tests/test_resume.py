@@ -24,10 +24,10 @@ import torch
 
 import d3rlpy_elmur
 from d3rlpy_elmur.checkpoint import CheckpointError, build_impl, read_checkpoint
-from d3rlpy_elmur.datasets import load_minari
+from d3rlpy_elmur.datasets import ensure_dataset, load_minari
 from d3rlpy_elmur_cli import main
 from d3rlpy_elmur_cli.bench.configs import ConfigError, load_run_config
-from d3rlpy_elmur_cli.bench.train import ensure_dataset, resume_run, train_run
+from d3rlpy_elmur_cli.bench.train import resume_run, train_run
 
 from .toy_roots import make_toy_roots
 

@@ -24,13 +24,14 @@ import yaml
 
 from ..envs.popgym_experts import expert_name_for_popgym
 from ..envs.registration import TMAZE_ID, VISUAL_TMAZE_ID
-from .errors import RecipeError
-from .writer import dataset_exists
+from .errors import DatasetNotFoundError, RecipeError
+from .writer import dataset_exists, datasets_root
 
 __all__ = [
     "KINDS",
     "Recipe",
     "build_recipe",
+    "ensure_dataset",
     "find_recipe_by_id",
     "get_recipe",
     "load_recipes",
@@ -166,6 +167,27 @@ def find_recipe_by_id(dataset_id: str) -> Recipe | None:
         if recipe.id == dataset_id:
             return recipe
     return None
+
+
+def ensure_dataset(name_or_id: str, progress: bool = True) -> str:
+    """The Minari id to train on; a recipe's dataset is built first when it is missing.
+
+    ``name_or_id`` is a recipe name (``tmaze-c28``), a recipe's dataset id, or the id of
+    any local Minari dataset.
+    """
+    recipes = load_recipes()
+    recipe = recipes.get(name_or_id) or find_recipe_by_id(name_or_id)
+    if recipe is None:
+        if not dataset_exists(name_or_id):
+            known = ", ".join(recipes)
+            raise DatasetNotFoundError(
+                name_or_id, str(datasets_root()), f"not a recipe either (recipes: {known})"
+            )
+        return name_or_id
+    if not recipe.is_built:
+        print(f"building dataset {recipe.name} ({recipe.n_episodes} episodes) ...", flush=True)
+        build_recipe(recipe, progress=progress)
+    return recipe.id
 
 
 def build_recipe(

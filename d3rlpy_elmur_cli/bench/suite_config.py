@@ -144,6 +144,37 @@ def _normalise(data: dict[str, Any], where: str) -> dict[str, Any]:
     return out
 
 
+def _algorithm(entry: Any, i: int, folder: Path, tasks: set[str], where: str) -> SuiteAlgorithm:
+    """The suite's ``algorithms[i]``, its configs resolved now, relative to the suite file's
+    ``folder``, so a bad name fails early."""
+    if not isinstance(entry, dict) or "config" not in entry:
+        raise ConfigError(f"{where}: algorithms[{i}] needs a config")
+    _check_keys(entry, _ALGO_KEYS, f"{where}: algorithms[{i}]")
+    config = str(resolve_config_path(entry["config"], folder))
+    continuous = entry.get("continuous_config")
+    per_task = entry.get("task_configs") or {}
+    if not isinstance(per_task, dict):
+        raise ConfigError(f"{where}: algorithms[{i}].task_configs must map tasks to configs")
+    unknown = sorted(set(per_task) - tasks)
+    if unknown:
+        raise ConfigError(
+            f"{where}: algorithms[{i}].task_configs names task(s) not in the suite: "
+            + ", ".join(unknown)
+        )
+    return SuiteAlgorithm(
+        label=str(entry.get("label") or Path(config).stem),
+        config=config,
+        continuous_config=(
+            None if continuous is None else str(resolve_config_path(continuous, folder))
+        ),
+        task_configs={
+            str(task): str(resolve_config_path(name, folder)) for task, name in per_task.items()
+        },
+        steps=None if entry.get("steps") is None else int(entry["steps"]),
+        max_length=None if entry.get("max_length") is None else int(entry["max_length"]),
+    )
+
+
 def load_suite(name: str | os.PathLike[str]) -> Suite:
     """Read a suite by path, or by name in ``examples/configs`` (``tmaze`` ->
     ``bench_tmaze.yaml``)."""
@@ -160,40 +191,11 @@ def load_suite(name: str | os.PathLike[str]) -> Suite:
         raise ConfigError(f"{where}: kind must be one of {KINDS}")
     quick = data.pop("quick", None) or {}
     _check_keys(quick, _QUICK_KEYS, f"{where}: quick")
-    algorithms = []
-    for i, entry in enumerate(data.pop("algorithms", None) or []):
-        if not isinstance(entry, dict) or "config" not in entry:
-            raise ConfigError(f"{where}: algorithms[{i}] needs a config")
-        _check_keys(entry, _ALGO_KEYS, f"{where}: algorithms[{i}]")
-        # configs are resolved now, relative to the suite file, so a bad name fails early
-        config = str(resolve_config_path(entry["config"], path.parent))
-        continuous = entry.get("continuous_config")
-        per_task = entry.get("task_configs") or {}
-        if not isinstance(per_task, dict):
-            raise ConfigError(f"{where}: algorithms[{i}].task_configs must map tasks to configs")
-        unknown = sorted(set(per_task) - set(data.get("tasks") or ()))
-        if unknown:
-            raise ConfigError(
-                f"{where}: algorithms[{i}].task_configs names task(s) not in the suite: "
-                + ", ".join(unknown)
-            )
-        algorithms.append(
-            SuiteAlgorithm(
-                label=str(entry.get("label") or Path(config).stem),
-                config=config,
-                continuous_config=(
-                    None
-                    if continuous is None
-                    else str(resolve_config_path(continuous, path.parent))
-                ),
-                task_configs={
-                    str(task): str(resolve_config_path(name, path.parent))
-                    for task, name in per_task.items()
-                },
-                steps=None if entry.get("steps") is None else int(entry["steps"]),
-                max_length=None if entry.get("max_length") is None else int(entry["max_length"]),
-            )
-        )
+    tasks = set(data.get("tasks") or ())
+    algorithms = [
+        _algorithm(entry, i, path.parent, tasks, where)
+        for i, entry in enumerate(data.pop("algorithms", None) or [])
+    ]
     if not algorithms:
         raise ConfigError(f"{where}: no algorithms")
     fields = _normalise(data, where)
