@@ -57,6 +57,7 @@ from ..models.factories import (
     make_sequence_encoder_field,
 )
 from ..models.policy import TOKEN_FORMATS, create_sequence_policy
+from ..models.sequence import failed_fields
 from .replay_states import BoundaryStates
 from .segments import SegmentRecurrentView, SegmentWindowBatch
 from .stateful import ELMURStatefulWrapper
@@ -205,11 +206,9 @@ class ELMURDTConfigBase(TransformerConfig):
             "num_threads",
         )
         floats = ("label_smoothing", "learning_rate")
-        wrong_type = [
-            name
-            for name in ints
-            if type(getattr(self, name)) is not int  # bool is not a size
-        ] + [name for name in floats if type(getattr(self, name)) not in (int, float)]
+        types = {name: type(getattr(self, name)) is int for name in ints}  # bool is no size
+        types |= {name: type(getattr(self, name)) in (int, float) for name in floats}
+        wrong_type = failed_fields(self, types)
         factories = {  # field: (its type, an example)
             "sequence_encoder": (
                 SequenceEncoderFactory,
@@ -225,8 +224,7 @@ class ELMURDTConfigBase(TransformerConfig):
                     f"expected a {base.__name__}, e.g. {example})"
                 )
         if wrong_type:
-            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in wrong_type)
-            raise ValueError(f"invalid {type(self).__name__}: {values} (wrong type)")
+            raise ValueError(f"invalid {type(self).__name__}: {wrong_type} (wrong type)")
         checks = {
             "context_size": self.context_size > 0,
             "num_segments": self.num_segments > 0,
@@ -256,11 +254,10 @@ class ELMURDTConfigBase(TransformerConfig):
                     f"({why}); leave it at its default"
                 )
         problems = []
-        bad = [name for name, ok in checks.items() if not ok]
+        bad = failed_fields(self, checks)
         if bad:
-            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
             problems.append(
-                f"{values}. Expected context_size, num_segments, memory_refresh_every, "
+                f"{bad}. Expected context_size, num_segments, memory_refresh_every, "
                 f"batch_size >= 1; label_smoothing in [0, 1); token_format in {TOKEN_FORMATS}."
             )
         try:  # the encoder's fields, named in the same error

@@ -41,7 +41,7 @@ from torch import nn
 
 from .attention import CrossAttention, SelfAttention, attend_one
 from .ffn import MLP, MoE
-from .sequence import SequenceEncoder, SequenceOutput, State
+from .sequence import SequenceEncoder, SequenceOutput, State, failed_fields
 
 __all__ = ["ELMUROptions", "ELMURConfig", "time_bucket", "lru_update", "lru_target"]
 
@@ -170,14 +170,13 @@ class ELMURConfig(ELMUROptions):
     ffn_multiplier: int = 4
 
     def __post_init__(self) -> None:
-        wrong_type = [name for name in _INTS if type(getattr(self, name)) is not int] + [
-            name for name in _FLOATS if type(getattr(self, name)) not in (int, float)
-        ]  # bool is neither a size nor a rate
-        if self.attention_window is not None and type(self.attention_window) is not int:
-            wrong_type.append("attention_window")
+        types = {name: type(getattr(self, name)) is int for name in _INTS}  # bool is no size
+        types |= {name: type(getattr(self, name)) in (int, float) for name in _FLOATS}
+        window = self.attention_window
+        types["attention_window"] = window is None or type(window) is int
+        wrong_type = failed_fields(self, types)
         if wrong_type:
-            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in wrong_type)
-            raise ValueError(f"invalid ELMUR config: {values} (wrong type)")
+            raise ValueError(f"invalid ELMUR config: {wrong_type} (wrong type)")
         checks = {
             "embed_dim": self.embed_dim > 0,
             "num_layers": self.num_layers > 0,
@@ -200,11 +199,10 @@ class ELMURConfig(ELMUROptions):
             "write_gate": self.write_gate == 0.0 or (0.0 < self.write_gate < 1.0 and self.use_lru),
             "write_gate_empty": not self.write_gate_empty or self.write_gate > 0.0,
         }
-        bad = [name for name, ok in checks.items() if not ok]
+        bad = failed_fields(self, checks)
         if bad:
-            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
             raise ValueError(
-                f"invalid ELMUR config: {values} (num_heads must divide embed_dim, "
+                f"invalid ELMUR config: {bad} (num_heads must divide embed_dim, "
                 "lru_blend lies in [0, 1], memory_slots >= 1, 0 <= attention_window <= "
                 "context_size, norm is pre|post, ffn is mlp|moe, write_gate is 0 or in "
                 "(0, 1) with use_lru, write_gate_empty needs write_gate)"

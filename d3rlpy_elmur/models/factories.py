@@ -15,7 +15,7 @@ from d3rlpy.serializable_config import DynamicConfig, generate_config_registrati
 from .elmur import ELMURConfig, ELMUROptions
 from .elmur_encoder import ELMUR
 from .gru import GRUEncoder
-from .sequence import SequenceEncoder
+from .sequence import SequenceEncoder, failed_fields
 
 __all__ = [
     "SequenceEncoderArgs",
@@ -81,11 +81,10 @@ class GRUFactory(SequenceEncoderFactory):
             "dropout": type(args.dropout) in (int, float) and 0.0 <= args.dropout < 1.0,
             "bptt_segments": type(args.bptt_segments) is int and args.bptt_segments >= 0,
         }
-        bad = [name for name, ok in checks.items() if not ok]
+        bad = failed_fields(args, checks)
         if bad:
-            values = ", ".join(f"{name}={getattr(args, name)!r}" for name in bad)
             raise ValueError(
-                f"invalid GRU config: {values} (embed_dim and num_layers are integers >= 1, "
+                f"invalid GRU config: {bad} (embed_dim and num_layers are integers >= 1, "
                 "dropout lies in [0, 1), bptt_segments is an integer >= 0)"
             )
 

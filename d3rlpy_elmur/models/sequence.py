@@ -17,14 +17,21 @@ episodes that end at different times) can reset single rows without knowing the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-__all__ = ["SequenceEncoder", "SequenceOutput", "State", "reset_rows"]
+__all__ = ["SequenceEncoder", "SequenceOutput", "State", "failed_fields", "reset_rows"]
 
 State = dict[str, torch.Tensor]
+
+
+def failed_fields(config: object, checks: Mapping[str, bool]) -> str:
+    """``name=value, ...`` of the fields of ``config`` whose check failed ("" if none): what
+    the configs' errors name."""
+    return ", ".join(f"{name}={getattr(config, name)!r}" for name, ok in checks.items() if not ok)
 
 
 class SequenceOutput(NamedTuple):

@@ -10,10 +10,10 @@ from d3rlpy_elmur import DiscreteELMURDTConfig
 from d3rlpy_elmur.models import ELMURFactory
 from tests.helpers import cue_recall_dataset
 
-if __name__ == "__main__":
-    out = sys.argv[1]
-    rank = d3rlpy.distributed.init_process_group("gloo")
-    config = DiscreteELMURDTConfig(
+
+def worker_config() -> DiscreteELMURDTConfig:
+    """What every rank trains (test_ddp builds a fresh one to compare against)."""
+    return DiscreteELMURDTConfig(
         context_size=4,
         num_segments=3,
         embed_dim=16,
@@ -21,7 +21,12 @@ if __name__ == "__main__":
         batch_size=8,
         sequence_encoder=ELMURFactory(memory_slots=2),
     )
-    algo = config.create(device="cpu:0", enable_ddp=True)
+
+
+if __name__ == "__main__":
+    out = sys.argv[1]
+    rank = d3rlpy.distributed.init_process_group("gloo")
+    algo = worker_config().create(device="cpu:0", enable_ddp=True)
     algo.fit(
         cue_recall_dataset(20, 8, 13, seed=rank),
         n_steps=5,

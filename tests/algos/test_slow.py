@@ -16,6 +16,7 @@ from d3rlpy.models import VectorEncoderFactory
 
 from d3rlpy_elmur import DiscreteELMURDTConfig, evaluate
 from d3rlpy_elmur.models import ELMURFactory
+from tests.algos.ddp_worker import worker_config
 from tests.helpers import CueRecallEnv, cue_recall_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,14 +48,7 @@ def test_ddp_two_processes_keep_identical_parameters(tmp_path: Path) -> None:
         assert torch.equal(value, rank1["params"][name]), name
     # training moved the weights (the ranks agree because gradients were all-reduced)
     torch.manual_seed(0)
-    fresh = DiscreteELMURDTConfig(
-        context_size=4,
-        num_segments=3,
-        embed_dim=16,
-        num_heads=2,
-        batch_size=8,
-        sequence_encoder=ELMURFactory(memory_slots=2),
-    ).create()
+    fresh = worker_config().create()
     fresh.create_impl((3,), 3)
     moved = [
         not torch.equal(v, rank0["params"][k])
