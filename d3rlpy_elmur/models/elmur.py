@@ -67,6 +67,8 @@ class ELMUROptions:
             residual.
         ffn: "mlp" (default; matched MoE in the paper) or "moe" for the token FFN (the
             memory FFN is an MLP).
+        ffn_multiplier: the hidden width of the token and memory FFNs, in multiples of
+            ``embed_dim`` (4, as in the paper and GPT-2).
         num_experts: routed experts (top-1, beside one shared expert) when ``ffn="moe"``.
         moe_aux_weight: weight of the load-balancing loss when ``ffn="moe"``.
         use_lru: False overwrites every slot with its candidate each segment.
@@ -113,6 +115,7 @@ class ELMUROptions:
     memory_init_std: float = 0.1
     norm: str = "post"
     ffn: str = "mlp"
+    ffn_multiplier: int = 4
     num_experts: int = 4
     moe_aux_weight: float = 0.01
     use_lru: bool = True
@@ -167,7 +170,6 @@ class ELMURConfig(ELMUROptions):
     context_size: int = 10  # K: steps per segment
     dropout: float = 0.0
     bptt_segments: int = 0  # truncate backprop through memory every n segments (0: never)
-    ffn_multiplier: int = 4
 
     def __post_init__(self) -> None:
         types = {name: type(getattr(self, name)) is int for name in _INTS}  # bool is no size
@@ -189,6 +191,7 @@ class ELMURConfig(ELMUROptions):
             "dropout": 0.0 <= self.dropout < 1.0,
             "norm": self.norm in ("pre", "post"),
             "ffn": self.ffn in ("mlp", "moe"),
+            "ffn_multiplier": self.ffn_multiplier >= 1,
             "num_experts": self.num_experts >= 1,
             "bptt_segments": self.bptt_segments >= 0,
             "time_buckets": self.time_buckets > _EXACT_BUCKETS,

@@ -211,3 +211,15 @@ def test_popgym_dt_timestep_table_covers_every_task() -> None:
             run = load_run_config(name)
             if run.algo.endswith("decision_transformer"):
                 assert run.make_config().max_timestep >= longest, name
+
+
+@pytest.mark.parametrize(
+    "space", sorted((Path(__file__).parents[2] / "examples" / "sweeps").glob("*.yaml"))
+)
+def test_each_shipped_sweep_space_gives_valid_configs_of_its_preset(space: Path) -> None:
+    """A space names fields of the config it is run against (DT's space its own preset, the
+    others ELMURDT's): every config of its grid builds, before any sweep trains."""
+    from d3rlpy_elmur_cli.bench.sweep import _check_space, load_space
+
+    preset = "popgym_dt" if space.stem == "popgym_dt" else "popgym_elmur"
+    _check_space(load_run_config(preset), load_space(space), str(space))

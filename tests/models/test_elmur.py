@@ -833,6 +833,7 @@ CONFIG_ERROR_TAIL = (
         ("norm", "pre", "mid"),
         ("ffn", "moe", "dense"),
         ("num_experts", 1, 0),
+        ("ffn_multiplier", 1, 0),
         ("bptt_segments", 0, -1),
         ("time_buckets", 17, 16),
         ("memory_noise", 0.0, -0.1),
@@ -853,6 +854,17 @@ def test_config_accepts_each_limit_and_names_the_first_value_past_it(
     message = re.escape(f"invalid ELMUR config: {field}={bad!r}{CONFIG_ERROR_TAIL}")
     with pytest.raises(ValueError, match=f"^{message}$"):
         ELMURConfig(**{**base, field: bad})  # type: ignore[arg-type]
+
+
+def test_ffn_multiplier_sets_the_hidden_width_of_both_ffns_from_the_algorithm_config() -> None:
+    from d3rlpy_elmur import DiscreteELMURDTConfig
+    from d3rlpy_elmur.models import ELMURFactory
+
+    config = DiscreteELMURDTConfig(
+        context_size=K, embed_dim=D, sequence_encoder=ELMURFactory(ffn_multiplier=2)
+    )
+    layer = config.sequence_encoder.create(config.encoder_args()).elmur_layers()[0]
+    assert layer.ffn.fc.out_features == layer.mem_ffn.fc.out_features == 2 * D
 
 
 def test_write_gate_needs_the_lru_rule_and_opens_as_set() -> None:
