@@ -212,8 +212,10 @@ def tmaze_preset_algo(
         return d3rlpy.load_learnable(model, device=device)
     run = load_run_config("tmaze_elmur")
     if attention_window is not None:
-        window = {"type": "elmur", "params": {"attention_window": attention_window}}
-        run = override_run_config(run, {"params": {"sequence_encoder": window}}, "--window")
+        encoder = {"params": {"attention_window": attention_window}}  # the preset's, W changed
+        run = override_run_config(
+            run, {"params": {"sequence_encoder": encoder}}, "--attention-window"
+        )
     algo = run.make_config().create(device=device)
     algo.create_impl((4,), 4)
     return algo

@@ -162,22 +162,32 @@ class ELMURDTConfigBase(TransformerConfig):
     )
 
     @classmethod
-    def upgrade_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+    def upgrade_params(
+        cls, params: Mapping[str, Any], inherited_encoder: str | None = None
+    ) -> dict[str, Any]:
         """``params`` (a config's fields, as in JSON or YAML) with the fields that moved into
         ``ELMURFactory`` (issue 35: ``_MOVED_TO_ENCODER``) moved there, so configs and
         ``.d3`` files written before still load as they were trained. Another encoder never
-        used them: they are dropped. Raises ValueError where both places set one differently.
+        used them: they are dropped. ``inherited_encoder``: the encoder type that applies
+        where ``params`` name none (a YAML file's ``base`` gives it; else ELMUR, the
+        default). Raises ValueError where both places set one differently.
         """
         moved = {name: params[name] for name in _MOVED_TO_ENCODER if name in params}
         upgraded = {name: value for name, value in params.items() if name not in moved}
         if not moved:
             return upgraded
-        encoder = upgraded.get("sequence_encoder", {"type": ELMURFactory.get_type()})
+        elmur = ELMURFactory.get_type()
+        encoder = upgraded.get("sequence_encoder", {})
         if isinstance(encoder, str):  # YAML's bare type name
             encoder = {"type": encoder}
-        if not isinstance(encoder, Mapping) or encoder.get("type") != ELMURFactory.get_type():
+        if not isinstance(encoder, Mapping):
+            return upgraded  # a factory object: the fields have nowhere to go
+        encoder = {"type": inherited_encoder or elmur, **encoder}
+        if encoder["type"] != elmur:
             return upgraded
-        options = dict(encoder.get("params") or {})
+        options = encoder.get("params") or {}
+        if not isinstance(options, Mapping):
+            raise ValueError(f"sequence_encoder's params must be a mapping, not {options!r}")
         clash = sorted(k for k in moved if k in options and options[k] != moved[k])
         if clash:
             raise ValueError(

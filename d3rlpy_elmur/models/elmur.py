@@ -207,8 +207,8 @@ class ELMURConfig(ELMUROptions):
             raise ValueError(
                 f"invalid ELMUR config: {bad} (num_heads must divide embed_dim, "
                 "lru_blend lies in [0, 1], memory_slots >= 1, 0 <= attention_window <= "
-                "context_size, norm is pre|post, ffn is mlp|moe, write_gate is 0 or in "
-                "(0, 1) with use_lru, write_gate_empty needs write_gate)"
+                "context_size, norm is pre|post, ffn is mlp|moe, ffn_multiplier >= 1, "
+                "write_gate is 0 or in (0, 1) with use_lru, write_gate_empty needs write_gate)"
             )
 
     @property

@@ -47,7 +47,21 @@ class SequenceEncoderFactory(DynamicConfig):
         raise NotImplementedError
 
     def check(self, args: SequenceEncoderArgs) -> None:
-        """Raises ValueError naming invalid options, without building the model."""
+        """Raises ValueError naming invalid options, without building the model. By default
+        the shared fields every encoder uses: width, layers, dropout, truncation (an encoder
+        with attention adds its heads)."""
+        checks = {
+            "embed_dim": type(args.embed_dim) is int and args.embed_dim > 0,
+            "num_layers": type(args.num_layers) is int and args.num_layers > 0,
+            "dropout": type(args.dropout) in (int, float) and 0.0 <= args.dropout < 1.0,
+            "bptt_segments": type(args.bptt_segments) is int and args.bptt_segments >= 0,
+        }
+        bad = failed_fields(args, checks)
+        if bad:
+            raise ValueError(
+                f"invalid {self.get_type()} encoder config: {bad} (embed_dim and num_layers "
+                "are integers >= 1, dropout lies in [0, 1), bptt_segments is an integer >= 0)"
+            )
 
 
 @dataclasses.dataclass()
@@ -72,21 +86,8 @@ class ELMURFactory(SequenceEncoderFactory, ELMUROptions):
 
 @dataclasses.dataclass()
 class GRUFactory(SequenceEncoderFactory):
-    """A GRU over step tokens (BC-GRU); uses ``num_layers`` and ``dropout`` of the algorithm."""
-
-    def check(self, args: SequenceEncoderArgs) -> None:
-        checks = {  # what the GRU uses of the shared fields (not the attention's)
-            "embed_dim": type(args.embed_dim) is int and args.embed_dim > 0,
-            "num_layers": type(args.num_layers) is int and args.num_layers > 0,
-            "dropout": type(args.dropout) in (int, float) and 0.0 <= args.dropout < 1.0,
-            "bptt_segments": type(args.bptt_segments) is int and args.bptt_segments >= 0,
-        }
-        bad = failed_fields(args, checks)
-        if bad:
-            raise ValueError(
-                f"invalid GRU config: {bad} (embed_dim and num_layers are integers >= 1, "
-                "dropout lies in [0, 1), bptt_segments is an integer >= 0)"
-            )
+    """A GRU over step tokens (BC-GRU); uses ``num_layers`` and ``dropout`` of the algorithm
+    (checked by the base class's ``check``; heads are not its)."""
 
     def create(self, args: SequenceEncoderArgs) -> GRUEncoder:
         return GRUEncoder(

@@ -37,7 +37,9 @@ from d3rlpy.base import LearnableConfig
 from d3rlpy.serializable_config import CONFIG_STORAGE, ConfigMetadata
 
 import d3rlpy_elmur
+from d3rlpy_elmur.algos.elmur_dt import ELMURDTConfigBase
 from d3rlpy_elmur.datasets.recipes import required_fields
+from d3rlpy_elmur.models.factories import ELMURFactory
 
 __all__ = [
     "ConfigError",
@@ -217,6 +219,28 @@ def _merge(base: Any, override: Any) -> Any:
     return merged
 
 
+def _merge_params(base: Any, override: Any, where: str) -> Any:
+    """``_merge`` of run-config params, with ``override``'s encoder options placed where the
+    merged config's encoder takes them: a ``sequence_encoder`` mapping without a type has the
+    base's, and the fields that moved into ELMUR's encoder (issue 35), written beside it the
+    old way, go into its params (or are dropped for another encoder), so they override the
+    base's as they did."""
+    if not (isinstance(base, dict) and isinstance(override, dict)):
+        return _merge(base, override)
+    inherited = base.get("sequence_encoder")
+    inherited = inherited.get("type") if isinstance(inherited, dict) else inherited
+    inherited = inherited if isinstance(inherited, str) else None
+    encoder = override.get("sequence_encoder")
+    if isinstance(encoder, dict) and "type" not in encoder:
+        encoder = {"type": inherited or ELMURFactory.get_type(), **encoder}
+        override = {**override, "sequence_encoder": encoder}
+    try:
+        override = ELMURDTConfigBase.upgrade_params(override, inherited)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from e
+    return _merge(base, override)
+
+
 def _load_merged(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     path = path.resolve()
     if path in seen:
@@ -228,7 +252,10 @@ def _load_merged(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         return data
     base = _load_merged(resolve_config_path(base_name, path.parent), (*seen, path))
     base.pop("description", None)  # a description belongs to its own file
-    return _merge(base, data)
+    merged = _merge(base, {key: value for key, value in data.items() if key != "params"})
+    if "params" in data:
+        merged["params"] = _merge_params(base.get("params"), data["params"], f"config {path}")
+    return merged
 
 
 def _integer(value: Any, where: str) -> int:
@@ -288,7 +315,7 @@ def override_run_config(run: RunConfig, changes: dict[str, Any], where: str) -> 
         raise ConfigError(f"{where}: only params and train can be changed, not {unknown}")
     train = {**dataclasses.asdict(run.train), **changes.get("train", {})}
     changed = run.replace(
-        params=_merge(run.params, changes.get("params", {})),
+        params=_merge_params(run.params, changes.get("params", {}), where),
         train=_spec(TrainSpec, train, f"{where}: train"),
     )
     make_learnable_config(changed.algo, changed.params, where=where)

@@ -119,6 +119,11 @@ def test_a_gru_config_is_not_checked_on_attention_fields() -> None:
     DiscreteELMURDTConfig(**{**config, "sequence_encoder": GRUFactory()}).create()  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"invalid ELMUR config: num_heads=3"):
         DiscreteELMURDTConfig(**config).create()  # type: ignore[arg-type]
+    # what the GRU does use is checked, in the algorithm's error
+    gru = {**config, "sequence_encoder": GRUFactory(), "num_layers": 0, "dropout": 1.0}
+    message = r"invalid DiscreteELMURDTConfig: invalid gru encoder config: num_layers=0, dropout"
+    with pytest.raises(ValueError, match=message):
+        DiscreteELMURDTConfig(**gru).create()  # type: ignore[arg-type]
 
 
 def test_windows_longer_than_every_episode_fail_at_fit() -> None:

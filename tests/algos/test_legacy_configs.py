@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,7 +14,13 @@ import pytest
 from d3rlpy_elmur import DiscreteELMURDTConfig, ELMURDTConfig
 from d3rlpy_elmur.io import load_learnable
 from d3rlpy_elmur.models import ELMURFactory, GRUFactory
-from d3rlpy_elmur_cli.bench.configs import ConfigError, load_run_config, make_learnable_config
+from d3rlpy_elmur_cli.bench.configs import (
+    ConfigError,
+    configs_dir,
+    load_run_config,
+    make_learnable_config,
+    override_run_config,
+)
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
@@ -69,3 +76,46 @@ def test_an_old_field_set_in_both_places_differently_is_refused() -> None:
     agreeing = {**params, "memory_slots": 2}
     config = make_learnable_config("discrete_elmur_dt", agreeing)
     assert config.sequence_encoder.memory_slots == 2  # type: ignore[attr-defined]
+
+
+def test_an_old_style_child_overrides_its_new_style_base(tmp_path: Path) -> None:
+    """A YAML child written the old way (``memory_slots: 3`` beside the encoder, as the M = 3
+    ablation was) over today's preset sets the preset's encoder option, as it did."""
+    preset = configs_dir() / "tmaze_elmur.yaml"
+    child = tmp_path / "m3.yaml"
+    child.write_text(f"base: {preset}\nparams: {{memory_slots: 3, lru_blend: 0.5}}\n")
+    config = load_run_config(child).make_config()
+    expected = load_run_config("tmaze_elmur_m3").make_config().sequence_encoder
+    assert config.sequence_encoder == dataclasses.replace(expected, lru_blend=0.5)
+    gru_child = tmp_path / "gru.yaml"  # over a GRU base the old fields were ignored: dropped
+    gru_child.write_text(
+        f"base: {configs_dir() / 'popgym_bc_gru.yaml'}\nparams: {{memory_slots: 3}}\n"
+    )
+    assert isinstance(load_run_config(gru_child).make_config().sequence_encoder, GRUFactory)
+
+
+def test_overrides_old_and_new_style_set_the_preset_encoder_option() -> None:
+    preset = load_run_config("tmaze_elmur")
+    old = override_run_config(preset, {"params": {"attention_window": 5}}, "x")
+    new = override_run_config(
+        preset, {"params": {"sequence_encoder": {"params": {"attention_window": 5}}}}, "x"
+    )
+    for run in (old, new):
+        encoder = run.make_config().sequence_encoder
+        assert encoder == dataclasses.replace(
+            preset.make_config().sequence_encoder, attention_window=5
+        )
+
+
+def test_an_option_path_works_on_a_config_that_names_no_encoder(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("algo: discrete_elmur_dt\nparams: {context_size: 4}\n")
+    changes = {"params": {"sequence_encoder": {"params": {"lru_blend": 0.5}}}}
+    run = override_run_config(load_run_config(plain), changes, "x")
+    assert run.make_config().sequence_encoder == ELMURFactory(lru_blend=0.5)
+
+
+def test_encoder_params_that_are_not_a_mapping_are_a_config_error() -> None:
+    params = {"memory_slots": 2, "sequence_encoder": {"type": "elmur", "params": [1]}}
+    with pytest.raises(ConfigError, match="sequence_encoder's params must be a mapping"):
+        make_learnable_config("discrete_elmur_dt", params)

@@ -810,7 +810,8 @@ def test_writes_into_written_slots_read_their_time_bias(use_lru: bool) -> None:
 CONFIG_ERROR_TAIL = (
     " (num_heads must divide embed_dim, lru_blend lies in [0, 1], memory_slots >= 1, "
     "0 <= attention_window <= context_size, norm is pre|post, ffn is mlp|moe, "
-    "write_gate is 0 or in (0, 1) with use_lru, write_gate_empty needs write_gate)"
+    "ffn_multiplier >= 1, write_gate is 0 or in (0, 1) with use_lru, "
+    "write_gate_empty needs write_gate)"
 )
 
 
