@@ -57,7 +57,7 @@ from ..models.factories import (
     make_sequence_encoder_field,
 )
 from ..models.policy import TOKEN_FORMATS, create_sequence_policy
-from ..models.sequence import failed_fields
+from ..models.sequence import failed_fields, type_checks
 from .replay_states import BoundaryStates
 from .segments import SegmentRecurrentView, SegmentWindowBatch
 from .stateful import ELMURStatefulWrapper
@@ -216,9 +216,7 @@ class ELMURDTConfigBase(TransformerConfig):
             "num_threads",
         )
         floats = ("label_smoothing", "learning_rate")
-        types = {name: type(getattr(self, name)) is int for name in ints}  # bool is no size
-        types |= {name: type(getattr(self, name)) in (int, float) for name in floats}
-        wrong_type = failed_fields(self, types)
+        wrong_type = failed_fields(self, type_checks(self, ints, floats))
         factories = {  # field: (its type, an example)
             "sequence_encoder": (
                 SequenceEncoderFactory,

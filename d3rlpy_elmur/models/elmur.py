@@ -41,7 +41,14 @@ from torch import nn
 
 from .attention import CrossAttention, SelfAttention, attend_one
 from .ffn import MLP, MoE
-from .sequence import SequenceEncoder, SequenceOutput, State, failed_fields
+from .sequence import (
+    SequenceEncoder,
+    SequenceOutput,
+    State,
+    failed_fields,
+    shared_field_checks,
+    type_checks,
+)
 
 __all__ = ["ELMUROptions", "ELMURConfig", "time_bucket", "lru_update", "lru_target"]
 
@@ -172,28 +179,24 @@ class ELMURConfig(ELMUROptions):
     bptt_segments: int = 0  # truncate backprop through memory every n segments (0: never)
 
     def __post_init__(self) -> None:
-        types = {name: type(getattr(self, name)) is int for name in _INTS}  # bool is no size
-        types |= {name: type(getattr(self, name)) in (int, float) for name in _FLOATS}
+        types = type_checks(self, _INTS, _FLOATS)
         window = self.attention_window
         types["attention_window"] = window is None or type(window) is int
         wrong_type = failed_fields(self, types)
         if wrong_type:
             raise ValueError(f"invalid ELMUR config: {wrong_type} (wrong type)")
         checks = {
-            "embed_dim": self.embed_dim > 0,
-            "num_layers": self.num_layers > 0,
+            **shared_field_checks(self),  # width, layers, dropout, truncation
             "num_heads": self.num_heads > 0 and self.embed_dim % self.num_heads == 0,
             "context_size": self.context_size > 0,
             "attention_window": 0 <= self.window <= self.context_size,
             "memory_slots": self.memory_slots >= 1,
             "lru_blend": 0.0 <= self.lru_blend <= 1.0,
             "memory_init_std": self.memory_init_std >= 0.0,
-            "dropout": 0.0 <= self.dropout < 1.0,
             "norm": self.norm in ("pre", "post"),
             "ffn": self.ffn in ("mlp", "moe"),
             "ffn_multiplier": self.ffn_multiplier >= 1,
             "num_experts": self.num_experts >= 1,
-            "bptt_segments": self.bptt_segments >= 0,
             "time_buckets": self.time_buckets > _EXACT_BUCKETS,
             "memory_noise": self.memory_noise >= 0.0,
             "context_dropout": 0.0 <= self.context_dropout <= 1.0,

@@ -15,7 +15,7 @@ from d3rlpy.serializable_config import DynamicConfig, generate_config_registrati
 from .elmur import ELMURConfig, ELMUROptions
 from .elmur_encoder import ELMUR
 from .gru import GRUEncoder
-from .sequence import SequenceEncoder, failed_fields
+from .sequence import SequenceEncoder, failed_fields, shared_field_checks
 
 __all__ = [
     "SequenceEncoderArgs",
@@ -50,13 +50,7 @@ class SequenceEncoderFactory(DynamicConfig):
         """Raises ValueError naming invalid options, without building the model. By default
         the shared fields every encoder uses: width, layers, dropout, truncation (an encoder
         with attention adds its heads)."""
-        checks = {
-            "embed_dim": type(args.embed_dim) is int and args.embed_dim > 0,
-            "num_layers": type(args.num_layers) is int and args.num_layers > 0,
-            "dropout": type(args.dropout) in (int, float) and 0.0 <= args.dropout < 1.0,
-            "bptt_segments": type(args.bptt_segments) is int and args.bptt_segments >= 0,
-        }
-        bad = failed_fields(args, checks)
+        bad = failed_fields(args, shared_field_checks(args))
         if bad:
             raise ValueError(
                 f"invalid {self.get_type()} encoder config: {bad} (embed_dim and num_layers "

@@ -17,13 +17,21 @@ episodes that end at different times) can reset single rows without knowing the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-__all__ = ["SequenceEncoder", "SequenceOutput", "State", "failed_fields", "reset_rows"]
+__all__ = [
+    "SequenceEncoder",
+    "SequenceOutput",
+    "State",
+    "failed_fields",
+    "reset_rows",
+    "shared_field_checks",
+    "type_checks",
+]
 
 State = dict[str, torch.Tensor]
 
@@ -32,6 +40,25 @@ def failed_fields(config: object, checks: Mapping[str, bool]) -> str:
     """``name=value, ...`` of the fields of ``config`` whose check failed ("" if none): what
     the configs' errors name."""
     return ", ".join(f"{name}={getattr(config, name)!r}" for name, ok in checks.items() if not ok)
+
+
+def type_checks(config: object, ints: Sequence[str], floats: Sequence[str]) -> dict[str, bool]:
+    """Per field of ``config``: those in ``ints`` are ints, those in ``floats`` ints or floats
+    (a bool is neither a size nor a rate)."""
+    checks = {name: type(getattr(config, name)) is int for name in ints}
+    return checks | {name: type(getattr(config, name)) in (int, float) for name in floats}
+
+
+def shared_field_checks(config: Any) -> dict[str, bool]:
+    """The checks of the fields every sequence encoder uses (width, layers, dropout,
+    truncation), on what holds them: the algorithm's hand-over or a model's own config."""
+    typed = type_checks(config, ("embed_dim", "num_layers", "bptt_segments"), ("dropout",))
+    return {
+        "embed_dim": typed["embed_dim"] and config.embed_dim > 0,
+        "num_layers": typed["num_layers"] and config.num_layers > 0,
+        "dropout": typed["dropout"] and 0.0 <= config.dropout < 1.0,
+        "bptt_segments": typed["bptt_segments"] and config.bptt_segments >= 0,
+    }
 
 
 class SequenceOutput(NamedTuple):
