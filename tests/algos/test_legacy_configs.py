@@ -23,6 +23,14 @@ from d3rlpy_elmur_cli.bench.configs import (
 )
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
+RECORDED = json.loads((FIXTURES / "elmur_before_issue35.json").read_text())
+
+
+def _replayed_actions(algo: object) -> np.ndarray:
+    """The fixture model's recorded observations, through ``algo``'s stateful wrapper."""
+    wrapper = algo.as_stateful_wrapper(target_return=1.0)  # type: ignore[attr-defined]
+    observations = [np.asarray(o, np.float32) for o in RECORDED["observations"]]
+    return np.asarray([wrapper.predict(o, 0.0) for o in observations])
 
 
 @pytest.mark.parametrize("load", [load_learnable, d3rlpy.load_learnable])
@@ -32,11 +40,8 @@ def test_a_model_file_from_before_loads_with_its_window_slots_and_blend(load: ob
     assert isinstance(algo.config, ELMURDTConfig) and isinstance(encoder, ELMURFactory)
     options = (encoder.attention_window, encoder.memory_slots, encoder.lru_blend)
     assert options == (2, 2, 0.5) and encoder.memory_init_std == 0.3
-    # acts as it did when it was saved (W = 2: with W = K = 4 the actions differ)
-    recorded = json.loads((FIXTURES / "elmur_before_issue35.json").read_text())
-    wrapper = algo.as_stateful_wrapper(target_return=1.0)
-    actions = [wrapper.predict(np.asarray(o, np.float32), 0.0) for o in recorded["observations"]]
-    np.testing.assert_allclose(actions, recorded["actions"], atol=1e-5)
+    # acts as it did when it was saved
+    np.testing.assert_allclose(_replayed_actions(algo), RECORDED["actions"], atol=1e-5)
 
 
 def test_a_model_file_from_before_acts_differently_with_the_default_blend() -> None:
@@ -47,10 +52,8 @@ def test_a_model_file_from_before_acts_differently_with_the_default_blend() -> N
     rebuilt = algo.config.create()
     rebuilt.create_impl((3,), 2)
     rebuilt.impl.policy.load_state_dict(algo.impl.policy.state_dict())  # type: ignore[union-attr]
-    recorded = json.loads((FIXTURES / "elmur_before_issue35.json").read_text())
-    wrapper = rebuilt.as_stateful_wrapper(target_return=1.0)
-    actions = [wrapper.predict(np.asarray(o, np.float32), 0.0) for o in recorded["observations"]]
-    assert np.abs(np.asarray(actions) - np.asarray(recorded["actions"])).max() > 1e-2
+    difference = _replayed_actions(rebuilt) - np.asarray(RECORDED["actions"])
+    assert np.abs(difference).max() > 1e-2
 
 
 def test_a_yaml_config_from_before_loads_with_the_fields_moved() -> None:
