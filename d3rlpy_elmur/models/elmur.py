@@ -114,6 +114,14 @@ class ELMUROptions:
             slot), so the gate learns to open on what a segment adds from every episode's
             first write, not only from the rare later ones (needs ``write_gate``; an
             extrapolation candidate).
+        write_gate_cost: c: in training the loss adds c times the mean log opening of the
+            call's gated writes (each log floored at -20, so the term is bounded), so a write
+            stays shut unless what its segment brings lowers the action loss: the gate learns
+            to open on a cue and to shut on what only goes on. Its push does not fade as a
+            gate closes (a cost on the opening itself does, and left gates at ~1e-3, which
+            moves a slot away from what its read knows within 10^3 writes). Too strong a
+            push shuts the gate before the read has learned to use memory (c = 0.01 did on
+            ``cue8-flag-late``). Needs ``write_gate``; 0: off.
     """
 
     attention_window: int | None = None
@@ -139,6 +147,7 @@ class ELMUROptions:
     memory_drift: int = 0
     write_gate: float = 0.0
     write_gate_empty: bool = False
+    write_gate_cost: float = 0.0
 
 
 _INTS = (
@@ -162,6 +171,7 @@ _FLOATS = (
     "memory_noise",
     "context_dropout",
     "write_gate",
+    "write_gate_cost",
 )
 
 
@@ -204,6 +214,8 @@ class ELMURConfig(ELMUROptions):
             "memory_drift": self.memory_drift >= 0,
             "write_gate": self.write_gate == 0.0 or (0.0 < self.write_gate < 1.0 and self.use_lru),
             "write_gate_empty": not self.write_gate_empty or self.write_gate > 0.0,
+            "write_gate_cost": self.write_gate_cost == 0.0
+            or (self.write_gate_cost > 0.0 and self.write_gate > 0.0),
         }
         bad = failed_fields(self, checks)
         if bad:
@@ -211,7 +223,8 @@ class ELMURConfig(ELMUROptions):
                 f"invalid ELMUR config: {bad} (num_heads must divide embed_dim, "
                 "lru_blend lies in [0, 1], memory_slots >= 1, 0 <= attention_window <= "
                 "context_size, norm is pre|post, ffn is mlp|moe, ffn_multiplier >= 1, "
-                "write_gate is 0 or in (0, 1) with use_lru, write_gate_empty needs write_gate)"
+                "write_gate is 0 or in (0, 1) with use_lru, write_gate_empty needs write_gate, "
+                "write_gate_cost >= 0 needs write_gate when set)"
             )
 
     @property
@@ -649,12 +662,14 @@ class ELMURBase(SequenceEncoder):
         state: State,
         read_later: bool = False,
         context_kv: list[KeysValues] | None = None,
+        openings: list[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, State, torch.Tensor | None, list[KeysValues] | None]:
         """``_segment``, carrying each layer's self-attention keys and values of the context
         (W > 0) from one segment of a call to the next: ``context_kv`` those of
         ``state["context"]`` (None: projected here), and returned those of the new state's
         context (None where they cannot be carried: W = 0, or no gradient into the context,
-        whose projection must then see it detached)."""
+        whose projection must then see it detached). ``openings`` collects the mean log
+        opening of each gated write (``lru_write``)."""
         memory, anchors = state["memory"], state["anchors"]
         B, T, _ = x.shape
         context_valid = state.get("context_valid")
@@ -720,7 +735,15 @@ class ELMURBase(SequenceEncoder):
         new_state = {"memory": memory, "anchors": anchors}
         if key_mask is not None:
             new_state["memory"], new_state["anchors"] = self._write_segment(
-                memory, anchors, outputs, steps, write_bias, key_mask, complete, read_later
+                memory,
+                anchors,
+                outputs,
+                steps,
+                write_bias,
+                key_mask,
+                complete,
+                read_later,
+                openings,
             )
         if W:
             new_state["context"] = torch.stack(contexts, 1)
@@ -738,6 +761,7 @@ class ELMURBase(SequenceEncoder):
         key_mask: torch.Tensor,
         complete: torch.Tensor,
         repeat: bool,
+        openings: list[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``write_memory`` of a segment into memory [B, Lm, M, D] with anchors [B, Lm, M];
         in training, where ``repeat``, applied per row a uniform 0..``memory_rewrites`` more
@@ -746,12 +770,12 @@ class ELMURBase(SequenceEncoder):
         write's forward and backward."""
         biases = [key_mask if b is None else b + key_mask for b in write_bias]
         memory, anchors = self.write_memory(
-            memory, anchors, outputs, steps[:, -1], biases, complete
+            memory, anchors, outputs, steps[:, -1], biases, complete, openings
         )
         if not (self.training and repeat):
             return memory, anchors
         memory, anchors = self._rewrite(
-            memory, anchors, outputs, steps, key_mask, complete, self.cfg.memory_rewrites
+            memory, anchors, outputs, steps, key_mask, complete, self.cfg.memory_rewrites, openings
         )
         if self.cfg.memory_drift:
             with torch.no_grad():
@@ -772,6 +796,7 @@ class ELMURBase(SequenceEncoder):
         key_mask: torch.Tensor,
         complete: torch.Tensor,
         most: int,
+        openings: list[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The segment's write applied again to each complete row a uniform 0..``most``
         times (``most`` = 0: unchanged)."""
@@ -785,7 +810,7 @@ class ELMURBase(SequenceEncoder):
             write_bias = self.time_biases(steps, anchors)[1]
             biases = [key_mask if b is None else b + key_mask for b in write_bias]
             memory, anchors = self.write_memory(
-                memory, anchors, outputs, steps[:, -1], biases, rows
+                memory, anchors, outputs, steps[:, -1], biases, rows, openings
             )
         return memory, anchors
 
@@ -797,16 +822,25 @@ class ELMURBase(SequenceEncoder):
         last: torch.Tensor,
         write_bias: Sequence[torch.Tensor | None],
         done: torch.Tensor,
+        openings: list[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """A segment's memory write by every writing layer, kept in the rows ``done`` [B]:
         memory [B, Lm, M, D] and anchors [B, Lm, M] before it; ``outputs`` the layers' outputs
-        [B, T, D]; ``last`` [B] the segment's last step; ``write_bias`` per memory layer."""
+        [B, T, D]; ``last`` [B] the segment's last step; ``write_bias`` per memory layer;
+        ``openings`` as in ``lru_write``."""
         new_memory, new_anchors = list(memory.unbind(1)), list(anchors.unbind(1))
         for i, layer in enumerate(self.elmur_layers()):
             if layer.writes:
                 mi = self.memory_index(i)
                 new_memory[mi], new_anchors[mi] = self.lru_write(
-                    layer, new_memory[mi], new_anchors[mi], outputs[i], write_bias[mi], last, done
+                    layer,
+                    new_memory[mi],
+                    new_anchors[mi],
+                    outputs[i],
+                    write_bias[mi],
+                    last,
+                    done,
+                    openings,
                 )
         return torch.stack(new_memory, 1), torch.stack(new_anchors, 1)
 
@@ -819,9 +853,12 @@ class ELMURBase(SequenceEncoder):
         write_bias: torch.Tensor | None,
         last: torch.Tensor,
         done: torch.Tensor | None = None,
+        openings: list[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``lru_update(memory, layer.candidate(memory, tokens, write_bias), anchors, last)``,
-        kept in the rows ``done`` [B] (all when None).
+        kept in the rows ``done`` [B] (all when None). With ``write_gate``, ``openings`` (when
+        given) gets [the mean log opening (floored at -20) over the rows this write gates,
+        1 if it gates any row else 0].
 
         memory [B, M, D], anchors [B, M], tokens [B, T, D], write_bias broadcastable to
         [B, H, M, T]. With LRU only the target slot's candidate is computed and blended: the
@@ -850,12 +887,19 @@ class ELMURBase(SequenceEncoder):
         weight = coef[:, None].to(memory.dtype)  # [B, 1]
         if cfg.write_gate:
             # a module call (not _linear): once per segment, and hooks can read the gate
-            gate = torch.sigmoid(layer.gate(torch.cat([slot, cand], -1)))
-            if cfg.write_gate_empty:
-                weight = weight * gate
-            else:
-                replaced = anchors[rows, target] < 0
-                weight = torch.where(replaced[:, None], weight, weight * gate)
+            logit = layer.gate(torch.cat([slot, cand], -1))
+            gate = torch.sigmoid(logit)
+            gated = torch.ones_like(gate[:, 0], dtype=torch.bool)
+            if not cfg.write_gate_empty:  # replacing an empty slot is not gated
+                gated = anchors[rows, target] >= 0
+            weight = torch.where(gated[:, None], weight * gate, weight)
+            if openings is not None:
+                counted = (gated if done is None else gated & done).to(gate.dtype)
+                log_opening = F.logsigmoid(logit[:, 0]).clamp(min=-20.0)
+                rows_gated = counted.sum()
+                mean = (log_opening * counted).sum() / rows_gated.clamp(min=1.0)
+                # a write that gated no row (only empty slots replaced) is not in the mean
+                openings.append(torch.stack([mean, (rows_gated > 0).to(mean.dtype)]))
         # lru_update's blend, m + coef (m~ - m), of the target slot only
         blended = slot + weight * (cand - slot)
         written = F.one_hot(target, M).bool()  # [B, M]
@@ -874,16 +918,26 @@ class ELMURBase(SequenceEncoder):
     ) -> SequenceOutput:
         """See ``SequenceEncoder.forward``. The auxiliary loss is the MoE's load-balancing
         loss, a mean over the real tokens (each segment weighted by its count, so S does not
-        scale it)."""
+        scale it), plus in training ``write_gate_cost`` times the mean, over the call's
+        writes that gate a row, of each write's mean log opening."""
         K = self.context_size
         truncate = self.cfg.truncate_every
         outputs, kept, losses, counts = [], [], [], []
+        # the gates' log openings, for their cost (only where it trains something)
+        costed = self.cfg.write_gate_cost and self.training and torch.is_grad_enabled()
+        openings: list[torch.Tensor] | None = [] if costed else None
         T = tokens.shape[1]
         context_kv = None  # the keys and values of the next segment's context, where known
         for index, start in enumerate(range(0, T, K)):
             seg = slice(start, start + K)
             out, state, aux, context_kv = self._segment_carry(
-                tokens[:, seg], valid[:, seg], steps[:, seg], state, start + K < T, context_kv
+                tokens[:, seg],
+                valid[:, seg],
+                steps[:, seg],
+                state,
+                start + K < T,
+                context_kv,
+                openings,
             )
             outputs.append(out)
             if aux is not None:
@@ -898,4 +952,8 @@ class ELMURBase(SequenceEncoder):
         if losses:
             n = torch.stack(counts).to(losses[0].dtype)
             aux_loss = (torch.stack(losses) * n).sum() / n.sum().clamp(min=1.0)
+        if openings:
+            log_sum, writes = torch.stack(openings).sum(0)
+            cost = log_sum / writes.clamp(min=1.0) * self.cfg.write_gate_cost
+            aux_loss = cost if aux_loss is None else aux_loss + cost
         return SequenceOutput(torch.cat(outputs, 1), state, kept, aux_loss)

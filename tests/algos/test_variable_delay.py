@@ -43,3 +43,31 @@ def test_memory_carries_a_cue_ten_times_the_longest_training_episode() -> None:
         options = balanced_cue_options(task.num_cues, delay=length - 1)
         result = evaluate(algo, venv, n_episodes=60, seed=7, reset_options=options)
         assert result["success_rate"] >= 0.95, (length, result["success_rate"])
+
+
+@pytest.mark.slow
+def test_a_gate_that_pays_to_open_carries_a_late_cue_a_hundred_times_further() -> None:
+    """Segment-local attention (memory is the only route across segments) and the write
+    gate with its log cost (``write_gate_cost``): the gate learns to open on the cue, which
+    comes at a step drawn in 0..delay // 2, and to stay shut on every other segment, so the
+    slot is unchanged for the rest of the episode (README, ninth reading)."""
+    task = RecallTask.from_name("cue3-flag-late")
+    dataset = recall_dataset(task, 300, max_delay=LONGEST - 1, seed=0)
+    encoder = ELMURFactory(
+        attention_window=0, write_gate=0.5, write_gate_empty=True, write_gate_cost=0.002
+    )
+    torch.manual_seed(1)
+    algo = DiscreteELMURDTConfig(context_size=K, num_segments=S, sequence_encoder=encoder).create()
+    algo.fit(
+        dataset,
+        n_steps=1200,
+        n_steps_per_epoch=1200,
+        seed=1,
+        show_progress=False,
+        logger_adapter=NoopAdapterFactory(),
+    )
+    for length in (LONGEST, 100 * LONGEST):
+        venv = task.make_vector_env(30, delay=length - 1)
+        options = balanced_cue_options(task.num_cues, delay=length - 1)
+        result = evaluate(algo, venv, n_episodes=60, seed=7, reset_options=options)
+        assert result["success_rate"] >= 0.95, (length, result["success_rate"])

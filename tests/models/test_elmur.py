@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -174,6 +175,7 @@ VARIANTS = [
     {"attention_window": K, "write_gate": 0.95},
     {"write_gate": 0.05, "memory_slots": 1, "norm": "pre"},
     {"attention_window": K, "write_gate": 0.3, "write_gate_empty": True, "memory_slots": 2},
+    {"write_gate": 0.5, "write_gate_cost": 0.1, "memory_slots": 2},  # the cost: training-only
 ]
 
 
@@ -628,6 +630,47 @@ def test_write_gate_empty_gates_the_first_write_and_trains_the_gate_from_it() ->
         ELMURConfig(write_gate_empty=True)
 
 
+def test_write_gate_cost_adds_the_mean_log_opening_in_training_and_pushes_the_gates_shut() -> None:
+    """The gates open 0.5 for every input at first, so the cost is log(0.5) times its weight;
+    its gradient lowers every layer's gate, and still does for a gate nearly shut (where a
+    cost on the opening itself would have faded); a gate shut past the log floor is not
+    pushed; nothing is paid in eval mode or without gradient."""
+    B = 3
+    tokens, valid, steps = inputs(B, 3 * K)
+    model = make(memory_slots=1, write_gate=0.5, write_gate_empty=True, write_gate_cost=0.1)
+    model.train()
+    out = model(tokens, valid, steps, model.initial_state(B))
+    assert out.aux_loss is not None
+    assert abs(out.aux_loss.item() - 0.1 * math.log(0.5)) < 1e-6
+    out.aux_loss.backward()
+    for layer in model.elmur_layers():
+        assert float(layer.gate.bias.grad) > 1e-3  # descent lowers the bias: shuts
+    push = {}
+    for bias in (-8.0, -30.0):  # nearly shut (3e-4), and past the floor of the log
+        model.zero_grad()
+        with torch.no_grad():
+            for layer in model.elmur_layers():
+                layer.gate.bias.fill_(bias)
+        cost = model(tokens, valid, steps, model.initial_state(B)).aux_loss
+        assert cost is not None
+        cost.backward()
+        push[bias] = [float(layer.gate.bias.grad) for layer in model.elmur_layers()]
+    assert min(push[-8.0]) > 1e-2  # 0.1 * (1 - 3e-4) / 2 layers: not faded
+    assert max(abs(g) for g in push[-30.0]) == 0.0
+    # without write_gate_empty the first write replaces the empty slot, ungated: not paid
+    replacing = make(memory_slots=1, write_gate=0.5, write_gate_cost=0.1).train()
+    for segments, expected in ((1, 0.0), (3, 0.1 * math.log(0.5))):
+        tokens, valid, steps = inputs(B, segments * K)
+        cost = replacing(tokens, valid, steps, replacing.initial_state(B)).aux_loss
+        assert cost is not None and abs(cost.item() - expected) < 1e-6
+    with torch.no_grad():
+        assert model(tokens, valid, steps, model.initial_state(B)).aux_loss is None
+    model.eval()
+    assert model(tokens, valid, steps, model.initial_state(B)).aux_loss is None
+    with pytest.raises(ValueError, match=re.escape("write_gate_cost=0.1")):
+        ELMURConfig(write_gate_cost=0.1)
+
+
 def test_context_dropout_of_one_hides_the_previous_segment_in_training() -> None:
     model = make(attention_window=2, context_dropout=1.0)
     tokens, valid, steps = inputs(2, 2 * K)
@@ -811,7 +854,7 @@ CONFIG_ERROR_TAIL = (
     " (num_heads must divide embed_dim, lru_blend lies in [0, 1], memory_slots >= 1, "
     "0 <= attention_window <= context_size, norm is pre|post, ffn is mlp|moe, "
     "ffn_multiplier >= 1, write_gate is 0 or in (0, 1) with use_lru, "
-    "write_gate_empty needs write_gate)"
+    "write_gate_empty needs write_gate, write_gate_cost >= 0 needs write_gate when set)"
 )
 
 
@@ -843,6 +886,7 @@ CONFIG_ERROR_TAIL = (
         ("memory_drift", 0, -1),
         ("write_gate", 0.0, -0.1),
         ("write_gate", 0.999, 1.0),
+        ("write_gate_cost", 0.0, -0.1),
     ],
 )
 def test_config_accepts_each_limit_and_names_the_first_value_past_it(
