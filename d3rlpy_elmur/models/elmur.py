@@ -119,7 +119,7 @@ class ELMUROptions:
             stays shut unless what its segment brings lowers the action loss: the gate learns
             to open on a cue and to shut on what only goes on. Its push does not fade as a
             gate closes (a cost on the opening itself does, and left gates at ~1e-3, which
-            moves a slot away from what its read knows within 10^3 writes). Too strong a
+            moves a slot away from what its read knows within 10^2-10^3 writes). Too strong a
             push shuts the gate before the read has learned to use memory (c = 0.01 did on
             ``cue8-flag-late``). Needs ``write_gate``; 0: off.
     """
@@ -889,8 +889,9 @@ class ELMURBase(SequenceEncoder):
             # a module call (not _linear): once per segment, and hooks can read the gate
             logit = layer.gate(torch.cat([slot, cand], -1))
             gate = torch.sigmoid(logit)
-            gated = torch.ones_like(gate[:, 0], dtype=torch.bool)
-            if not cfg.write_gate_empty:  # replacing an empty slot is not gated
+            if cfg.write_gate_empty:
+                gated = torch.ones_like(gate[:, 0], dtype=torch.bool)
+            else:  # replacing an empty slot is not gated
                 gated = anchors[rows, target] >= 0
             weight = torch.where(gated[:, None], weight * gate, weight)
             if openings is not None:
@@ -918,13 +919,13 @@ class ELMURBase(SequenceEncoder):
     ) -> SequenceOutput:
         """See ``SequenceEncoder.forward``. The auxiliary loss is the MoE's load-balancing
         loss, a mean over the real tokens (each segment weighted by its count, so S does not
-        scale it), plus in training ``write_gate_cost`` times the mean, over the call's
-        writes that gate a row, of each write's mean log opening."""
+        scale it), plus in training (with gradient) ``write_gate_cost`` times the mean, over
+        the call's writes that gate a row, of each write's mean log opening."""
         K = self.context_size
         truncate = self.cfg.truncate_every
         outputs, kept, losses, counts = [], [], [], []
         # the gates' log openings, for their cost (only where it trains something)
-        costed = self.cfg.write_gate_cost and self.training and torch.is_grad_enabled()
+        costed = bool(self.cfg.write_gate_cost) and self.training and torch.is_grad_enabled()
         openings: list[torch.Tensor] | None = [] if costed else None
         T = tokens.shape[1]
         context_kv = None  # the keys and values of the next segment's context, where known
