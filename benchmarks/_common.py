@@ -42,7 +42,8 @@ __all__ = [
 ]
 
 # The training-throughput model of issue 6: the paper's shape (K=10, S=3, 2 layers, 2 heads,
-# width 128, batch 64) with M=4 slots (TMAZE_PRESET_ENCODER: ELMURFactory's fields). Inference
+# width 128, batch 64) with the POPGym preset's encoder: M=4 slots, W=K, no write gate
+# (TMAZE_PRESET_ENCODER: ELMURFactory's fields). Inference
 # benchmarks use the T-Maze preset config (examples/configs/tmaze_elmur.yaml) instead.
 TMAZE_PRESET: dict[str, Any] = dict(
     context_size=10,
@@ -52,7 +53,9 @@ TMAZE_PRESET: dict[str, Any] = dict(
     embed_dim=128,
     batch_size=64,
 )
-TMAZE_PRESET_ENCODER: dict[str, Any] = dict(memory_slots=4, lru_blend=0.79)
+TMAZE_PRESET_ENCODER: dict[str, Any] = dict(
+    attention_window=None, memory_slots=4, lru_blend=0.79, write_gate=0.0
+)
 
 
 def add_common_arguments(parser: Any) -> None:

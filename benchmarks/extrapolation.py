@@ -33,6 +33,7 @@ import json
 import os
 import re
 import statistics
+import textwrap
 import time
 import warnings
 from collections.abc import Callable
@@ -50,6 +51,7 @@ FAMILY = [
     "cue3-every",
     "cue3-flag-onehot",
     "cue3-flag-late",
+    "cue8-flag-late",
     "tmaze",
 ]
 MULTIPLES = ["1x", "10x", "100x", "1000x"]
@@ -343,7 +345,7 @@ def plot(summary: list[dict[str, Any]], title: str, path: Path) -> bool:
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("episode length (steps)")
     ax.set_ylabel("success (mean ± std over seeds)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 90), fontsize=9)  # a long --set list wraps
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

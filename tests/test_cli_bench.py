@@ -231,7 +231,7 @@ POPGYM_CONFIGS = {
     "toy_dt_long.yaml": "base: toy_dt.yaml\nparams: {max_timestep: 64}\n",
     "toy_elmur_window.yaml": (
         "base: toy_elmur.yaml\n"
-        "params: {sequence_encoder: {type: elmur, params: {attention_window: 2}}}\n"
+        "params: {sequence_encoder: {type: elmur, params: {attention_window: 3}}}\n"
     ),
     "bench_toy_popgym.yaml": """\
 kind: popgym
@@ -263,9 +263,9 @@ def test_bench_popgym_one_model_per_task(roots: Path, capsys) -> None:
     elmur, dt, bc = results["algorithms"]
     # ELMURDT trains a discrete model for RepeatPrevious and a continuous one for Pendulum
     assert [run["task"] for run in elmur["runs"]] == ["rp", "pend"]
-    # ... and RepeatPrevious with its task config (a preset per task)
+    # ... and RepeatPrevious with its task config (a preset per task; 2 is the default W)
     for run, algo, window in zip(
-        elmur["runs"], ["discrete_elmur_dt", "elmur_dt"], [2, None], strict=True
+        elmur["runs"], ["discrete_elmur_dt", "elmur_dt"], [3, 2], strict=True
     ):
         config = yaml.safe_load((Path(run["run_dir"]) / "config.yaml").read_text())
         assert config["algo"] == algo

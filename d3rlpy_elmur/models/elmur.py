@@ -59,10 +59,13 @@ class ELMUROptions:
     algorithm config carries as its ``sequence_encoder``) and of ``ELMURConfig``.
 
     Args:
-        attention_window: W in [0, K], tokens of the previous segment that every token also
+        attention_window: W >= 0, tokens of the previous segment that every token also
             attends to (Transformer-XL's cache), so a segment's first tokens have W steps of
-            direct context; None (default) is W = K. 0 is the paper's segment-local
-            attention, an ablation here (and the T-Maze preset's).
+            direct context (a W above K is K). 2 (default): a decision further back than that
+            has to come from memory in training too, so memory and its write gate learn from
+            most decisions (README, extrapolation: with W = K a cue was lost 10x-100x past the
+            training length); None is W = K (the POPGym preset's: fewer errors at a segment's
+            first positions); 0 is the paper's segment-local attention (the T-Maze preset's).
         memory_slots: M, slots per layer. Keep M <= S - 2: a slot is then blended and read
             again inside every training window, so the blend path (what carries memory past
             the training length) is trained. With M >= S - 1 a window only fills empty slots
@@ -106,14 +109,15 @@ class ELMUROptions:
         write_gate: a learned gate on the LRU blend: a blend into a written slot weighs its
             candidate lru_blend * sigmoid(w . [slot, candidate] + b), so a segment with
             nothing to add can leave the slot as it is instead of copying it (a copy that is
-            slightly off drifts over hundreds of writes). Replacing an empty slot is not
-            gated. Part of the model in every path (training, step, export). 0: off; in
-            (0, 1): on, opened that far at initialisation (an extrapolation candidate).
+            slightly off drifts over hundreds of writes). Part of the model in every path
+            (training, step, export). In (0, 1): on, opened that far at initialisation (0.5,
+            the default); 0: off (the T-Maze and POPGym presets'). Without ``use_lru`` there
+            is no blend to gate: off.
         write_gate_empty: the gate also weighs the first write into an empty slot (it
             replaces the learned initial slot by gate * candidate + (1 - gate) * initial
             slot), so the gate learns to open on what a segment adds from every episode's
-            first write, not only from the rare later ones (needs ``write_gate``; an
-            extrapolation candidate).
+            first write, not only from the rare later ones (default True; False leaves
+            replacing an empty slot ungated). Acts only with the gate.
         write_gate_cost: c: in training the loss adds c times the mean log opening of the
             call's gated writes (each log floored at -20, so the term is bounded), so a write
             stays shut unless what its segment brings lowers the action loss: the gate learns
@@ -121,10 +125,10 @@ class ELMUROptions:
             gate closes (a cost on the opening itself does, and left gates at ~1e-3, which
             moves a slot away from what its read knows within 10^2-10^3 writes). Too strong a
             push shuts the gate before the read has learned to use memory (c = 0.01 did on
-            ``cue8-flag-late``). Needs ``write_gate``; 0: off.
+            ``cue8-flag-late``). 0.002 (default); 0: off. Acts only with the gate.
     """
 
-    attention_window: int | None = None
+    attention_window: int | None = 2
     memory_slots: int = 1
     lru_blend: float = 0.79
     memory_init_std: float = 0.1
@@ -145,9 +149,9 @@ class ELMUROptions:
     context_dropout: float = 0.0
     memory_rewrites: int = 0
     memory_drift: int = 0
-    write_gate: float = 0.0
-    write_gate_empty: bool = False
-    write_gate_cost: float = 0.0
+    write_gate: float = 0.5
+    write_gate_empty: bool = True
+    write_gate_cost: float = 0.002
 
 
 _INTS = (
@@ -199,7 +203,7 @@ class ELMURConfig(ELMUROptions):
             **shared_field_checks(self),  # width, layers, dropout, truncation
             "num_heads": self.num_heads > 0 and self.embed_dim % self.num_heads == 0,
             "context_size": self.context_size > 0,
-            "attention_window": 0 <= self.window <= self.context_size,
+            "attention_window": self.window >= 0,
             "memory_slots": self.memory_slots >= 1,
             "lru_blend": 0.0 <= self.lru_blend <= 1.0,
             "memory_init_std": self.memory_init_std >= 0.0,
@@ -212,25 +216,28 @@ class ELMURConfig(ELMUROptions):
             "context_dropout": 0.0 <= self.context_dropout <= 1.0,
             "memory_rewrites": self.memory_rewrites >= 0,
             "memory_drift": self.memory_drift >= 0,
-            "write_gate": self.write_gate == 0.0 or (0.0 < self.write_gate < 1.0 and self.use_lru),
-            "write_gate_empty": not self.write_gate_empty or self.write_gate > 0.0,
-            "write_gate_cost": self.write_gate_cost == 0.0
-            or (self.write_gate_cost > 0.0 and self.write_gate > 0.0),
+            "write_gate": 0.0 <= self.write_gate < 1.0,
+            "write_gate_cost": self.write_gate_cost >= 0.0,
         }
         bad = failed_fields(self, checks)
         if bad:
             raise ValueError(
                 f"invalid ELMUR config: {bad} (num_heads must divide embed_dim, "
-                "lru_blend lies in [0, 1], memory_slots >= 1, 0 <= attention_window <= "
-                "context_size, norm is pre|post, ffn is mlp|moe, ffn_multiplier >= 1, "
-                "write_gate is 0 or in (0, 1) with use_lru, write_gate_empty needs write_gate, "
-                "write_gate_cost >= 0 needs write_gate when set)"
+                "lru_blend lies in [0, 1], memory_slots >= 1, attention_window >= 0 or None, "
+                "norm is pre|post, ffn is mlp|moe, ffn_multiplier >= 1, write_gate in [0, 1), "
+                "write_gate_cost >= 0)"
             )
 
     @property
     def window(self) -> int:
-        """W: ``attention_window``, or K when it is None."""
-        return self.context_size if self.attention_window is None else self.attention_window
+        """W: ``attention_window``, at most K (K when it is None)."""
+        W = self.attention_window
+        return self.context_size if W is None else min(W, self.context_size)
+
+    @property
+    def gated(self) -> bool:
+        """Whether the model has the write gate: ``write_gate`` set, and an LRU blend to gate."""
+        return self.write_gate > 0.0 and self.use_lru
 
     @property
     def truncate_every(self) -> int:
@@ -340,7 +347,7 @@ class ELMURLayer(nn.Module):
             # Pre-norm leaves the candidate unnormalised, and blending it in every segment
             # would accumulate without bound: normalise what is written (post-norm does).
             self.ln_mem_out = nn.LayerNorm(D) if self.pre_norm else nn.Identity()
-            if cfg.write_gate:
+            if cfg.gated:
                 self.gate = nn.Linear(2 * D, 1)
                 # opens write_gate for every input at first
                 nn.init.zeros_(self.gate.weight)
@@ -885,7 +892,7 @@ class ELMURBase(SequenceEncoder):
         slot = memory[rows, target]  # [B, D]
         cand = layer.candidate_one(slot, tokens, wb)  # [B, D]
         weight = coef[:, None].to(memory.dtype)  # [B, 1]
-        if cfg.write_gate:
+        if cfg.gated:
             # a module call (not _linear): once per segment, and hooks can read the gate
             logit = layer.gate(torch.cat([slot, cand], -1))
             gate = torch.sigmoid(logit)
@@ -922,10 +929,12 @@ class ELMURBase(SequenceEncoder):
         scale it), plus in training (with gradient) ``write_gate_cost`` times the mean, over
         the call's writes that gate a row, of each write's mean log opening."""
         K = self.context_size
-        truncate = self.cfg.truncate_every
+        cfg = self.cfg
+        truncate = cfg.truncate_every
         outputs, kept, losses, counts = [], [], [], []
         # the gates' log openings, for their cost (only where it trains something)
-        costed = bool(self.cfg.write_gate_cost) and self.training and torch.is_grad_enabled()
+        costed = cfg.gated and bool(cfg.write_gate_cost) and self.training
+        costed = costed and torch.is_grad_enabled()
         openings: list[torch.Tensor] | None = [] if costed else None
         T = tokens.shape[1]
         context_kv = None  # the keys and values of the next segment's context, where known
@@ -955,6 +964,6 @@ class ELMURBase(SequenceEncoder):
             aux_loss = (torch.stack(losses) * n).sum() / n.sum().clamp(min=1.0)
         if openings:
             log_sum, writes = torch.stack(openings).sum(0)
-            cost = log_sum / writes.clamp(min=1.0) * self.cfg.write_gate_cost
+            cost = log_sum / writes.clamp(min=1.0) * cfg.write_gate_cost
             aux_loss = cost if aux_loss is None else aux_loss + cost
         return SequenceOutput(torch.cat(outputs, 1), state, kept, aux_loss)

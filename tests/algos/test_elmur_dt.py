@@ -93,7 +93,6 @@ def test_registered_with_d3rlpy() -> None:
         ("lru_blend", 1.01),
         ("num_heads", 3),
         ("token_format", "act_only"),
-        ("attention_window", K + 1),
         ("attention_window", -1),
         ("attention_window", "all"),
         ("memory_refresh_every", 0),

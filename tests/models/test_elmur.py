@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from typing import Any
@@ -10,6 +11,7 @@ import torch
 from d3rlpy_elmur.models import (
     ELMUR,
     ELMURConfig,
+    ELMUROptions,
     GRUEncoder,
     SequenceEncoder,
     lru_update,
@@ -24,9 +26,17 @@ D, K = 16, 4
 
 def make(**overrides: object) -> ELMUR:
     torch.manual_seed(0)
-    # segment-local attention (the paper's) unless a test says otherwise
+    # the paper's model (segment-local attention, no write gate) unless a test says otherwise
     cfg = dict(
-        embed_dim=D, num_layers=2, num_heads=2, context_size=K, memory_slots=2, attention_window=0
+        embed_dim=D,
+        num_layers=2,
+        num_heads=2,
+        context_size=K,
+        memory_slots=2,
+        attention_window=0,
+        write_gate=0.0,
+        write_gate_empty=False,
+        write_gate_cost=0.0,
     )
     cfg.update(overrides)
     model = ELMUR(ELMURConfig(**cfg))  # type: ignore[arg-type]
@@ -175,6 +185,8 @@ VARIANTS = [
     {"attention_window": K, "write_gate": 0.95},
     {"write_gate": 0.05, "memory_slots": 1, "norm": "pre"},
     {"attention_window": K, "write_gate": 0.3, "write_gate_empty": True, "memory_slots": 2},
+    # the library defaults (make's are the paper's model)
+    {f.name: f.default for f in dataclasses.fields(ELMUROptions)},
 ]
 
 
@@ -625,8 +637,11 @@ def test_write_gate_empty_gates_the_first_write_and_trains_the_gate_from_it() ->
         assert gate.gate.weight.grad is None or gate.gate.weight.grad.abs().max() == 0
     for gate in gates:
         assert gate.weight.grad is not None and gate.weight.grad.abs().max() > 1e-4
-    with pytest.raises(ValueError, match="write_gate_empty=True"):
-        ELMURConfig(write_gate_empty=True)
+    # without the gate the option has nothing to weigh: the plain replacing write
+    ungated = make(memory_slots=1, write_gate_empty=True)
+    ungated.load_state_dict(plain.state_dict(), strict=False)
+    with torch.no_grad():
+        assert torch.allclose(first_write(ungated), replaced, atol=1e-6)
 
 
 def test_write_gate_cost_adds_the_mean_log_opening_in_training_and_pushes_the_gates_shut() -> None:
@@ -666,8 +681,9 @@ def test_write_gate_cost_adds_the_mean_log_opening_in_training_and_pushes_the_ga
         assert model(tokens, valid, steps, model.initial_state(B)).aux_loss is None
     model.eval()
     assert model(tokens, valid, steps, model.initial_state(B)).aux_loss is None
-    with pytest.raises(ValueError, match=re.escape("write_gate_cost=0.1")):
-        ELMURConfig(write_gate_cost=0.1)
+    # without the gate there is nothing to pay for
+    ungated = make(memory_slots=1, write_gate_cost=0.1).train()
+    assert ungated(tokens, valid, steps, ungated.initial_state(B)).aux_loss is None
 
 
 def test_context_dropout_of_one_hides_the_previous_segment_in_training() -> None:
@@ -851,9 +867,8 @@ def test_writes_into_written_slots_read_their_time_bias(use_lru: bool) -> None:
 
 CONFIG_ERROR_TAIL = (
     " (num_heads must divide embed_dim, lru_blend lies in [0, 1], memory_slots >= 1, "
-    "0 <= attention_window <= context_size, norm is pre|post, ffn is mlp|moe, "
-    "ffn_multiplier >= 1, write_gate is 0 or in (0, 1) with use_lru, "
-    "write_gate_empty needs write_gate, write_gate_cost >= 0 needs write_gate when set)"
+    "attention_window >= 0 or None, norm is pre|post, ffn is mlp|moe, ffn_multiplier >= 1, "
+    "write_gate in [0, 1), write_gate_cost >= 0)"
 )
 
 
@@ -866,7 +881,6 @@ CONFIG_ERROR_TAIL = (
         ("num_heads", 1, 3),  # does not divide the width
         ("context_size", 1, 0),
         ("attention_window", 0, -1),
-        ("attention_window", K, K + 1),
         ("memory_slots", 1, 0),
         ("lru_blend", 0.0, -0.5),
         ("lru_blend", 1.0, 1.5),
@@ -911,10 +925,12 @@ def test_ffn_multiplier_sets_the_hidden_width_of_both_ffns_from_the_algorithm_co
     assert layer.ffn.fc.out_features == layer.mem_ffn.fc.out_features == 2 * D
 
 
-def test_write_gate_needs_the_lru_rule_and_opens_as_set() -> None:
-    message = re.escape(f"invalid ELMUR config: write_gate=0.5{CONFIG_ERROR_TAIL}")
-    with pytest.raises(ValueError, match=f"^{message}$"):
-        ELMURConfig(write_gate=0.5, use_lru=False)
+def test_write_gate_is_off_without_the_lru_rule_and_opens_as_set() -> None:
+    """The default gate (0.5) needs a blend to gate: without LRU (every slot overwritten)
+    the model has no gate, so the ablation runs with the defaults as they are."""
+    no_lru = ELMUR(ELMURConfig(embed_dim=D, context_size=K, use_lru=False))
+    assert not any(".gate." in name for name, _ in no_lru.named_parameters())
+    assert ELMURConfig(use_lru=False).write_gate == 0.5 and not ELMURConfig(use_lru=False).gated
     model = ELMUR(ELMURConfig(embed_dim=D, context_size=K, write_gate=0.2))
     gate = model.elmur_layers()[0].gate
     opening = torch.sigmoid(gate(torch.randn(5, 2 * D)))
@@ -929,7 +945,8 @@ def test_config_names_every_bad_field() -> None:
 
 def test_model_and_algorithm_configs_share_their_defaults() -> None:
     """One default per concept: the model's own config defaults to what the algorithm
-    configs build it with (the attention window K, one memory slot)."""
+    configs build it with (the attention window 2, one memory slot, the write gate with its
+    cost)."""
     from d3rlpy_elmur import DiscreteELMURDTConfig
     from d3rlpy_elmur.models import ELMURFactory
 
@@ -937,7 +954,10 @@ def test_model_and_algorithm_configs_share_their_defaults() -> None:
     model = ELMURConfig(context_size=7)
     assert isinstance(algo.sequence_encoder, ELMURFactory)
     assert algo.sequence_encoder.model_config(algo.encoder_args()) == model
-    assert model.window == 7 and model.memory_slots == 1
+    assert model.window == 2 and model.memory_slots == 1 and model.gated
+    assert (model.write_gate, model.write_gate_empty, model.write_gate_cost) == (0.5, True, 0.002)
     assert ELMURConfig(context_size=7, attention_window=0).window == 0
-    with pytest.raises(ValueError, match="attention_window"):
-        ELMURConfig(context_size=7, attention_window=8)
+    assert ELMURConfig(context_size=7, attention_window=None).window == 7
+    # a window past the segment is the segment: K = 1 works with the default W = 2
+    assert ELMURConfig(context_size=7, attention_window=8).window == 7
+    assert ELMURConfig(context_size=1).window == 1
