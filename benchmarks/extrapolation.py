@@ -198,12 +198,19 @@ def run_cell(
     folder.mkdir(parents=True, exist_ok=True)
     path, model_path = folder / f"seed{seed}.json", folder / f"seed{seed}.d3"
     record: dict[str, Any] | None = None
+    config = make_config(task, args.context_size, args.num_segments, overrides)
     if args.resume and path.exists():
         record = json.loads(path.read_text())
         if record["settings"] != settings:  # what the model was trained on
             raise SystemExit(
                 f"{path} was written with other settings ({record['settings']}); use another "
                 "--out, or run without --resume to overwrite it"
+            )
+        # the same overrides name another model once a default changes (issue 33 changed some)
+        if record["config"] != json.loads(config.serialize()):
+            raise SystemExit(
+                f"{path} was written with another model config (a default has changed since?); "
+                "use another --out, or run without --resume to overwrite it"
             )
     # a length is done when it was evaluated on as many episodes as asked now
     done = {(r["length"], r["episodes"]) for r in record["eval"]} if record else set()
@@ -221,7 +228,6 @@ def run_cell(
             )
             datasets[task.name] = (dataset, time.perf_counter() - start)
         dataset, dataset_seconds = datasets[task.name]
-        config = make_config(task, args.context_size, args.num_segments, overrides)
         start = time.perf_counter()
         algo = train(config, dataset, args.updates, seed, args.device, args.progress)
         seconds = time.perf_counter() - start

@@ -145,14 +145,15 @@ CASES = [
     pytest.param(
         True,
         (3,),
-        {"sequence_encoder": ELMURFactory(memory_slots=2, write_gate=0.5)},
-        id="discrete-write-gate",
+        {"sequence_encoder": ELMURFactory(memory_slots=2, write_gate=0.5, write_gate_empty=False)},
+        id="discrete-write-gate-not-empty",
     ),
     pytest.param(
         True,
         (3,),
-        {"sequence_encoder": ELMURFactory(memory_slots=2, write_gate=0.5, write_gate_empty=True)},
-        id="discrete-write-gate-empty",
+        # the POPGym preset's encoder: W = K, no gate (the defaults have W = 2 and the gate)
+        {"sequence_encoder": ELMURFactory(memory_slots=2, attention_window=None, write_gate=0.0)},
+        id="discrete-WK-no-gate",
     ),
 ]
 

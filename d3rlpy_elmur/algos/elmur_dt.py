@@ -110,6 +110,15 @@ _Config = TypeVar("_Config", bound="ELMURDTConfigBase")
 
 # Fields of ELMURDTConfigBase that only ELMUR uses and that moved into ELMURFactory (issue 35).
 _MOVED_TO_ENCODER = ("attention_window", "memory_slots", "lru_blend", "memory_init_std")
+# ELMUR options whose default is not what the model did before the option existed (issue 33
+# changed them): a saved config that does not name one was written before it, so it loads with
+# the model it was trained with, not with today's default.
+_BEFORE_THE_OPTION = {
+    "attention_window": 0,
+    "write_gate": 0.0,
+    "write_gate_empty": False,
+    "write_gate_cost": 0.0,
+}
 
 
 @dataclasses.dataclass()
@@ -199,7 +208,16 @@ class ELMURDTConfigBase(TransformerConfig):
 
     @classmethod
     def deserialize_from_dict(cls: type[_Config], dict_config: dict[str, Any]) -> _Config:
-        return cls.from_dict(cls.upgrade_params(dict_config))
+        """A saved config (a ``.d3`` file's, d3rlpy's JSON), as it was trained: moved fields
+        moved (``upgrade_params``), and ELMUR options it does not name at the values they had
+        before they existed (``_BEFORE_THE_OPTION``), not today's defaults."""
+        params = cls.upgrade_params(dict_config)
+        elmur = ELMURFactory.get_type()
+        encoder = params.get("sequence_encoder", {"type": elmur})
+        if isinstance(encoder, Mapping) and encoder.get("type") == elmur:
+            options = {**_BEFORE_THE_OPTION, **(encoder.get("params") or {})}
+            params["sequence_encoder"] = {**encoder, "params": options}
+        return cls.from_dict(params)
 
     @classmethod
     def deserialize(cls: type[_Config], serialized_config: str) -> _Config:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 from pathlib import Path
 
 import d3rlpy
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from d3rlpy_elmur import DiscreteELMURDTConfig, ELMURDTConfig
-from d3rlpy_elmur.io import load_learnable
+from d3rlpy_elmur.io import load_learnable, read_d3
 from d3rlpy_elmur.models import ELMURFactory, GRUFactory
 from d3rlpy_elmur_cli.bench.configs import (
     ConfigError,
@@ -54,6 +55,31 @@ def test_a_model_file_from_before_acts_differently_with_the_default_blend() -> N
     rebuilt.impl.policy.load_state_dict(algo.impl.policy.state_dict())  # type: ignore[union-attr]
     difference = _replayed_actions(rebuilt) - np.asarray(RECORDED["actions"])
     assert np.abs(difference).max() > 1e-2
+
+
+def test_a_model_file_from_before_the_write_gate_loads_as_it_was_trained(tmp_path: Path) -> None:
+    """A file written before an option whose default later changed (issue 33: the write gate
+    and its options) does not name it: it loads with the model it was trained with (no gate),
+    not with today's default, which would ask for gate weights the file does not have."""
+    payload = read_d3(FIXTURES / "elmur_before_issue35.d3")
+    config = json.loads(payload["config"])
+    encoder = config["config"]["params"]["sequence_encoder"]["params"]
+    del encoder["write_gate"], encoder["write_gate_empty"]
+    older = tmp_path / "before_the_gate.d3"
+    kept = {key: value for key, value in payload.items() if key != "sha256"}
+    older.write_bytes(pickle.dumps({**kept, "config": json.dumps(config)}))
+    for load in (load_learnable, d3rlpy.load_learnable):
+        algo = load(str(older))  # type: ignore[operator]
+        options = algo.config.sequence_encoder
+        assert (options.write_gate, options.write_gate_empty, options.write_gate_cost) == (
+            0.0,
+            False,
+            0.0,
+        )
+        np.testing.assert_allclose(_replayed_actions(algo), RECORDED["actions"], atol=1e-5)
+    # a saved config older than the attention window was segment-local
+    params = {k: v for k, v in config["config"]["params"].items() if k != "attention_window"}
+    assert ELMURDTConfig.deserialize_from_dict(params).sequence_encoder.attention_window == 0
 
 
 def test_a_yaml_config_from_before_loads_with_the_fields_moved() -> None:

@@ -40,6 +40,7 @@ def test_tmaze_preset_and_its_ablations() -> None:
     assert (preset.context_size, preset.num_segments, elmur.memory_slots) == (10, 3, 1)
     assert (preset.embed_dim, preset.num_layers, preset.num_heads) == (128, 2, 2)
     assert (elmur.attention_window, elmur.lru_blend, preset.batch_size) == (0, 0.79, 64)
+    assert elmur.write_gate == 0.0  # as measured: the library default has the gate (issue 33)
     assert load_run_config("tmaze_elmur").dataset == "tmaze-c28"
 
     no_lru = load_run_config("tmaze_elmur_no_lru").make_config()
@@ -53,6 +54,22 @@ def test_tmaze_preset_and_its_ablations() -> None:
     assert isinstance(gru.sequence_encoder, GRUFactory)
     # the ablations inherit everything else from the preset
     assert (no_lru.context_size, m3.batch_size, gru.embed_dim) == (10, 64, 128)
+
+
+def test_every_popgym_elmur_preset_keeps_the_model_it_was_measured_with() -> None:
+    """W = K, M = 4 and no write gate, whatever the library defaults (issue 33 changed them)."""
+    names = [p.stem for p in configs_dir().glob("popgym_elmur*.yaml")]
+    names += [
+        str(p.relative_to(configs_dir()))
+        for p in configs_dir().glob("popgym_presets/*/best_popgym_elmur*.yaml")
+    ]
+    assert len(names) >= 13
+    for name in names:
+        config = load_run_config(name).make_config()
+        elmur = config.sequence_encoder
+        assert isinstance(elmur, ELMURFactory), name
+        options = (elmur.attention_window, elmur.memory_slots, elmur.write_gate)
+        assert options == (None, 4, 0.0), name
 
 
 def test_dt_baselines() -> None:
